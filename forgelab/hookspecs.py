@@ -1,0 +1,106 @@
+"""Every hook a forgelab plugin can implement.
+
+Stage hooks (connect, helo, mail from, rcpt to, message) are not firstresult: every
+defence runs and every verdict it returns is kept and shown. Each returns a
+:class:`forgelab.Verdict`, a list of them, or ``None``. An implementation may take
+any subset of a hook's arguments, by name.
+
+Arguments common to many hooks:
+
+- ``session``: :class:`forgelab.session.Session` (client address, HELO name, TLS, ...).
+- ``envelope``: :class:`forgelab.session.Envelope` (MAIL FROM, accepted RCPT TOs so far).
+- ``lab``: :class:`forgelab.lab.Lab`, the world the server runs in: local domains,
+  users and lists (``lab.directory``) and the DNS resolver every lookup goes through
+  (``lab.resolver``).
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("forgelab")
+hookimpl = pluggy.HookimplMarker("forgelab")
+
+
+@hookspec
+def forgelab_connect(session, lab):
+    """A client connected, before the banner.
+
+    :param session: the new session; ``session.peer_ip`` is the client address.
+    :return: Verdict, list of Verdicts, or None. A ``reject`` action answers the
+        connection with ``554`` instead of the banner.
+    """
+
+
+@hookspec
+def forgelab_helo(session, helo, lab):
+    """The client said HELO or EHLO.
+
+    :param helo: the name it gave (``session.helo`` holds it too).
+    :return: Verdict, list of Verdicts, or None.
+    """
+
+
+@hookspec
+def forgelab_mail_from(session, envelope, address, params, lab):
+    """The client said ``MAIL FROM``.
+
+    :param address: the reverse-path without angle brackets; ``""`` is the null sender.
+    :param params: ESMTP parameters, upper-cased names to values (``{"SIZE": "123"}``).
+    :return: Verdict, list of Verdicts, or None.
+    """
+
+
+@hookspec
+def forgelab_rcpt_to(session, envelope, address, lab):
+    """The client said ``RCPT TO``.
+
+    :param address: the forward-path without angle brackets.
+    :return: Verdict, list of Verdicts, or None. A rejecting action refuses this
+        recipient only; the message goes on with the others.
+    """
+
+
+@hookspec
+def forgelab_message(session, envelope, message, raw, lab):
+    """The client ended DATA: the whole message is here.
+
+    :param message: an ``email.message.EmailMessage`` parsed with ``email.policy.default``.
+    :param raw: the message bytes exactly as received (after dot-unstuffing, before
+        forgelab adds any header).
+    :return: Verdict, list of Verdicts, or None.
+    """
+
+
+@hookspec(firstresult=True)
+def forgelab_vrfy(session, argument, lab):
+    """How to answer ``VRFY``. The first implementation to return a value wins.
+
+    :param argument: what the client asked about, as typed.
+    :return: a :class:`forgelab.smtp.Reply`, or None to let the next plugin answer.
+    """
+
+
+@hookspec(firstresult=True)
+def forgelab_expn(session, argument, lab):
+    """How to answer ``EXPN``. The first implementation to return a value wins.
+
+    :param argument: the list name, as typed.
+    :return: a :class:`forgelab.smtp.Reply`, or None to let the next plugin answer.
+    """
+
+
+@hookspec
+def forgelab_delivered(session, envelope, message, action, verdicts, locations, lab):
+    """A message was stored (notification; the return value is ignored).
+
+    :param action: the folded action: ``accept``, ``tag`` or ``quarantine``.
+    :param verdicts: every Verdict of the message's session stages and its content.
+    :param locations: ``(user, folder, key)`` for each copy written.
+    """
+
+
+@hookspec
+def forgelab_rejected(session, envelope, stage, reply, verdicts, lab):
+    """Something was refused because of a verdict (notification).
+
+    :param stage: ``connect``, ``helo``, ``mail_from``, ``rcpt_to`` or ``message``.
+    :param reply: the :class:`forgelab.smtp.Reply` sent to the client.
+    """

@@ -1,0 +1,1 @@
+"""Thin threaded socket drivers around the sans-IO protocol cores."""

@@ -1,0 +1,1 @@
+"""forgelab's built-in defences, each an ordinary pluggy plugin (shipped as ``forgelab.plugins``)."""

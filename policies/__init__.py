@@ -1,0 +1,1 @@
+"""The shipped policies, as TOML files (shipped as ``forgelab.policies``)."""
