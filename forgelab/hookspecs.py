@@ -69,6 +69,15 @@ def forgelab_message(session, envelope, message, raw, lab):
     """
 
 
+@hookspec
+def forgelab_add_headers(session, envelope, message, verdicts, lab):
+    """Headers to prepend to a message about to be stored (e.g. ``Authentication-Results``).
+
+    :param verdicts: every Verdict of the message so far.
+    :return: a list of ``(name, value)`` pairs, or None.
+    """
+
+
 @hookspec(firstresult=True)
 def forgelab_vrfy(session, argument, lab):
     """How to answer ``VRFY``. The first implementation to return a value wins.

@@ -30,6 +30,8 @@ class Session:
     peer_name: str | None = None  # reverse name given by XCLIENT NAME=
     xclient: bool = False
     started: float = field(default_factory=time.time)
+    # Results one defence computed that another may reuse (e.g. SPF for DMARC).
+    cache: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "peer_ip": self.peer_ip, "peer_port": self.peer_port, "helo": self.helo,
@@ -45,6 +47,8 @@ class Envelope:
     mail_params: dict = field(default_factory=dict)
     rcpt_tos: list[str] = field(default_factory=list)
     id: str = field(default_factory=lambda: new_id("m"))
+    # Per-message results shared between defences (parse once, look up once).
+    cache: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "mail_from": self.mail_from, "rcpt_tos": list(self.rcpt_tos),
