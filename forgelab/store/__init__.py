@@ -1,1 +1,5 @@
-"""store"""
+"""The mail store: Maildir per user, a quarantine folder, a relay hold, POP3 maildrops."""
+from .maildir import (FOLDERS, Maildrop, MaildropLocked, MailStore, MessageDeleted, NoSuchMessage,
+                      uid_of)
+
+__all__ = ["FOLDERS", "MailStore", "Maildrop", "MaildropLocked", "MessageDeleted", "NoSuchMessage", "uid_of"]
