@@ -1,0 +1,300 @@
+"""The one resolver every DNS lookup of every defence goes through.
+
+Two backends behind one interface:
+
+- ``lab`` (the default): answers from an RFC 1035 master file holding any number of
+  domains under absolute names (no SOA or NS needed). Names it does not hold are
+  NXDOMAIN; nothing goes to the network.
+- ``system``: the machine's resolver (real DNS), opt-in with ``--dns system``.
+
+:class:`Resolver` keeps answers across messages for their TTL; :class:`Lookups` is
+the per-message view that asks the resolver at most once per (name, type) and keeps
+a log of what it asked, so one check never repeats another check's lookup.
+"""
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+import dns.zone
+
+LAB_ZONE = Path(str(resources.files("forgelab.lab"))) / "lab.zone"
+
+MAX_CNAME_CHAIN = 8
+NEGATIVE_TTL = 60  # seconds a "no such name / no such record" answer is kept
+SYSTEM_TIMEOUT = 5.0
+
+
+class ZoneError(ValueError):
+    """A zone file that cannot be used; the message names the file and the line."""
+
+
+class DNSTempError(Exception):
+    """The lookup could not be answered now (timeout, no server): a temperror."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to one question.
+
+    :param name: the name asked, absolute, lower case, without the final dot.
+    :param rdtype: the type asked, as text (``"TXT"``).
+    :param records: dnspython rdata objects (after following CNAMEs).
+    :param nxdomain: the name does not exist (an empty ``records`` with
+        ``nxdomain=False`` is NODATA: the name exists, the type does not).
+    :param cnames: ``(alias, target)`` pairs followed to reach ``records``.
+    :param ttl: seconds the answer may be kept.
+    """
+
+    name: str
+    rdtype: str
+    records: tuple = ()
+    nxdomain: bool = False
+    cnames: tuple = ()
+    ttl: int = NEGATIVE_TTL
+
+    @property
+    def owner(self) -> str:
+        """The name the records belong to (the end of the CNAME chain)."""
+        return self.cnames[-1][1] if self.cnames else self.name
+
+    def texts(self) -> list[str]:
+        """TXT records, each one's strings joined with no separator (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in self.records if hasattr(r, "strings")]
+
+    def addresses(self) -> list[str]:
+        return [r.address for r in self.records if hasattr(r, "address")]
+
+    def targets(self) -> list[str]:
+        """PTR/CNAME targets and MX exchanges, without the final dot."""
+        out = []
+        for r in self.records:
+            target = getattr(r, "target", None) or getattr(r, "exchange", None)
+            if target is not None:
+                out.append(target.to_text(omit_final_dot=True).lower())
+        return out
+
+
+def _key(name) -> str:
+    text = name.to_text(omit_final_dot=True) if isinstance(name, dns.name.Name) else str(name)
+    return text.rstrip(".").lower()
+
+
+def _absolute(name: str) -> dns.name.Name | None:
+    try:
+        return dns.name.from_text(name.rstrip(".") + ".") if name.strip(".") else None
+    except dns.exception.DNSException:
+        return None  # not a valid DNS name: no such name
+
+
+class _Helpers:
+    """Typed helpers shared by the resolver and its per-message view."""
+
+    def query(self, name: str, rdtype: str) -> Answer:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def txt(self, name: str) -> list[str]:
+        return self.query(name, "TXT").texts()
+
+    def addresses(self, name: str) -> list[str]:
+        """A then AAAA addresses of a name."""
+        return self.query(name, "A").addresses() + self.query(name, "AAAA").addresses()
+
+    def ptr(self, ip: str) -> list[str]:
+        return self.query(dns.reversename.from_address(ip).to_text(omit_final_dot=True), "PTR").targets()
+
+    def exists(self, name: str) -> bool:
+        """Whether a name exists in DNS (RFC 9091: any A, AAAA or MX answer, or NODATA)."""
+        return not self.query(name, "A").nxdomain
+
+
+class LabBackend:
+    """Answers from a dnspython zone; never touches the network.
+
+    :param zone: the loaded zone (many domains under the root origin).
+    :param timeouts: fault injection for exercises and tests: a name mapped to the
+        record types that still answer; any other type at that name times out.
+    """
+
+    kind = "lab"
+
+    def __init__(self, zone: dns.zone.Zone, timeouts: Mapping[str, Iterable[str]] | None = None):
+        self.zone = zone
+        self.timeouts = {_key(k): {t.upper() for t in v} for k, v in (timeouts or {}).items()}
+        # Empty non-terminals (e.g. _domainkey.bank.example) exist: NODATA, not NXDOMAIN.
+        self._existing = set()
+        for owner in zone.nodes:
+            labels = owner.labels
+            for i in range(len(labels) - 1):
+                self._existing.add(_key(dns.name.Name(labels[i:])))
+
+    def lookup(self, name: str, rdtype: str) -> Answer:
+        key, rdt = _key(name), rdtype.upper()
+        cnames = []
+        for _ in range(MAX_CNAME_CHAIN + 1):
+            if key in self.timeouts and rdt not in self.timeouts[key]:
+                raise DNSTempError(f"lab: lookup of {key} {rdt} timed out (as the lab zone says)")
+            absolute = _absolute(key)
+            node = self.zone.get_node(absolute) if absolute is not None else None
+            asked = cnames[0][0] if cnames else key
+            if node is None:
+                return Answer(asked, rdt, (), key not in self._existing, tuple(cnames))
+            rdataset = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(rdt))
+            if rdataset is not None:
+                return Answer(asked, rdt, tuple(rdataset), False, tuple(cnames), rdataset.ttl)
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None or rdt == "CNAME":
+                return Answer(asked, rdt, (), False, tuple(cnames))
+            target = _key(cname[0].target)
+            cnames.append((key, target))
+            key = target
+        raise DNSTempError(f"lab: CNAME chain from {cnames[0][0]} longer than {MAX_CNAME_CHAIN}")
+
+
+class SystemBackend:
+    """The machine's resolver (real DNS). Opt-in only."""
+
+    kind = "system"
+
+    def __init__(self, timeout: float = SYSTEM_TIMEOUT):
+        self._resolver = dns.resolver.Resolver()
+        self._resolver.lifetime = timeout
+
+    def lookup(self, name: str, rdtype: str) -> Answer:
+        key, rdt = _key(name), rdtype.upper()
+        absolute = _absolute(key)
+        if absolute is None:
+            return Answer(key, rdt, (), True)
+        try:
+            ans = self._resolver.resolve(absolute, rdt, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return Answer(key, rdt, (), True)
+        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as e:
+            raise DNSTempError(f"DNS lookup of {key} {rdt} failed: {e}") from e
+        except dns.exception.DNSException as e:
+            raise DNSTempError(f"DNS lookup of {key} {rdt} failed: {e}") from e
+        cnames, owner = [], key
+        for rrset in ans.response.answer:
+            if rrset.rdtype == dns.rdatatype.CNAME:
+                target = _key(rrset[0].target)
+                cnames.append((owner, target))
+                owner = target
+        records = tuple(ans.rrset) if ans.rrset is not None else ()
+        ttl = ans.rrset.ttl if ans.rrset is not None else NEGATIVE_TTL
+        return Answer(key, rdt, records, False, tuple(cnames), ttl)
+
+
+class Resolver(_Helpers):
+    """One resolver for every lookup, with a TTL cache shared across messages (thread-safe)."""
+
+    def __init__(self, backend, clock=time.monotonic):
+        self.backend = backend
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
+        self._lock = threading.Lock()
+        self.queries = 0  # questions that reached the backend (for tests and the web view)
+
+    @property
+    def kind(self) -> str:
+        return self.backend.kind
+
+    @classmethod
+    def lab(cls, zone_path: str | Path | None = None, **backend_options) -> "Resolver":
+        """The lab backend over a zone file (the embedded lab world when ``zone_path`` is None)."""
+        return cls(LabBackend(load_zone(zone_path or LAB_ZONE), **backend_options))
+
+    @classmethod
+    def from_text(cls, text: str, **backend_options) -> "Resolver":
+        return cls(LabBackend(parse_zone(text, "<text>"), **backend_options))
+
+    @classmethod
+    def system(cls, timeout: float = SYSTEM_TIMEOUT) -> "Resolver":
+        return cls(SystemBackend(timeout))
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        key = (_key(name), rdtype.upper())
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        answer = self.backend.lookup(*key)  # DNSTempError is not cached
+        with self._lock:
+            self.queries += 1
+            self._cache[key] = (now + max(0, answer.ttl), answer)
+        return answer
+
+    def lookups(self) -> "Lookups":
+        return Lookups(self)
+
+
+@dataclass
+class Lookups(_Helpers):
+    """A per-message view of the resolver: each (name, type) is asked once.
+
+    ``log`` lists every question in the order first asked, so a test (or the web
+    view) can show that no check repeated another's lookup.
+    """
+
+    resolver: Resolver
+    answers: dict = field(default_factory=dict)
+    log: list = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        key = (_key(name), rdtype.upper())
+        with self._lock:
+            if key in self.answers:
+                got = self.answers[key]
+                if isinstance(got, DNSTempError):
+                    raise got
+                return got
+        try:
+            answer = self.resolver.query(*key)
+        except DNSTempError as e:
+            answer = e  # a timeout stays a timeout for the rest of this message
+        with self._lock:
+            self.answers.setdefault(key, answer)
+            self.log.append(key)
+        if isinstance(answer, DNSTempError):
+            raise answer
+        return answer
+
+
+def parse_zone(text: str, filename: str = "<zone>") -> dns.zone.Zone:
+    """Parse master-file text holding many domains under absolute names."""
+    try:
+        return dns.zone.from_text(text, origin=dns.name.root, relativize=False, check_origin=False,
+                                  filename=filename)
+    except dns.exception.SyntaxError as e:
+        # dnspython says "file:line: detail"; keep it, it is what a trainer needs.
+        raise ZoneError(f"zone file {e}") from e
+    except dns.exception.DNSException as e:
+        raise ZoneError(f"zone file {filename}: {e}") from e
+
+
+def load_zone(path: str | Path) -> dns.zone.Zone:
+    """Load a zone file; a file that does not parse raises :class:`ZoneError` naming file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ZoneError(f"zone file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ZoneError(f"zone file {path}: not UTF-8 text ({e})") from e
+    return parse_zone(text, str(path))
+
+
+def reverse_name(ip: str) -> str:
+    return dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text(omit_final_dot=True)
