@@ -1,6 +1,153 @@
+"""The forgelab command line: thin commands over the library."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
 import click
 
+from . import __version__
 
-@click.group()
+
+class HostPort(click.ParamType):
+    name = "HOST:PORT"
+
+    def convert(self, value, param, ctx):
+        from .server.base import parse_hostport
+
+        try:
+            parse_hostport(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="forgelab")
 def main():
-    """forgelab: a mail-forgery lab."""
+    """forgelab: a mail-forgery lab. A real SMTP + POP3 server on loopback that runs every
+    message through pluggable defences, so you can forge mail and watch each defence react."""
+
+
+def banner(lab_app) -> str:
+    from .server.base import is_loopback
+
+    lab = lab_app.lab
+    smtp_host, smtp_port = lab_app.smtp.address
+    pop3_host, pop3_port = lab_app.pop3.address
+    policy = lab_app.context.rules.policy
+    lines = [
+        click.style(f"forgelab {__version__}: a mail-forgery lab (mail never leaves this machine)", bold=True),
+        f"  SMTP   {smtp_host}:{smtp_port}    telnet {smtp_host} {smtp_port}",
+        f"  POP3   {pop3_host}:{pop3_port}    telnet {pop3_host} {pop3_port}",
+        f"  policy {policy.name}: {policy.description}",
+        f"  local domain(s): {', '.join(lab.directory.domains)}",
+        "  lab users (lab-only passwords):",
+    ]
+    for user in lab.directory.users.values():
+        password = user.password if user.password is not None else "(hashed)"
+        lines.append(f"    {lab.directory.address(user):<28} {user.full_name:<22} password: {password}")
+    for name, members in lab.directory.lists.items():
+        lines.append(f"    list {name}@{lab.directory.primary_domain}: {', '.join(members)}")
+    world = _world_lines(lab)
+    lines += world
+    lines += [
+        "  try:",
+        f"    telnet {smtp_host} {smtp_port}   then: HELO some.where.com / MAIL FROM:<> / RCPT TO:<alice@{lab.directory.primary_domain}> / DATA",
+        f"    telnet {pop3_host} {pop3_port}   then: USER alice / PASS rabbit-hole / STAT / RETR 1 / QUIT",
+        f"  data: {lab_app.data_dir}   (event log: events.jsonl)",
+    ]
+    for name, (host, _) in (("SMTP", lab_app.smtp.address), ("POP3", lab_app.pop3.address)):
+        if not is_loopback(host):
+            lines.append(click.style(f"  WARNING: {name} listens on {host}, not loopback: anyone who can reach it can use this lab", fg="red", bold=True))
+    return "\n".join(lines)
+
+
+def _world_lines(lab) -> list[str]:
+    try:
+        from .lab.world import banner_lines
+    except ImportError:
+        return []
+    return ["  lab world:"] + [f"    {line}" for line in banner_lines()]
+
+
+@main.command()
+@click.option("--smtp", "smtp", default="127.0.0.1:1025", show_default=True, type=HostPort(), help="SMTP listen address.")
+@click.option("--pop3", "pop3", default="127.0.0.1:1110", show_default=True, type=HostPort(), help="POP3 listen address.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (mail, event log). Default: ~/.local/share/forgelab.")
+@click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file of local domains, users and lists.")
+@click.option("--policy", default="observe", show_default=True, help="A shipped policy name (open, observe, strict) or a policy file.")
+@click.option("--plugin", "plugins", multiple=True, help="A plugin module or .py file to load (repeatable).")
+@click.option("--zone", "zone_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="RFC 1035 master file for the lab DNS.")
+@click.option("--dns", type=click.Choice(["lab", "system"]), default="lab", show_default=True, help="Answer DNS from the lab zone, or from real DNS.")
+@click.option("--quiet", is_flag=True, help="Do not print the session transcripts.")
+@click.option("--json", "json_lines", is_flag=True, help="Print every event as a JSON line instead of the transcript.")
+def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines):
+    """Start the SMTP and POP3 servers on the embedded lab world."""
+    from .app import Forgelab, Settings
+    from .terminal import TerminalView
+
+    settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
+                        plugins=tuple(plugins), zone_file=zone_file, dns=dns)
+    try:
+        lab_app = Forgelab(settings)
+        lab_app.start()
+    except Exception as exc:  # a start-up problem is one clear line, never a traceback
+        raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(banner(lab_app))
+    if not quiet:
+        lab_app.bus.subscribe(TerminalView(sys.stdout, json_lines=json_lines))
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        lab_app.stop()
+        click.echo("forgelab stopped")
+
+
+@main.command("plugins")
+@click.option("--policy", default="observe", show_default=True, help="Policy whose defences to load.")
+@click.option("--plugin", "plugins", multiple=True, help="Also load this plugin module or file.")
+def plugins_cmd(policy, plugins):
+    """List every loaded plugin and the hooks it implements."""
+    from .policy import load_policy
+    from .registry import build_plugin_manager, describe
+
+    try:
+        pm = build_plugin_manager(load_policy(policy), plugins)
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
+    for name, hooks in describe(pm):
+        click.echo(f"{name:<16} {', '.join(hooks)}")
+
+
+@main.group("policies", invoke_without_command=True)
+@click.pass_context
+def policies_cmd(ctx):
+    """List the shipped policies; `policies show NAME` prints one resolved."""
+    if ctx.invoked_subcommand is None:
+        from .policy import load_policy, shipped_policies
+
+        for name in shipped_policies():
+            click.echo(f"{name:<10} {load_policy(name).description}")
+
+
+@policies_cmd.command("show")
+@click.argument("name")
+def policies_show(name):
+    """Print a policy (a shipped name or a file) with `extends` resolved."""
+    from .policy import load_policy
+
+    try:
+        click.echo(load_policy(name).as_toml())
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -30,8 +30,12 @@ class Session:
     peer_name: str | None = None  # reverse name given by XCLIENT NAME=
     xclient: bool = False
     started: float = field(default_factory=time.time)
+    real_peer_ip: str = ""  # the socket's peer, whatever XCLIENT says
     # Results one defence computed that another may reuse (e.g. SPF for DMARC).
     cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.real_peer_ip = self.real_peer_ip or self.peer_ip
 
     def as_dict(self) -> dict:
         return {"id": self.id, "peer_ip": self.peer_ip, "peer_port": self.peer_port, "helo": self.helo,

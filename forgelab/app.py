@@ -1,0 +1,87 @@
+"""A whole forgelab: lab world, store, event bus, SMTP and POP3 servers, started and stopped together."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .events import EventBus, JsonlLog
+from .lab import Lab, load_lab
+from .pipeline import ServerContext
+from .policy import Policy, load_policy
+from .server.base import Limits, parse_hostport
+from .server.pop3 import Pop3Server
+from .server.smtp import SmtpServer
+from .store import MailStore
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "forgelab"
+
+
+@dataclass
+class Settings:
+    smtp: str = "127.0.0.1:1025"
+    pop3: str = "127.0.0.1:1110"
+    data_dir: Path | None = None
+    users_file: Path | None = None
+    policy: str | Policy = "observe"
+    plugins: tuple[str, ...] = ()
+    zone_file: Path | None = None
+    dns: str = "lab"
+    event_log: bool = True
+
+
+class Forgelab:
+    def __init__(self, settings: Settings, bus: EventBus | None = None):
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir or default_data_dir())
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = bus or EventBus()
+        self.lab: Lab = load_lab(settings.users_file)
+        self._attach_resolver()
+        policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
+        self.store = MailStore(self.data_dir / "mail")
+        self.context = ServerContext(self.lab, self.store, self.bus, policy, settings.plugins)
+        limits = Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
+                        session_timeout=float(policy.setting("session_timeout", 1800)))
+        self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
+        if self._log:
+            self.bus.subscribe(self._log)
+        smtp_host, smtp_port = parse_hostport(settings.smtp)
+        pop3_host, pop3_port = parse_hostport(settings.pop3)
+        self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits)
+        self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits)
+
+    def _attach_resolver(self) -> None:
+        try:
+            from .dns import Resolver
+        except ImportError:  # the authentication layer is optional until it lands
+            return
+        if self.settings.dns == "system":
+            self.lab.resolver = Resolver.system()
+        else:
+            self.lab.resolver = Resolver.lab(self.settings.zone_file) if self.settings.zone_file else Resolver.lab()
+
+    def start(self) -> "Forgelab":
+        self.smtp.start()
+        try:
+            self.pop3.start()
+        except Exception:
+            self.smtp.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.smtp.stop()
+        self.pop3.stop()
+        if self._log:
+            self.bus.unsubscribe(self._log)
+            self._log.close()
+
+    def __enter__(self) -> "Forgelab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,361 @@
+"""Turns SMTP events into hook calls, verdicts into replies, accepted mail into stored mail.
+
+The only caller of the plugin hooks. Each hook implementation is called on its own,
+so one defence that raises yields a ``temperror`` verdict for its check and every
+other defence still runs.
+"""
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+
+import pluggy
+
+from .events import EventBus
+from .lab import Lab
+from .policy import Policy
+from .registry import build_plugin_manager, plugin_name
+from .session import Envelope, Session
+from .smtp import Reply, events as ev, help_reply
+from .verdicts import Verdict, collect, harshest
+
+log = logging.getLogger(__name__)
+
+STAGE_HOOKS = {
+    "connect": "forgelab_connect",
+    "helo": "forgelab_helo",
+    "mail_from": "forgelab_mail_from",
+    "rcpt_to": "forgelab_rcpt_to",
+    "message": "forgelab_message",
+}
+# Rejections before DATA answer 550/451 for that command; after DATA for the message.
+REJECT = {"connect": (554, "5.7.1"), "helo": (550, "5.7.1"), "mail_from": (550, "5.7.1"),
+          "rcpt_to": (550, "5.7.1"), "message": (550, "5.7.1")}
+
+
+@dataclass
+class Rules:
+    """A policy and the plugin manager built from it; swapped whole when the policy changes."""
+
+    policy: Policy
+    pm: pluggy.PluginManager
+    plugins: tuple[str, ...] = ()
+
+
+class ServerContext:
+    """What every SMTP session shares: the lab, the store, the event bus, the current rules."""
+
+    def __init__(self, lab: Lab, store, bus: EventBus | None = None, policy: Policy | None = None,
+                 plugins: tuple[str, ...] = ()):
+        from .policy import load_policy
+
+        self.lab = lab
+        self.store = store
+        self.bus = bus or EventBus()
+        self._lock = threading.Lock()
+        self._rules = Rules(policy or load_policy("observe"), None, tuple(plugins))
+        self._rules.pm = build_plugin_manager(self._rules.policy, plugins)
+
+    @property
+    def rules(self) -> Rules:
+        with self._lock:
+            return self._rules
+
+    def set_policy(self, policy: Policy) -> None:
+        """Switch policy for every message that starts from now on (plugins are rebuilt)."""
+        rules = Rules(policy, build_plugin_manager(policy, self._rules.plugins), self._rules.plugins)
+        with self._lock:
+            self._rules = rules
+        self.bus.publish("policy.changed", name=policy.name, description=policy.description)
+
+
+@dataclass
+class Decision:
+    action: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    deciding: Verdict | None = None
+
+
+class SmtpPipeline:
+    """One per SMTP session: ``handle(event) -> Reply``."""
+
+    def __init__(self, context: ServerContext, session: Session):
+        self.context = context
+        self.session = session
+        self.lab = context.lab
+        self.rules = context.rules
+        self.envelope: Envelope | None = None
+        self.session_verdicts: list[Verdict] = []
+        self.message_verdicts: list[Verdict] = []
+        self.relay_recipients: list[str] = []
+        self.local_recipients: list[str] = []  # user names, lists expanded
+
+    @property
+    def policy(self) -> Policy:
+        return self.rules.policy
+
+    # -- hooks -------------------------------------------------------------
+    def _run_stage(self, stage: str, **kwargs) -> Decision:
+        kwargs.setdefault("session", self.session)
+        kwargs.setdefault("lab", self.lab)
+        kwargs.setdefault("envelope", self.envelope)
+        hook = getattr(self.rules.pm.hook, STAGE_HOOKS[stage])
+        verdicts: list[Verdict] = []
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's own order: last registered first
+            try:
+                returned = impl.function(*[kwargs[name] for name in impl.argnames])
+                verdicts.extend(collect([returned]))
+            except Exception as exc:
+                name = plugin_name(self.rules.pm, impl.plugin)
+                log.exception("plugin %s failed in %s", name, STAGE_HOOKS[stage])
+                verdicts.append(Verdict(name, "temperror", f"the {name} defence failed: {type(exc).__name__}: {exc}"))
+        return self._decide(stage, verdicts)
+
+    def _decide(self, stage: str, verdicts: list[Verdict]) -> Decision:
+        decision = Decision("accept", verdicts)
+        for verdict in verdicts:
+            action = self.policy.action_for(verdict)
+            self.context.bus.publish("verdict", session_id=self.session.id,
+                                     message_id=self.envelope.id if self.envelope else None,
+                                     stage=stage, verdict=verdict.as_dict(), action=action)
+            if harshest([action, decision.action]) != decision.action:
+                decision.action, decision.deciding = action, verdict
+        return decision
+
+    def _refusal(self, stage: str, decision: Decision) -> Reply:
+        verdict = decision.deciding
+        text = f"[{verdict.check}] {verdict.reason or verdict.result}"
+        if decision.action == "tempfail":
+            enhanced = "4.3.0" if verdict.result == "temperror" else "4.7.1"
+            return Reply(421 if stage == "connect" else 451, enhanced, text)
+        code, enhanced = REJECT[stage]
+        return Reply(code, enhanced, text)
+
+    def _refused(self, stage: str, decision: Decision) -> Reply | None:
+        if decision.action not in ("reject", "tempfail"):
+            return None
+        reply = self._refusal(stage, decision)
+        self.context.bus.publish("message.rejected", session_id=self.session.id,
+                                 message_id=self.envelope.id if self.envelope else None,
+                                 stage=stage, reply=str(reply), action=decision.action,
+                                 verdicts=[v.as_dict() for v in decision.verdicts])
+        self.rules.pm.hook.forgelab_rejected(session=self.session, envelope=self.envelope, stage=stage,
+                                             reply=reply, verdicts=decision.verdicts, lab=self.lab)
+        return reply
+
+    # -- session -----------------------------------------------------------
+    def connect(self) -> Reply:
+        decision = self._run_stage("connect")
+        refused = self._refused("connect", decision)
+        if refused:
+            return refused
+        self.session_verdicts = list(decision.verdicts)
+        return Reply(220, None, f"{self.lab.hostname} ESMTP forgelab lab server, policy {self.policy.name}; mail stays on this machine")
+
+    def handle(self, event) -> Reply:
+        handler = getattr(self, f"on_{type(event).__name__.lower()}", None)
+        if handler is None:
+            return Reply(502, "5.5.1", "Command not implemented")
+        return handler(event)
+
+    def on_commanderror(self, event: ev.CommandError) -> Reply:
+        return event.reply
+
+    def _greet(self, name: str, esmtp: bool) -> Decision:
+        self.session.helo = name
+        self.session.esmtp = esmtp
+        self._reset()
+        decision = self._run_stage("helo", helo=name)
+        self.session_verdicts = [v for v in self.session_verdicts if v.check == "connect"] + decision.verdicts
+        return decision
+
+    def on_helo(self, event: ev.Helo) -> Reply:
+        decision = self._greet(event.name, esmtp=False)
+        return self._refused("helo", decision) or Reply(250, None, f"{self.lab.hostname} Hello {event.name} [{self.session.peer_ip}]")
+
+    def on_ehlo(self, event: ev.Ehlo) -> Reply:
+        decision = self._greet(event.name, esmtp=True)
+        refused = self._refused("helo", decision)
+        if refused:
+            return refused
+        lines = [f"{self.lab.hostname} Hello {event.name} [{self.session.peer_ip}]", "PIPELINING",
+                 f"SIZE {self.max_message_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "HELP"]
+        if self.xclient_allowed:
+            lines.append("XCLIENT ADDR NAME HELO")
+        return Reply(250, None, lines)
+
+    @property
+    def max_message_size(self) -> int:
+        return int(self.policy.setting("max_message_size", 10 * 1024 * 1024))
+
+    @property
+    def xclient_allowed(self) -> bool:
+        return bool(self.policy.setting("xclient", True)) and self.session.real_peer_ip == "127.0.0.1"
+
+    def _reset(self) -> None:
+        self.envelope = None
+        self.message_verdicts = []
+        self.relay_recipients = []
+        self.local_recipients = []
+
+    def on_rset(self, event) -> Reply:
+        self._reset()
+        return Reply(250, "2.0.0", "Reset OK")
+
+    def on_noop(self, event) -> Reply:
+        return Reply(250, "2.0.0", "OK")
+
+    def on_quit(self, event) -> Reply:
+        return Reply(221, "2.0.0", f"{self.lab.hostname} closing connection")
+
+    def on_help(self, event: ev.Help) -> Reply:
+        return help_reply(event.topic)
+
+    def on_vrfy(self, event: ev.Vrfy) -> Reply:
+        reply = self.rules.pm.hook.forgelab_vrfy(session=self.session, argument=event.argument, lab=self.lab)
+        return reply or Reply(252, "2.5.0", "Cannot VRFY user, but will accept the message and try")
+
+    def on_expn(self, event: ev.Expn) -> Reply:
+        reply = self.rules.pm.hook.forgelab_expn(session=self.session, argument=event.argument, lab=self.lab)
+        return reply or Reply(502, "5.5.1", "EXPN is not available")
+
+    def on_xclient(self, event: ev.XClient) -> Reply:
+        if not self.xclient_allowed:
+            return Reply(550, "5.7.0", "XCLIENT is allowed only from 127.0.0.1 in lab mode")
+        attrs = event.attributes
+        if "ADDR" in attrs:
+            from ipaddress import ip_address
+            try:
+                self.session.peer_ip = str(ip_address(attrs["ADDR"].removeprefix("IPV6:")))
+            except ValueError:
+                return Reply(501, "5.5.4", f"XCLIENT ADDR is not an IP address: {attrs['ADDR'][:60]}")
+        if "NAME" in attrs:
+            self.session.peer_name = None if attrs["NAME"].upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") else attrs["NAME"]
+        if "HELO" in attrs:
+            self.session.helo = attrs["HELO"]
+        self.session.xclient = True
+        self._reset()
+        self.context.bus.publish("session.xclient", session_id=self.session.id, attributes=dict(attrs))
+        return Reply(220, None, f"{self.lab.hostname} ESMTP forgelab; you are now {self.session.peer_ip}, say EHLO again")
+
+    # -- transaction -------------------------------------------------------
+    def on_mailfrom(self, event: ev.MailFrom) -> Reply:
+        self.rules = self.context.rules  # a policy switch applies from the next message on
+        size = event.params.get("SIZE")
+        if size is not None:
+            if size is True or not str(size).isdigit():
+                return Reply(501, "5.5.4", "SIZE needs a number")
+            if int(size) > self.max_message_size:
+                return Reply(552, "5.3.4", f"Message too big: {size} octets; the limit is {self.max_message_size}")
+        body = event.params.get("BODY")
+        if body is not None and str(body).upper() not in ("7BIT", "8BITMIME"):
+            return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        self._reset()
+        self.envelope = Envelope(mail_from=event.address, mail_params=dict(event.params))
+        decision = self._run_stage("mail_from", address=event.address, params=dict(event.params))
+        refused = self._refused("mail_from", decision)
+        if refused:
+            self.envelope = None
+            return refused
+        self.message_verdicts = list(decision.verdicts)
+        sender = f"<{event.address}>" if event.address else "<> (the null sender)"
+        return Reply(250, "2.1.0", f"Sender {sender} OK")
+
+    def on_rcptto(self, event: ev.RcptTo) -> Reply:
+        max_rcpt = int(self.policy.setting("max_recipients", 100))
+        if len(self.envelope.rcpt_tos) >= max_rcpt:
+            return Reply(452, "4.5.3", f"Too many recipients (the limit is {max_rcpt})")
+        directory = self.lab.directory
+        address = event.address
+        local = directory.local_part(address)
+        members: list[str] = []
+        if local is not None:
+            user = directory.user(local)
+            listed = directory.lists.get(local)
+            if user is None and listed is None:
+                return Reply(550, "5.1.1", f"No such user here: <{address}>")
+            members = [user.name] if user else [m for m in listed if directory.user(m)]
+        decision = self._run_stage("rcpt_to", address=address)
+        if local is None and not any(v.check == "relay" for v in decision.verdicts):
+            # No relay defence loaded: still never an open relay.
+            decision = Decision("reject", decision.verdicts + [Verdict("relay", "fail", f"relay denied: {address} is not local")])
+            decision.deciding = decision.verdicts[-1]
+        refused = self._refused("rcpt_to", decision)
+        if refused:
+            return refused
+        self.envelope.rcpt_tos.append(address)
+        self.message_verdicts.extend(decision.verdicts)
+        if local is None:
+            self.relay_recipients.append(address)
+            return Reply(250, "2.1.5", f"Recipient <{address}> OK: held here (an open relay would send it on; forgelab never does)")
+        self.local_recipients.extend(m for m in members if m not in self.local_recipients)
+        return Reply(250, "2.1.5", f"Recipient <{address}> OK")
+
+    def on_data(self, event) -> Reply:
+        return Reply(354, None, "Start mail input; end with <CRLF>.<CRLF>")
+
+    def on_message(self, event: ev.Message) -> Reply:
+        envelope = self.envelope
+        try:
+            message = email.message_from_bytes(event.raw, policy=email.policy.default)
+        except Exception as exc:  # the email package rarely raises, but attacker bytes are endless
+            log.warning("message did not parse: %s", exc)
+            message = email.message.EmailMessage()
+        decision = self._run_stage("message", message=message, raw=event.raw)
+        verdicts = self.message_verdicts + decision.verdicts
+        every = self.session_verdicts + verdicts
+        total = Decision("accept", every)
+        for verdict in every:
+            action = self.policy.action_for(verdict)
+            if harshest([action, total.action]) != total.action:
+                total.action, total.deciding = action, verdict
+        refused = self._refused("message", total)
+        if refused:
+            self._reset()
+            return refused
+        try:
+            locations = self._store(event.raw, message, every, total.action)
+        except Exception:
+            log.exception("delivery failed")
+            self._reset()
+            return Reply(451, "4.3.0", "Local error in processing: the message was not stored; try again")
+        self.context.bus.publish(
+            "message.delivered", session_id=self.session.id, message_id=envelope.id,
+            envelope=envelope.as_dict(), action=total.action, verdicts=[v.as_dict() for v in every],
+            locations=[list(loc) for loc in locations], subject=_header(message, "Subject"),
+            from_=_header(message, "From"), size=len(event.raw), ending=event.ending.decode("latin-1"))
+        self.rules.pm.hook.forgelab_delivered(session=self.session, envelope=envelope, message=message,
+                                              action=total.action, verdicts=every, locations=locations, lab=self.lab)
+        self._reset()
+        where = "quarantined" if total.action == "quarantine" else "queued"
+        return Reply(250, "2.0.0", f"OK: {where} as {envelope.id}" + (" (tagged)" if total.action == "tag" else ""))
+
+    def _store(self, raw: bytes, message, verdicts: list[Verdict], action: str) -> list[tuple[str, str, str]]:
+        from .delivery import prepare_for_delivery
+
+        extra = []
+        for returned in self.rules.pm.hook.forgelab_add_headers(session=self.session, envelope=self.envelope,
+                                                               message=message, verdicts=verdicts, lab=self.lab):
+            extra.extend(returned or [])
+        folder = "quarantine" if action == "quarantine" else "inbox"
+        locations = []
+        for user in self.local_recipients:
+            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=user)
+            locations.append((user, folder, self.context.store.deliver(user, data, folder)))
+        if self.relay_recipients:
+            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
+            locations.append(("_relay-hold", "inbox", self.context.store.hold_relay(data)))
+        return locations
+
+
+def _header(message, name: str) -> str | None:
+    try:
+        value = message.get(name)
+        return None if value is None else str(value)
+    except Exception:
+        return None

@@ -1,0 +1,112 @@
+"""Building the plugin manager: built-in defences, entry points and --plugin modules."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import pluggy
+
+from . import hookspecs
+from .policy import Policy
+
+# The built-in defences: check name -> class, registered exactly like third-party plugins.
+BUILTIN: dict[str, str] = {
+    "relay": "forgelab.plugins.relay:Relay",
+    "disclosure": "forgelab.plugins.disclosure:Disclosure",
+}
+ENTRY_POINT_GROUP = "forgelab"
+
+
+class PluginError(RuntimeError):
+    """A plugin that cannot be loaded, or that implements a hook that does not exist."""
+
+
+def _load_class(target: str):
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _instantiate(obj, settings: dict):
+    """A class is built with the policy's settings; a module is registered as it is."""
+    if inspect.isclass(obj):
+        return obj(settings)
+    factory = getattr(obj, "forgelab_plugin", None)
+    return factory(settings) if callable(factory) else obj
+
+
+def import_plugin(spec: str):
+    """``path/to/file.py`` or ``package.module`` -> module."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise PluginError(f"--plugin {spec}: no such file")
+        name = f"forgelab_user_plugin_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise PluginError(f"--plugin {spec}: {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ImportError as exc:
+        raise PluginError(f"--plugin {spec}: cannot import: {exc}") from exc
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def plugin_name(pm: pluggy.PluginManager, plugin) -> str:
+    return getattr(plugin, "name", None) or pm.get_name(plugin) or repr(plugin)
+
+
+def build_plugin_manager(policy: Policy, extra: list[str] | tuple[str, ...] = ()) -> pluggy.PluginManager:
+    """Register the defences the policy enables, then each ``--plugin``.
+
+    Installed entry-point plugins are loaded only when the policy or ``--plugin`` names
+    them: nothing runs that the trainer did not ask for.
+    """
+    pm = pluggy.PluginManager("forgelab")
+    pm.add_hookspecs(hookspecs)
+    entry_points = None
+    for name, settings in policy.enabled_defences().items():
+        if name in BUILTIN:
+            obj = _load_class(BUILTIN[name])
+        else:
+            entry_points = entry_points if entry_points is not None else _entry_points()
+            if name not in entry_points:
+                raise PluginError(f"policy {policy.name} ({policy.source}): unknown defence {name!r}; "
+                                  f"built-in: {', '.join(sorted(BUILTIN))}")
+            obj = entry_points[name].load()
+        pm.register(_instantiate(obj, settings), name=name)
+    for spec in extra:
+        entry_points = entry_points if entry_points is not None else _entry_points()
+        obj = entry_points[spec].load() if spec in entry_points else import_plugin(spec)
+        settings = policy.defences.get(getattr(obj, "name", spec), {})
+        plugin = _instantiate(obj, settings)
+        name = getattr(plugin, "name", None) or spec
+        if pm.has_plugin(name):
+            raise PluginError(f"--plugin {spec}: a plugin named {name!r} is already loaded")
+        pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc} (a misspelt hook name? hooks are listed in docs/plugins.md)") from None
+    return pm
+
+
+def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
+    """(plugin name, hooks it implements) for every registered plugin."""
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        rows.append((name, hooks))
+    return rows

@@ -1,0 +1,98 @@
+"""The SMTP socket driver: bytes from the socket into the core, events to the pipeline, replies back."""
+from __future__ import annotations
+
+import socket
+import time
+
+from ..pipeline import ServerContext, SmtpPipeline
+from ..session import Session
+from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
+from .base import Connection, Limits, ThreadedServer
+
+BUSY = Reply(421, "4.7.0", "Too many connections, try again later").to_bytes()
+
+
+def _describe(event) -> str:
+    """What the client said, for the transcript (message text is summarised, not echoed)."""
+    if isinstance(event, ev.Message):
+        return f"<message of {len(event.raw)} octets, ended by {event.ending!r}>"
+    if isinstance(event, ev.AuthResponse):
+        return "<AUTH response ****>"
+    return ""
+
+
+class SmtpServer:
+    def __init__(self, context: ServerContext, host: str = "127.0.0.1", port: int = 1025,
+                 limits: Limits | None = None):
+        self.context = context
+        self.limits = limits or Limits()
+        self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits)
+
+    def start(self) -> "SmtpServer":
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    def _core(self) -> SmtpConnection:
+        policy = self.context.rules.policy
+        limits = SmtpLimits(max_message_size=int(policy.setting("max_message_size", 10 * 1024 * 1024)),
+                            max_errors=int(policy.setting("max_errors", 20)),
+                            max_commands=int(policy.setting("max_commands", 10_000)))
+        return SmtpConnection(limits, end_of_data=policy.setting("end_of_data", "strict"),
+                              strict_addresses=policy.setting("address_syntax", "strict") == "strict")
+
+    def _handle(self, conn: Connection) -> None:
+        bus = self.context.bus
+        session = Session(peer_ip=conn.peer_ip, peer_port=conn.peer_port)
+        core = self._core()
+        pipeline = SmtpPipeline(self.context, session)
+        bus.publish("session.open", protocol="smtp", session=session.as_dict(), policy=pipeline.policy.name)
+
+        def say(reply: Reply) -> None:
+            data = core.send(reply)
+            bus.publish("session.line", session_id=session.id, protocol="smtp", direction="out",
+                        text=data.decode("utf-8", "replace").rstrip("\r\n"))
+            conn.sock.sendall(data)
+
+        deadline = time.monotonic() + self.limits.session_timeout
+        reason = "client quit"
+        try:
+            say(pipeline.connect())
+            if core.closed:
+                reason = "refused at connect"
+                return
+            pending = b""
+            while not core.closed and not self._server.stopping:
+                event = core.next_event()
+                if event is NEED_DATA:
+                    if time.monotonic() > deadline:
+                        say(Reply(421, "4.4.2", "Session time limit reached, closing"))
+                        reason = "session time limit"
+                        return
+                    try:
+                        data = conn.sock.recv(self.limits.read_size)
+                    except socket.timeout:
+                        say(Reply(421, "4.4.2", "Idle too long, closing"))
+                        reason = "idle timeout"
+                        return
+                    core.receive_data(data)
+                    continue
+                if isinstance(event, ev.ConnectionClosed):
+                    reason = "client closed the connection"
+                    return
+                assert event is not PAUSED, "every event is answered before the next"
+                shown = _describe(event) or core.last_line
+                if isinstance(event, ev.Auth) and event.initial:
+                    shown = f"AUTH {event.mechanism} ****"
+                bus.publish("session.line", session_id=session.id, protocol="smtp", direction="in", text=shown)
+                say(pipeline.handle(event))
+        except OSError as exc:
+            reason = f"connection error: {exc.strerror or exc}"
+        finally:
+            bus.publish("session.close", protocol="smtp", session_id=session.id, reason=reason)

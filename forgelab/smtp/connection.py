@@ -1,0 +1,223 @@
+"""The SMTP server protocol as a state machine that only moves bytes (h11 style).
+
+    conn = SmtpConnection()
+    conn.receive_data(bytes_from_socket)      # b"" means the client closed
+    event = conn.next_event()                 # an event, NEED_DATA or PAUSED
+    bytes_to_socket = conn.send(reply)        # answer the event; moves the state
+
+One event is answered before the next is parsed, so pipelined commands are
+handled (and answered) in order, and bytes after ``DATA`` are message text
+only once the ``354`` has been sent.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import events as ev
+from .commands import SyntaxProblem, parse_command
+from .replies import Reply
+from .state import State, allowed, next_state
+
+STRICT_END = b"\r\n.\r\n"
+# What lenient (vulnerable) servers also take as the end of data: the SMTP smuggling endings.
+LENIENT_END = re.compile(rb"(\r\n|\r|\n)(\x00?)\.(\x00?)(\r\n|\r|\n)")
+
+_SEQUENCE_HINTS = {
+    ev.MailFrom: "send HELO or EHLO first" ,
+    ev.RcptTo: "send MAIL FROM first",
+    ev.Data: "send RCPT TO first",
+    ev.StartTls: "STARTTLS is allowed only after EHLO, outside a message",
+    ev.XClient: "XCLIENT is allowed only outside a message",
+    ev.Auth: "AUTH is allowed only after EHLO, outside a message",
+}
+
+
+@dataclass
+class SmtpLimits:
+    max_command_line: int = 512  # octets with CRLF, RFC 5321 4.5.3.1.4
+    max_text_line: int = 1000  # octets with CRLF, RFC 5321 4.5.3.1.6
+    max_message_size: int = 10 * 1024 * 1024
+    max_errors: int = 20
+    max_commands: int = 10_000
+
+
+class SmtpConnection:
+    def __init__(self, limits: SmtpLimits | None = None, end_of_data: str = "strict",
+                 strict_addresses: bool = True):
+        if end_of_data not in ("strict", "lenient"):
+            raise ValueError("end_of_data must be 'strict' or 'lenient'")
+        self.limits = limits or SmtpLimits()
+        self.lenient_end = end_of_data == "lenient"
+        self.strict_addresses = strict_addresses
+        self.state = State.GREETING
+        self.errors = 0
+        self.commands = 0
+        self._buffer = bytearray()
+        self._eof = False
+        self._pending: object | None = None
+        self._discarding_line = False
+        self._data = bytearray()
+        self._data_scanned = 0
+        self._data_overflow = 0  # octets dropped because the message was too big
+        self.last_line = ""  # the last command line as typed (cut short), for transcripts
+
+    # -- input -------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buffer += data
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def discard_buffered(self) -> int:
+        """Drop bytes the client sent ahead (after STARTTLS they must not count: CVE-2011-0411)."""
+        dropped = len(self._buffer)
+        self._buffer.clear()
+        return dropped
+
+    def next_event(self):
+        if self.state is State.CLOSED:
+            return ev.ConnectionClosed()
+        if self._pending is not None:
+            return ev.PAUSED
+        if self.state is State.DATA:
+            event = self._next_data_event()
+        else:
+            event = self._next_command_event()
+        if event is not ev.NEED_DATA and not isinstance(event, ev.ConnectionClosed):
+            self._pending = event
+        return event
+
+    def _next_command_event(self):
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                if len(self._buffer) > self.limits.max_command_line:
+                    self._discarding_line = True  # keep memory bounded: drop it, answer at its end
+                    self._buffer.clear()
+                if self._eof:
+                    return ev.ConnectionClosed()
+                return ev.NEED_DATA
+            raw = bytes(self._buffer[:newline + 1])
+            del self._buffer[:newline + 1]
+            if self._discarding_line:
+                self._discarding_line = False
+                self.last_line = "<a line over 512 octets, dropped>"
+                return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"), raw[:80].decode("latin-1"))
+            return self._command(raw)
+
+    def _command(self, raw: bytes):
+        line_bytes = raw.rstrip(b"\r\n")
+        shown = line_bytes[:200].decode("utf-8", "replace")
+        self.last_line = shown
+        if len(raw) > self.limits.max_command_line:
+            return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"), shown)
+        self.commands += 1
+        if self.state is State.AUTH:
+            return ev.AuthResponse(line_bytes.decode("ascii", "replace"))
+        if b"\x00" in line_bytes:
+            return ev.CommandError(Reply(501, "5.5.4", "NUL bytes are not allowed in commands"), shown)
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            return ev.CommandError(Reply(501, "5.5.4", "Command is not valid UTF-8"), shown)
+        if not line.strip():
+            return ev.CommandError(Reply(500, "5.5.2", "Empty command; try HELP"), shown)
+        try:
+            event = parse_command(line, strict_addresses=self.strict_addresses)
+        except KeyError:
+            verb = line.split()[0][:20]
+            return ev.CommandError(Reply(500, "5.5.2", f"Command unrecognized: {verb}; try HELP"), shown)
+        except SyntaxProblem as problem:
+            return ev.CommandError(problem.reply, shown)
+        if not allowed(self.state, type(event)):
+            hint = _SEQUENCE_HINTS.get(type(event), "not allowed now")
+            return ev.CommandError(Reply(503, "5.5.1", f"Bad sequence of commands: {hint}"), shown)
+        return event
+
+    def _next_data_event(self):
+        if self._buffer:
+            self._data += self._buffer
+            self._buffer.clear()
+        found = self._find_end()
+        if found is None:
+            limit = self.limits.max_message_size + 2
+            if len(self._data) > limit + 8:
+                # Too big: keep only the tail needed to spot the end of data.
+                keep = 8
+                self._data_overflow += len(self._data) - keep
+                del self._data[:-keep]
+                self._data_scanned = 0
+            if self._eof:
+                return ev.ConnectionClosed()
+            return ev.NEED_DATA
+        start, end, ending = found
+        body = bytes(self._data[2:start]) + b"\r\n" if start >= 2 else b""
+        self._buffer[:0] = self._data[end:]  # pipelined commands after the message
+        overflow = self._data_overflow
+        self._data.clear()
+        self._data_scanned = 0
+        self._data_overflow = 0
+        if overflow:
+            return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
+        if len(body) > self.limits.max_message_size:
+            return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
+        if _longest_line(body) > self.limits.max_text_line - 2:
+            return ev.CommandError(Reply(500, "5.5.2", "A text line is longer than 1000 octets; nothing was stored"))
+        return ev.Message(_unstuff(body), ending)
+
+    def _find_end(self):
+        if self.lenient_end:
+            # A ``\r`` at the very end may still become ``\r\n``: wait for one more byte.
+            for m in LENIENT_END.finditer(self._data, max(self._data_scanned - 6, 0)):
+                if m.end() == len(self._data) and self._data.endswith(b"\r") and not self._eof:
+                    break
+                return m.start(), m.end(), m.group(0)
+            self._data_scanned = len(self._data)
+            return None
+        i = self._data.find(STRICT_END, max(self._data_scanned - 4, 0))
+        if i < 0:
+            self._data_scanned = len(self._data)
+            return None
+        return i, i + len(STRICT_END), STRICT_END
+
+    # -- output ------------------------------------------------------------
+    def send(self, reply: Reply) -> bytes:
+        """Answer the pending event (or send the greeting) and move the state."""
+        event, self._pending = self._pending, None
+        if event is not None and not isinstance(event, ev.CommandError):
+            self.state = next_state(self.state, type(event), positive=reply.code < 400,
+                                    intermediate=reply.code == 334)
+            if self.state is State.DATA:
+                self._data[:] = b"\r\n"  # the CRLF that ended DATA belongs to the end marker
+        elif self.state is State.DATA and isinstance(event, ev.CommandError):
+            self.state = State.READY  # a refused message ends the transaction
+        out = reply.to_bytes()
+        if reply.code >= 500:
+            self.errors += 1
+        if reply.code == 421:
+            self.state = State.CLOSED
+        elif self.errors > self.limits.max_errors and self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            out += Reply(421, "4.7.0", "Too many errors in this session, closing").to_bytes()
+        elif self.commands > self.limits.max_commands and self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            out += Reply(421, "4.7.0", "Too many commands in this session, closing").to_bytes()
+        return out
+
+
+def _unstuff(body: bytes) -> bytes:
+    """RFC 5321 4.5.2: remove the first dot of every line that starts with one."""
+    if body.startswith(b"."):
+        body = body[1:]
+    return body.replace(b"\r\n.", b"\r\n")
+
+
+def _longest_line(body: bytes) -> int:
+    if len(body) < 999:
+        return len(body)
+    return max(map(len, body.split(b"\r\n")))

@@ -1,0 +1,137 @@
+"""Events the SMTP core produces: one per complete command, or one per message.
+
+Each is a small frozen record; the server answers every event with one Reply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .replies import Reply
+
+
+class _Sentinel:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: ``next_event()`` needs more bytes before it can return an event.
+NEED_DATA = _Sentinel("NEED_DATA")
+#: ``next_event()`` waits for the reply to the previous event (pipelining keeps order).
+PAUSED = _Sentinel("PAUSED")
+
+
+@dataclass(frozen=True)
+class Helo:
+    name: str
+
+
+@dataclass(frozen=True)
+class Ehlo:
+    name: str
+
+
+@dataclass(frozen=True)
+class MailFrom:
+    """``MAIL FROM``; ``address`` is ``""`` for the null reverse-path ``<>``."""
+
+    address: str
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+    route: str = ""  # an obsolete source route (``@a,@b:``), kept to show it
+
+
+@dataclass(frozen=True)
+class RcptTo:
+    address: str
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+    route: str = ""
+
+
+@dataclass(frozen=True)
+class Data:
+    """The ``DATA`` command: answer 354 to start receiving the message."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """The end of DATA: ``raw`` is the message with dot-stuffing removed.
+
+    ``ending`` is the end-of-data sequence that closed it (``b"\\r\\n.\\r\\n"`` unless the
+    server is lenient).
+    """
+
+    raw: bytes
+    ending: bytes = b"\r\n.\r\n"
+
+
+@dataclass(frozen=True)
+class Rset:
+    pass
+
+
+@dataclass(frozen=True)
+class Noop:
+    pass
+
+
+@dataclass(frozen=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True)
+class Help:
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class Vrfy:
+    argument: str
+
+
+@dataclass(frozen=True)
+class Expn:
+    argument: str
+
+
+@dataclass(frozen=True)
+class XClient:
+    """Postfix's XCLIENT (ADDR, NAME, HELO, ...), upper-cased names to values."""
+
+    attributes: dict = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class StartTls:
+    pass
+
+
+@dataclass(frozen=True)
+class Auth:
+    mechanism: str
+    initial: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthResponse:
+    """A line the client sent in answer to a ``334`` challenge."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class CommandError:
+    """A line the core refused by itself (syntax, sequence, length); send ``reply``.
+
+    ``line`` is what the client sent (cut short), for the transcript.
+    """
+
+    reply: Reply
+    line: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The client closed its side (EOF)."""

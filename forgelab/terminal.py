@@ -1,0 +1,72 @@
+"""The live transcript in the terminal: one line per client line, reply and verdict."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import click
+
+RESULT_COLOURS = {"pass": "green", "fail": "red", "softfail": "yellow", "neutral": "blue", "none": "white",
+                  "temperror": "magenta", "permerror": "red"}
+ACTION_COLOURS = {"accept": "green", "tag": "yellow", "quarantine": "magenta", "tempfail": "magenta", "reject": "red"}
+
+
+def _printable(text: str) -> str:
+    """Attacker text must not drive the terminal: escape control characters."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+class TerminalView:
+    """Subscribes to the event bus and prints each session's dialogue as it happens."""
+
+    def __init__(self, stream=None, colour: bool | None = None, json_lines: bool = False):
+        self.stream = stream or sys.stdout
+        self.colour = self.stream.isatty() if colour is None else colour
+        self.json_lines = json_lines
+        self._lock = threading.Lock()
+
+    def _style(self, text: str, **kw) -> str:
+        return click.style(text, **kw) if self.colour else text
+
+    def __call__(self, record: dict) -> None:
+        if self.json_lines:
+            line = json.dumps(record, default=str, ensure_ascii=False)
+        else:
+            line = self.format(record)
+        if line is None:
+            return
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def format(self, record: dict) -> str | None:
+        kind = record["kind"]
+        sid = record.get("session_id") or record.get("session", {}).get("id", "")
+        proto = record.get("protocol", "smtp")
+        tag = self._style(f"[{sid} {proto}]", fg="cyan")
+        if kind == "session.open":
+            s = record["session"]
+            policy = f", policy {record['policy']}" if record.get("policy") else ""
+            return self._style(f"── {proto.upper()} session {s['id']} from {s['peer_ip']}:{s['peer_port']}{policy}", bold=True)
+        if kind == "session.line":
+            arrow = "C:" if record["direction"] == "in" else "S:"
+            text = _printable(record["text"]).replace("\\r\\n", "\n" + " " * (len(sid) + len(proto) + 7))
+            body = self._style(text, fg="white" if arrow == "C:" else "bright_black") if self.colour else text
+            return f"{tag} {arrow} {body}"
+        if kind == "verdict":
+            v = record["verdict"]
+            mark = self._style(f"{v['check']}={v['result']}", fg=RESULT_COLOURS.get(v["result"], "white"), bold=True)
+            action = self._style(record["action"], fg=ACTION_COLOURS.get(record["action"], "white"))
+            return f"{tag}    {mark} -> {action}: {_printable(v['reason'])}"
+        if kind == "message.delivered":
+            action = record["action"]
+            where = ", ".join(f"{u}/{f}" for u, f, _ in record["locations"])
+            return f"{tag}    " + self._style(f"=> {action.upper()}: stored for {where}", fg=ACTION_COLOURS.get(action), bold=True)
+        if kind == "message.rejected":
+            return f"{tag}    " + self._style(f"=> {record['action'].upper()} at {record['stage']}", fg="red", bold=True)
+        if kind == "session.close":
+            return self._style(f"── {proto.upper()} session {sid} closed: {record.get('reason', '')}", dim=True)
+        if kind == "policy.changed":
+            return self._style(f"== policy is now {record['name']}", bold=True)
+        return None
