@@ -1,0 +1,182 @@
+"""The SMTP core without sockets: bytes in, events and reply bytes out."""
+import pytest
+
+from forgelab.smtp import SmtpConnection, SmtpLimits, State, events as ev
+from forgelab.smtp.state import TRANSITIONS
+
+from smtp_helpers import codes, run
+
+WORKSHEET = (b"HELO some.where.com\r\nMAIL FROM:<>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"
+             b"From: womble@wimbledon.com\r\nTo: fred@flintstone.org\r\nSubject: Greetings\r\n"
+             b"Date: Mon, 17 Jun 96 11:24 PDT\r\n\r\nHello!!\r\n.. Count the dots\r\n.\r\nQUIT\r\n")
+
+
+def messages(events):
+    return [e for e in events if isinstance(e, ev.Message)]
+
+
+def test_worksheet_session_events_and_dot_unstuffing():
+    events, out = run([WORKSHEET])
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Helo", "MailFrom", "RcptTo", "Data", "Message", "Quit"]
+    assert events[1].address == ""
+    (msg,) = messages(events)
+    assert msg.raw.endswith(b"Hello!!\r\n. Count the dots\r\n")
+    assert codes(out) == [220, 250, 250, 250, 354, 250, 221]
+
+
+def test_every_split_of_the_stream_gives_the_same_events():
+    expected, _ = run([WORKSHEET])
+    for cut in range(1, len(WORKSHEET)):
+        got, _ = run([WORKSHEET[:cut], WORKSHEET[cut:]])
+        assert got == expected, f"split at {cut}"
+
+
+def test_byte_by_byte_feed():
+    expected, _ = run([WORKSHEET])
+    got, _ = run([bytes([b]) for b in WORKSHEET])
+    assert got == expected
+
+
+@pytest.mark.parametrize("line, enhanced", [
+    (b"MAIL FROM <>", None), (b"mail from:<>", None), (b"MAIL FROM: <bob@x.example>", None),
+    (b"mail FROM:bob@x.example", None), (b"MAIL FROM:<@a.example,@b.example:bob@x.example>", None),
+])
+def test_mail_from_spellings_accepted(line, enhanced):
+    events, out = run([b"HELO h\r\n" + line + b"\r\n"])
+    assert isinstance(events[1], ev.MailFrom)
+    assert codes(out)[-1] == 250
+
+
+def test_source_route_is_kept_apart():
+    events, _ = run([b"HELO h\r\nMAIL FROM:<@a.example,@b.example:bob@x.example>\r\n"])
+    assert events[1].address == "bob@x.example" and events[1].route == "@a.example,@b.example"
+
+
+@pytest.mark.parametrize("data, code, enhanced", [
+    (b"MAIL FROM:<a@b.example>\r\n", 503, b"5.5.1"),
+    (b"HELO h\r\nRCPT TO:<a@b.example>\r\n", 503, b"5.5.1"),
+    (b"HELO h\r\nMAIL FROM:<>\r\nDATA\r\n", 503, b"5.5.1"),
+    (b"HELO h\r\nMAIL FROM:<a(b@c.example>\r\n", 501, b"5.1.7"),
+    (b"HELO h\r\nMAIL FROM:<a@b.example\r\n", 501, b"5.1.7"),
+    (b"HELO h\r\nMAIL FROM:<a@b.example> FOO=\x01\r\n", 501, b"5.5.4"),
+    (b"HELO\r\n", 501, b"5.5.4"),
+    (b"FROB x\r\n", 500, b"5.5.2"),
+    (b"HELO a\x00b\r\n", 501, b"5.5.4"),
+    (b"HELO \xff\xfe\r\n", 501, b"5.5.4"),
+    (b"\r\n", 500, b"5.5.2"),
+])
+def test_errors_have_codes_and_enhanced_codes(data, code, enhanced):
+    _, out = run([data])
+    last = out.strip().split(b"\r\n")[-1]
+    assert last.startswith(str(code).encode() + b" " + enhanced)
+
+
+def test_every_reply_has_an_enhanced_code_except_greetings():
+    _, out = run([b"HELO h\r\nNOOP\r\nRSET\r\nVRFY x\r\nFROB\r\nQUIT\r\n"])
+    for line in out.decode().split("\r\n")[2:-1]:
+        assert line[4:5].isdigit() and line[5] == ".", line
+
+
+def test_command_line_over_512_octets_is_refused_and_session_goes_on():
+    events, out = run([b"HELO " + b"a" * 600 + b"\r\nNOOP\r\n"])
+    assert codes(out)[1] == 500 and codes(out)[-1] == 250
+
+
+def test_ten_megabyte_line_without_newline_keeps_memory_bounded():
+    conn = SmtpConnection()
+    conn.send(__import__("forgelab.smtp", fromlist=["Reply"]).Reply(220, None, "hi"))
+    for _ in range(10):
+        conn.receive_data(b"x" * (1024 * 1024))
+        assert conn.next_event() is ev.NEED_DATA
+        assert len(conn._buffer) <= 1024 * 1024 + 600
+    conn.receive_data(b"\r\nNOOP\r\n")
+    first = conn.next_event()
+    assert isinstance(first, ev.CommandError) and first.reply.code == 500
+
+
+def test_text_line_over_1000_octets_refuses_message_and_stores_nothing():
+    body = b"Subject: x\r\n\r\n" + b"y" * 1200 + b"\r\n.\r\nNOOP\r\n"
+    events, out = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\n" + body])
+    assert not messages(events)
+    assert codes(out)[-2] == 500 and codes(out)[-1] == 250
+
+
+def test_message_over_size_is_552_and_discarded():
+    conn = SmtpConnection(SmtpLimits(max_message_size=1000))
+    chunks = [b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\n"] + [b"z" * 500 + b"\r\n"] * 50 + [b".\r\nNOOP\r\n"]
+    events, out = run(chunks, conn)
+    assert not messages(events)
+    assert b"552 5.3.4" in out and codes(out)[-1] == 250
+    assert len(conn._data) < 2000
+
+
+def test_only_crlf_dot_crlf_ends_data_in_strict_mode():
+    smuggle = b"Subject: x\r\n\r\nhi\n.\nMAIL FROM:<x@y.example>\r\nend\r\n.\r\n"
+    events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\n" + smuggle])
+    (msg,) = messages(events)
+    assert b"\n.\nMAIL FROM" in msg.raw
+
+
+@pytest.mark.parametrize("ending", [b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n",
+                                    b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"])
+def test_lenient_mode_takes_each_smuggling_ending_as_end_of_data(ending):
+    conn = SmtpConnection(end_of_data="lenient")
+    data = (b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nSubject: one\r\n\r\nhi" + ending
+            + b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nSubject: two\r\n\r\nhidden\r\n.\r\n")
+    events, _ = run([data], conn)
+    found = messages(events)
+    assert len(found) == 2 and found[0].ending == ending
+    assert b"hidden" in found[1].raw
+
+
+def test_pipelined_commands_answered_in_order_and_data_only_after_354():
+    data = b"EHLO h\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@d.example>\r\nDATA\r\nSubject: p\r\n\r\nx\r\n.\r\nQUIT\r\n"
+    events, out = run([data])
+    assert [type(e).__name__ for e in events] == ["Ehlo", "MailFrom", "RcptTo", "RcptTo", "Data", "Message", "Quit"]
+    assert codes(out) == [220, 250, 250, 250, 250, 354, 250, 221]
+
+
+def test_refused_rcpt_keeps_transaction_and_refused_data_returns_to_ready():
+    def respond(event):
+        if isinstance(event, ev.RcptTo) and event.address.startswith("bad"):
+            from forgelab.smtp import Reply
+            return Reply(550, "5.1.1", "no")
+        from smtp_helpers import answer
+        return answer(event)
+    events, out = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<bad@x.example>\r\nDATA\r\nRCPT TO:<ok@x.example>\r\nDATA\r\nhi\r\n.\r\nMAIL FROM:<>\r\n"], respond=respond)
+    assert codes(out) == [220, 250, 250, 550, 503, 250, 354, 250, 250]
+
+
+def test_several_messages_per_session():
+    one = b"MAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nSubject: n\r\n\r\nbody\r\n.\r\n"
+    events, _ = run([b"HELO h\r\n" + one * 3 + b"QUIT\r\n"])
+    assert len(messages(events)) == 3
+
+
+def test_too_many_errors_closes_with_421():
+    conn = SmtpConnection(SmtpLimits(max_errors=3))
+    _, out = run([b"FROB\r\n" * 10], conn)
+    assert out.rstrip().endswith(b"421 4.7.0 Too many errors in this session, closing")
+    assert conn.closed and codes(out).count(500) == 4
+
+
+def test_rset_and_helo_reset_the_transaction():
+    _, out = run([b"HELO h\r\nMAIL FROM:<>\r\nRSET\r\nRCPT TO:<a@b.example>\r\nMAIL FROM:<>\r\nHELO again\r\nRCPT TO:<a@b.example>\r\n"])
+    assert codes(out) == [220, 250, 250, 250, 503, 250, 250, 503]
+
+
+def test_verbs_are_case_insensitive():
+    events, _ = run([b"helo h\r\nmAiL fRoM:<>\r\nrcpt to:<a@b.example>\r\nquit\r\n"])
+    assert [type(e).__name__ for e in events] == ["Helo", "MailFrom", "RcptTo", "Quit"]
+
+
+def test_state_table_is_the_only_place_for_sequencing():
+    # Every event type that moves state has an entry; DATA is reachable only from RCPT.
+    assert {s for (s, t) in TRANSITIONS if t is ev.Data} == {State.RCPT}
+    assert {s for (s, t) in TRANSITIONS if t is ev.MailFrom} == {State.READY}
+
+
+def test_eof_mid_message_yields_no_message():
+    events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\npartial"])
+    assert not messages(events)
