@@ -1,0 +1,174 @@
+"""The POP3 server side as a sans-IO state machine (h11 style): bytes in, events out.
+
+    conn = Pop3Connection()
+    out = conn.send(service.greeting())          # the banner is the first reply
+    conn.receive_data(data)                      # b"" means the client closed
+    event = conn.next_event()                    # an Event, or NEED_DATA
+    out = conn.send(reply)                       # exactly one reply per event
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+
+from . import events as ev
+from .commands import COMMANDS, SYNTAX, parse
+from .errors import CommandError, LocalProtocolError
+from .replies import Pop3Reply
+from .state import GREETING, TABLE, State, Step
+
+# RFC 2449 4: a command line is at most 255 octets including the CRLF.
+MAX_LINE = 255
+
+_TOO_LONG = object()  # marks a discarded over-long line in the queue of received lines
+_AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_PASS)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print in one line: controls and undecodable bytes as \\xNN escapes."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape kept
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
+
+
+def hint(state: State) -> str:
+    """The commands a client may use now, with their syntax (POP3 has no HELP command)."""
+    verbs = set(TABLE[state])
+    if state in _AUTH_STATES:  # show PASS before USER was given, USER after
+        verbs = set(TABLE[State.AUTHORIZATION]) | set(TABLE[State.AUTHORIZATION_PASS])
+    return ", ".join(SYNTAX[v] for v in COMMANDS if v in verbs)
+
+
+class Pop3Connection:
+    """One POP3 session from the server's side; see the module docstring for the loop.
+
+    :param max_line: longest command line accepted, CRLF included; longer lines are
+        discarded as they arrive (memory stays bounded) and answered -ERR.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE):
+        self.max_line = max_line
+        self._state = State.GREETING
+        self._pending: Step | None = GREETING  # the banner is owed first
+        self._lines: deque = deque()
+        self._partial = bytearray()
+        self._discarding = False
+        self._eof = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return self._pending is not None
+
+    # -- input ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the client; ``b""`` means it closed its side."""
+        if not data:
+            self._eof = True
+            return
+        pos, end = 0, len(data)
+        while pos < end:
+            nl = data.find(b"\n", pos)
+            if self._discarding:
+                if nl < 0:
+                    return
+                self._discarding = False
+                self._lines.append(_TOO_LONG)
+            elif nl < 0:
+                if len(self._partial) + end - pos > self.max_line:
+                    self._partial.clear()
+                    self._discarding = True  # drop the rest of this line as it comes
+                else:
+                    self._partial += data[pos:]
+                return
+            elif len(self._partial) + nl + 1 - pos > self.max_line:
+                self._partial.clear()
+                self._lines.append(_TOO_LONG)
+            else:
+                self._partial += data[pos:nl + 1]
+                self._lines.append(bytes(self._partial))
+                self._partial.clear()
+            pos = nl + 1
+
+    def next_event(self) -> ev.Event | ev.Sentinel:
+        """The next client command as an event, NEED_DATA, or ConnectionClosed."""
+        if self._pending is not None:
+            raise LocalProtocolError("reply to the previous event (or send the greeting) first")
+        if self._state is State.CLOSED:
+            return ev.ConnectionClosed()
+        if not self._lines:
+            if self._eof:
+                self._state = State.CLOSED  # a dropped session never reaches UPDATE
+                return ev.ConnectionClosed()
+            return ev.NEED_DATA
+        raw = self._lines.popleft()
+        event, step = self._interpret(raw)
+        self._pending = step
+        if step.during is not None:
+            self._state = step.during
+        if isinstance(event, ev.Quit) and self._state is State.UPDATE:
+            event = replace(event, update=True)
+        return event
+
+    def _interpret(self, raw) -> tuple[ev.Event, Step]:
+        state = self._state
+        stay = Step(state, state)
+        if raw is _TOO_LONG:
+            reply = Pop3Reply.err(f"line too long (at most {self.max_line} octets with CRLF)")
+            return ev.Rejected(reply, line="(over-long line discarded)"), stay
+        text = raw[:-1].removesuffix(b"\r").decode("utf-8", "surrogateescape")
+        typed, _, rest = text.partition(" ")
+        verb = typed.upper() if typed.isascii() else ""  # "ſtat".upper() is "STAT": refuse it
+        line = printable(f"{typed} ****" if verb == "PASS" else text)
+        if verb not in COMMANDS:
+            return ev.Rejected(self._unknown(typed, verb), verb=verb, line=line), stay
+        step = TABLE[state].get(verb)
+        if step is None:
+            return ev.Rejected(self._out_of_sequence(verb), verb=verb, line=line), stay
+        try:
+            event = parse(verb, rest)
+        except CommandError as exc:
+            return ev.Rejected(exc.reply, verb=verb, line=line), stay
+        return replace(event, line=line), step
+
+    def _unknown(self, typed: str, verb: str) -> Pop3Reply:
+        if not typed:
+            return Pop3Reply.err(f"empty command; commands here: {hint(self._state)}")
+        if verb == "HELP":
+            return Pop3Reply.err(f"POP3 has no HELP command (RFC 1939); commands here: {hint(self._state)}")
+        return Pop3Reply.err(f"unknown command; commands here: {hint(self._state)}")
+
+    def _out_of_sequence(self, verb: str) -> Pop3Reply:
+        if self._state is State.AUTHORIZATION and verb == "PASS":
+            return Pop3Reply.err("give USER first, then PASS")
+        if self._state in _AUTH_STATES:
+            return Pop3Reply.err(f"{verb} needs a login first; commands here: {hint(self._state)}")
+        return Pop3Reply.err(f"{verb} is not allowed after login; commands here: {hint(self._state)}")
+
+    # -- output --------------------------------------------------------------------------
+
+    def send(self, reply: Pop3Reply) -> bytes:
+        """The bytes of the reply to the greeting or to the last event; moves the state."""
+        if self._pending is None:
+            raise LocalProtocolError("no command is waiting for a reply")
+        step, self._pending = self._pending, None
+        self._state = step.ok if reply.positive else step.err
+        return reply.to_bytes()
+
+    def abort(self, reply: Pop3Reply) -> bytes:
+        """An unsolicited last -ERR (idle timeout, shutdown): the session is CLOSED, nothing committed."""
+        self._pending = None
+        self._state = State.CLOSED
+        return reply.to_bytes()
+

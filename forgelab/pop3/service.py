@@ -1,0 +1,260 @@
+"""The business behind POP3 events: logins against the directory, the maildrop, the replies.
+
+The sans-IO core decides what a line means and whether it may come now; this class
+decides what the answer is. One ``Pop3Service`` per session, one ``LoginThrottle``
+per server.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..directory import Directory, User, check_password, hash_password
+from ..store import Maildrop, MaildropLocked, MailStore, MessageDeleted, NoSuchMessage
+from . import events as ev
+from . import replies as r
+from .commands import CAPABILITIES
+from .replies import Pop3Reply
+from .wire import top
+
+
+@dataclass
+class LoginThrottle:
+    """Failed logins per client IP: free at first, then slowed down, then refused a while.
+
+    :param free_failures: failures answered at once.
+    :param delay: seconds to wait before answering each failure after those.
+    :param max_failures: failures after which logins from that IP are refused outright
+        with ``-ERR [SYS/TEMP]`` for ``lockout`` seconds (then the count starts over).
+    :param window: seconds after the last failure at which the count is forgotten.
+    """
+
+    free_failures: int = 3
+    delay: float = 1.0
+    max_failures: int = 6
+    lockout: float = 60.0
+    window: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict = field(default_factory=dict, init=False, repr=False)  # ip -> [count, last, locked_until]
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _entry(self, ip: str, now: float) -> list | None:
+        entry = self._failures.get(ip)
+        if entry is None:
+            return None
+        _, last, locked_until = entry
+        over = now >= locked_until if locked_until else now - last > self.window
+        if over:  # the lockout is over, or the failures are old enough to forget
+            del self._failures[ip]
+            return None
+        return entry
+
+    def locked(self, ip: str) -> bool:
+        """True while ``ip`` must be answered SYS/TEMP without checking anything."""
+        with self._lock:
+            entry = self._entry(ip, self.clock())
+            return bool(entry and entry[2])
+
+    def failure(self, ip: str) -> float:
+        """Count one failed login; returns the seconds to wait before answering it."""
+        with self._lock:
+            now = self.clock()
+            entry = self._entry(ip, now) or self._failures.setdefault(ip, [0, now, 0.0])
+            entry[0] += 1
+            entry[1] = now
+            if entry[0] >= self.max_failures:
+                entry[2] = now + self.lockout
+            if len(self._failures) > 10_000:  # keep memory bounded under a spray of addresses
+                for old in [k for k, e in self._failures.items() if now - e[1] > self.window]:
+                    del self._failures[old]
+            return self.delay if entry[0] > self.free_failures else 0.0
+
+    def success(self, ip: str) -> None:
+        with self._lock:
+            self._failures.pop(ip, None)
+
+
+def _messages(count: int) -> str:
+    return f"{count} message" if count == 1 else f"{count} messages"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("forgelab-no-such-user")
+
+
+_stamp_lock = threading.Lock()
+_last_stamp = 0
+
+
+def apop_timestamp(hostname: str) -> str:
+    """A greeting timestamp ``<pid.clock@host>`` that is different for every session (RFC 1939 7)."""
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        clock = _last_stamp
+    return f"<{os.getpid()}.{clock}@{hostname}>"
+
+
+class Pop3Service:
+    """Answers the events of one POP3 session.
+
+    :param store: where the maildrops live.
+    :param directory: users and their passwords.
+    :param peer_ip: the client address, for the login throttle.
+    :param hostname: the host named in the greeting timestamp.
+    :param throttle: shared by every session of a server; None for no throttling.
+    :param sleep: how to wait before answering a throttled failure.
+    """
+
+    def __init__(self, store: MailStore, directory: Directory, *, peer_ip: str = "127.0.0.1",
+                 hostname: str = "localhost", throttle: LoginThrottle | None = None,
+                 sleep: Callable[[float], object] = time.sleep):
+        self.store = store
+        self.directory = directory
+        self.peer_ip = peer_ip
+        self.throttle = throttle
+        self.sleep = sleep
+        self.timestamp = apop_timestamp(hostname)
+        self.user: User | None = None
+        self.maildrop: Maildrop | None = None
+        self._name: str | None = None  # from USER, waiting for PASS
+
+    def greeting(self) -> Pop3Reply:
+        return Pop3Reply.ok(f"forgelab POP3 server ready {self.timestamp}")
+
+    def handle(self, event: ev.Event) -> Pop3Reply:
+        handler = getattr(self, f"_on_{type(event).__name__.lower()}")
+        return handler(event)
+
+    def close(self) -> None:
+        """End of session, however it ended: release the maildrop lock, delete nothing."""
+        if self.maildrop is not None:
+            self.maildrop.close()
+
+    # -- AUTHORIZATION ---------------------------------------------------------------------
+
+    def _on_rejected(self, event: ev.Rejected) -> Pop3Reply:
+        return event.reply
+
+    def _on_capa(self, event: ev.Capa) -> Pop3Reply:
+        return Pop3Reply.listing("capability list follows", CAPABILITIES)
+
+    def _on_user(self, event: ev.User) -> Pop3Reply:
+        # The same answer for every name: USER must not tell who exists.
+        self._name = event.name
+        return Pop3Reply.ok("send PASS")
+
+    def _on_pass(self, event: ev.Pass) -> Pop3Reply:
+        name, self._name = self._name, None
+        if self.throttle and self.throttle.locked(self.peer_ip):
+            return r.TOO_MANY_FAILURES
+        user = self.directory.user(name or "")
+        # Check a dummy hash for unknown users so the time taken tells nothing either.
+        good = check_password(event.password, user.password_hash if user else _dummy_hash())
+        return self._login(user if good else None)
+
+    def _on_apop(self, event: ev.Apop) -> Pop3Reply:
+        if self.throttle and self.throttle.locked(self.peer_ip):
+            return r.TOO_MANY_FAILURES
+        user = self.directory.user(event.name)
+        secret = (user.password if user else None) or os.urandom(16).hex()
+        expected = hashlib.md5((self.timestamp + secret).encode()).hexdigest()
+        good = hmac.compare_digest(expected, event.digest) and user is not None and user.password is not None
+        return self._login(user if good else None)
+
+    def _login(self, user: User | None) -> Pop3Reply:
+        if user is None:
+            if self.throttle:
+                wait = self.throttle.failure(self.peer_ip)
+                if wait > 0:
+                    self.sleep(wait)
+            return r.AUTH_FAILED
+        if self.throttle:
+            self.throttle.success(self.peer_ip)
+        try:
+            self.maildrop = self.store.open_maildrop(user.name)
+        except MaildropLocked:
+            return r.IN_USE
+        self.user = user
+        count, octets = self.maildrop.stat()
+        return Pop3Reply.ok(f"{user.name}'s maildrop has {_messages(count)} ({octets} octets)")
+
+    def _on_quit(self, event: ev.Quit) -> Pop3Reply:
+        if not event.update or self.maildrop is None:
+            return Pop3Reply.ok("forgelab POP3 server signing off")
+        left = self.maildrop.stat()[0]
+        removed, failed = self.maildrop.commit()
+        if failed:
+            return Pop3Reply.err(f"[SYS/PERM] some deleted messages not removed ({failed} failed)")
+        return Pop3Reply.ok(f"forgelab POP3 server signing off ({removed} deleted, {left} left)")
+
+    # -- TRANSACTION -----------------------------------------------------------------------
+
+    def _message(self, n: int) -> Pop3Reply | None:
+        """None if message ``n`` may be used, else the -ERR saying why not."""
+        try:
+            self.maildrop.size(n)
+        except NoSuchMessage:
+            return r.NO_SUCH_MESSAGE
+        except MessageDeleted:
+            return Pop3Reply.err(f"message {n} already deleted")
+        return None
+
+    def _on_stat(self, event: ev.Stat) -> Pop3Reply:
+        count, octets = self.maildrop.stat()
+        return Pop3Reply.ok(f"{count} {octets}")
+
+    def _on_list(self, event: ev.List) -> Pop3Reply:
+        md = self.maildrop
+        if event.msg is not None:
+            return self._message(event.msg) or Pop3Reply.ok(f"{event.msg} {md.size(event.msg)}")
+        count, octets = md.stat()
+        return Pop3Reply.listing(f"{_messages(count)} ({octets} octets)", (f"{n} {md.size(n)}" for n in md.numbers()))
+
+    def _on_uidl(self, event: ev.Uidl) -> Pop3Reply:
+        md = self.maildrop
+        if event.msg is not None:
+            return self._message(event.msg) or Pop3Reply.ok(f"{event.msg} {md.uid(event.msg)}")
+        return Pop3Reply.listing("unique-id listing follows", (f"{n} {md.uid(n)}" for n in md.numbers()))
+
+    def _on_retr(self, event: ev.Retr) -> Pop3Reply:
+        refused = self._message(event.msg)
+        if refused:
+            return refused
+        try:
+            data = self.maildrop.retrieve(event.msg)
+        except OSError:
+            return Pop3Reply.err(f"message {event.msg} is no longer available")
+        return Pop3Reply.ok(f"{self.maildrop.size(event.msg)} octets", body=data)
+
+    def _on_top(self, event: ev.Top) -> Pop3Reply:
+        refused = self._message(event.msg)
+        if refused:
+            return refused
+        try:
+            data = self.maildrop.retrieve(event.msg)
+        except OSError:
+            return Pop3Reply.err(f"message {event.msg} is no longer available")
+        return Pop3Reply.ok("top of message follows", body=top(data, event.lines))
+
+    def _on_dele(self, event: ev.Dele) -> Pop3Reply:
+        refused = self._message(event.msg)
+        if refused:
+            return refused
+        self.maildrop.delete(event.msg)
+        return Pop3Reply.ok(f"message {event.msg} deleted")
+
+    def _on_noop(self, event: ev.Noop) -> Pop3Reply:
+        return Pop3Reply.ok()
+
+    def _on_rset(self, event: ev.Rset) -> Pop3Reply:
+        self.maildrop.reset()
+        count, octets = self.maildrop.stat()
+        return Pop3Reply.ok(f"maildrop has {_messages(count)} ({octets} octets)")
