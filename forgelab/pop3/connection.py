@@ -67,6 +67,11 @@ class Pop3Connection:
         return self._state
 
     @property
+    def buffered_bytes(self) -> int:
+        """Octets held for lines not yet read as events (bounded by ``max_line`` per partial line)."""
+        return len(self._partial) + sum(len(x) for x in self._lines if x is not _TOO_LONG)
+
+    @property
     def awaiting_reply(self) -> bool:
         return self._pending is not None
 

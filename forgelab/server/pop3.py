@@ -1,0 +1,175 @@
+"""The POP3 socket driver: read bytes, feed the core, ask the service, write the reply.
+
+Protocol rules live in ``forgelab.pop3``; here are only sockets, timeouts and the
+transcript on the event bus.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from ..directory import Directory
+from ..events import EventBus
+from ..pop3 import events as ev
+from ..pop3.connection import Pop3Connection
+from ..pop3.replies import IDLE_TIMEOUT, SESSION_TIMEOUT, TOO_MANY_CONNECTIONS, Pop3Reply
+from ..pop3.service import LoginThrottle, Pop3Service
+from ..pop3.state import State
+from ..pop3.wire import to_crlf
+from ..session import new_id
+from ..store import MailStore
+from .base import Connection, Limits, ThreadedServer
+
+PROTOCOL = "pop3"
+MAX_LISTED_LINES = 50  # a LIST of 20,000 messages is not a transcript
+
+
+class Pop3Server:
+    """POP3 on ``host:port`` over ``store``, logins checked against ``directory``.
+
+    :param bus: where the transcript goes (``session.open``, ``session.line``, ``session.close``).
+    :param limits: connection caps and timeouts (``idle_timeout``, ``session_timeout``).
+    :param hostname: the host in the greeting's APOP timestamp; ``mx.<primary domain>`` by default.
+    :param throttle: failed-login throttle shared by all sessions; a default one if None.
+    """
+
+    def __init__(self, store: MailStore, directory: Directory, bus: EventBus | None = None,
+                 host: str = "127.0.0.1", port: int = 1110, limits: Limits | None = None, *,
+                 hostname: str | None = None, throttle: LoginThrottle | None = None):
+        self.store = store
+        self.directory = directory
+        self.bus = bus
+        self.hostname = hostname or f"mx.{directory.primary_domain}"
+        self.throttle = throttle if throttle is not None else LoginThrottle()
+        self._stopped = threading.Event()
+        self._server = ThreadedServer("pop3", host, port, self._handle, busy=TOO_MANY_CONNECTIONS.to_bytes(),
+                                      limits=limits)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    @property
+    def limits(self) -> Limits:
+        return self._server.limits
+
+    @property
+    def active_connections(self) -> int:
+        return self._server.active_connections
+
+    def start(self) -> "Pop3Server":
+        self._stopped.clear()
+        self._server.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()  # wakes sessions waiting out a login delay
+        self._server.stop(timeout)
+
+    def __enter__(self) -> "Pop3Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- one session ---------------------------------------------------------------------
+
+    def _publish(self, kind: str, **fields) -> None:
+        if self.bus is not None:
+            self.bus.publish(kind, protocol=PROTOCOL, **fields)
+
+    def _handle(self, c: Connection) -> None:
+        session = _Session(self, c)
+        try:
+            session.run()
+        finally:
+            session.service.close()  # lock released, nothing deleted unless QUIT committed
+            self._publish("session.close", session_id=session.id, reason=session.reason)
+
+
+class _Session:
+    """The read-feed-answer loop of one connection."""
+
+    def __init__(self, server: Pop3Server, c: Connection):
+        self.server, self.c = server, c
+        self.id = new_id("p")
+        self.reason = "client closed the connection"
+        self.conn = Pop3Connection()
+        self.service = Pop3Service(server.store, server.directory, peer_ip=c.peer_ip,
+                                   hostname=server.hostname, throttle=server.throttle,
+                                   sleep=server._stopped.wait)
+        self.deadline = time.monotonic() + server.limits.session_timeout
+
+    def line(self, direction: str, text: str) -> None:
+        self.server._publish("session.line", session_id=self.id, direction=direction, text=text)
+
+    def run(self) -> None:
+        self.server._publish("session.open", session={"id": self.id, "peer_ip": self.c.peer_ip,
+                                                      "peer_port": self.c.peer_port})
+        if not self.answer(None, self.service.greeting()):
+            return
+        while True:
+            event = self.conn.next_event()
+            if event is ev.NEED_DATA:
+                if not self.read():
+                    return
+                continue
+            if isinstance(event, ev.ConnectionClosed):
+                return
+            self.line("in", event.line)
+            if not self.answer(event, self.service.handle(event)):
+                return
+            if self.conn.state is State.CLOSED:
+                self.reason = "quit"
+                return
+
+    def read(self) -> bool:
+        limits = self.server.limits
+        remaining = self.deadline - time.monotonic()
+        self.c.sock.settimeout(max(min(limits.idle_timeout, remaining), 0.001))
+        try:
+            data = self.c.sock.recv(limits.read_size)
+        except socket.timeout:
+            idle = remaining > limits.idle_timeout
+            self.abort(IDLE_TIMEOUT if idle else SESSION_TIMEOUT, "idle timeout" if idle else "session timeout")
+            return False
+        except OSError as exc:
+            self.reason = f"connection error: {exc.strerror or exc}"
+            return False
+        if not data and self.server._stopped.is_set():
+            self.reason = "server stopped"
+        self.conn.receive_data(data)
+        return True
+
+    def answer(self, event: ev.Event | None, reply: Pop3Reply) -> bool:
+        """Send the reply to ``event`` (None: the greeting); False if the socket is gone."""
+        self.transcript(event, reply)
+        return self.write(self.conn.send(reply))
+
+    def abort(self, reply: Pop3Reply, reason: str) -> None:
+        self.reason = reason
+        self.line("out", reply.status_line)
+        self.write(self.conn.abort(reply))
+
+    def write(self, data: bytes) -> bool:
+        try:
+            self.c.sock.sendall(data)
+            return True
+        except OSError as exc:
+            self.reason = f"connection error: {exc.strerror or exc}"
+            return False
+
+    def transcript(self, event: ev.Event | None, reply: Pop3Reply) -> None:
+        if not reply.multiline:
+            self.line("out", reply.status_line)
+        elif isinstance(event, (ev.Retr, ev.Top)):  # message text: only its size
+            self.line("out", f"{reply.status_line} [{len(to_crlf(reply.body))} octets of message text not shown]")
+        else:
+            lines = reply.body.decode("utf-8", "replace").splitlines()
+            self.line("out", reply.status_line)
+            for text in lines[:MAX_LISTED_LINES]:
+                self.line("out", text)
+            if len(lines) > MAX_LISTED_LINES:
+                self.line("out", f"... ({len(lines) - MAX_LISTED_LINES} more lines)")
+            self.line("out", ".")
