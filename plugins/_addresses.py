@@ -1,0 +1,669 @@
+"""Parse a message's header block and its address fields once, and share the result.
+
+Every content defence needs the same facts (which From fields are there, which
+addresses each parser sees in them), so they are computed here, lazily, and kept
+in ``envelope.cache``. Everything is attacker input: nothing here raises.
+
+Three address parsers are compared, the way different real programs read mail:
+
+- ``policy.default``: Python's modern ``email`` parser (the ``message`` forgelab shows);
+- ``compat32``: Python's legacy parser with ``email.utils.getaddresses``;
+- ``rfc5322``: the strict grammar below, over the raw bytes (no obsolete syntax,
+  encoded-words never decoded into addresses);
+- ``lenient``: a lenient MTA that unfolds the raw header block and trims the field
+  name, so ``" From:"``, ``"From :"`` and ``"From\r\n :"`` all count as From.
+"""
+from __future__ import annotations
+
+import email
+import email.header
+import email.message
+import email.parser
+import email.policy
+import email.utils
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+CACHE_KEY = "forgelab.plugins.addresses"
+PARSERS = ("policy.default", "compat32", "rfc5322", "lenient")
+# The fields whose addresses the defences compare; From first.
+ADDRESS_FIELDS = ("from", "sender", "reply-to")
+
+_LINE_RE = re.compile(rb"\r\n|\n|\r")
+_FIELD_NAME_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+
+
+# ---------------------------------------------------------------- raw header block
+
+@dataclass(frozen=True)
+class RawField:
+    """One header field as a lenient MTA sees it: folded lines joined, name trimmed.
+
+    :param name: the field name as written, without surrounding whitespace.
+    :param value: the unfolded value (UTF-8, invalid bytes kept as surrogates).
+    :param line: 1-based line number of its first line.
+    :param offset: byte offset of its first line in the raw message.
+    :param space_before_colon: whitespace between the name and the colon (``From :``).
+    :param indented: the field's first line starts with whitespace (``" From: ..."``
+        as the first line, where there is no field to continue).
+    :param folded_name: the colon is on a continuation line (``From\\r\\n : ...``).
+    :param strict: the field is well-formed per RFC 5322 (name directly followed by
+        a colon on the first line); only these reach the strict parser.
+    """
+
+    name: str
+    value: str
+    line: int
+    offset: int
+    raw: bytes
+    space_before_colon: bool = False
+    indented: bool = False
+    folded_name: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+    @property
+    def strict(self) -> bool:
+        return not (self.space_before_colon or self.indented or self.folded_name)
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line in the header block that is not a header field (no colon, bad name)."""
+
+    line: int
+    offset: int
+    text: str
+    why: str
+
+
+@dataclass
+class HeaderBlock:
+    fields: list[RawField]
+    bad_lines: list[BadLine]
+    body_offset: int
+    first_line_indented: bool
+
+    def get(self, name: str) -> list[RawField]:
+        name = name.lower()
+        return [f for f in self.fields if f.key == name]
+
+    def count(self, name: str) -> int:
+        return len(self.get(name))
+
+
+def _lines(raw: bytes):
+    """Yield (line number, offset, content, end-of-line) the way ``email`` splits lines."""
+    pos, number = 0, 1
+    while pos < len(raw):
+        match = _LINE_RE.search(raw, pos)
+        end, eol_end = (match.start(), match.end()) if match else (len(raw), len(raw))
+        yield number, pos, raw[pos:end], raw[end:eol_end]
+        pos, number = eol_end, number + 1
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def split_header_block(raw: bytes) -> HeaderBlock:
+    """The raw header section, up to the first empty line, as a lenient parser reads it."""
+    logical: list[list[tuple[int, int, bytes]]] = []
+    body_offset = len(raw)
+    for number, offset, content, eol in _lines(raw):
+        if content == b"":
+            body_offset = offset + len(eol)
+            break
+        if content[:1] in (b" ", b"\t") and logical:
+            logical[-1].append((number, offset, content))
+        else:
+            logical.append([(number, offset, content)])
+    first_indented = bool(logical) and logical[0][0][2][:1] in (b" ", b"\t")
+    fields: list[RawField] = []
+    bad: list[BadLine] = []
+    for group in logical:
+        number, offset, first = group[0]
+        unfolded = b"".join(content for _, _, content in group)
+        raw_field = raw[offset:group[-1][1] + len(group[-1][2])]
+        text = _decode(unfolded)
+        name_part, colon, value = text.partition(":")
+        name = name_part.strip(" \t")
+        if not colon:
+            bad.append(BadLine(number, offset, text, "it has no colon, so it is not a header field"))
+            continue
+        if not _FIELD_NAME_RE.match(name):
+            bad.append(BadLine(number, offset, text, f"{name!r} is not a valid header field name"))
+            continue
+        fields.append(RawField(
+            name=name, value=value, line=number, offset=offset, raw=raw_field,
+            space_before_colon=name_part != name_part.rstrip(" \t"),
+            indented=name_part[:1] in (" ", "\t"),
+            folded_name=b":" not in first,
+        ))
+    return HeaderBlock(fields=fields, bad_lines=bad, body_offset=body_offset, first_line_indented=first_indented)
+
+
+# ---------------------------------------------------------------- mailboxes
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One address as a parser understood it.
+
+    :param display: the display name, encoded-words decoded (what a reader shows).
+    :param local: the local part, unquoted.
+    :param domain: the domain, as written ("" when the parser found none).
+    :param route: an obsolete source route (``@a.example,@b.example``) when one was seen.
+    """
+
+    display: str
+    local: str
+    domain: str
+    route: str = ""
+
+    @property
+    def address(self) -> str:
+        local = self.local
+        if local and not _DOT_ATOM_RE.match(local):
+            local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{local}@{self.domain}" if self.domain else local
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.local, self.domain.lower().rstrip("."))
+
+    def shown(self) -> str:
+        """What a mail client would show: ``Name <addr>`` or just the address."""
+        return f"{self.display} <{self.address}>" if self.display else self.address
+
+
+@dataclass
+class ParseResult:
+    mailboxes: list[Mailbox] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return [m.key for m in self.mailboxes]
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded-words in a display name; the text unchanged if it cannot be."""
+    if "=?" not in text:
+        return text
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except Exception:  # malformed encoded-words: show what was written
+        return text
+
+
+def _from_addr(display: str, addr: str) -> Mailbox:
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        local, domain = addr, ""
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    return Mailbox(display=decode_words(display), local=local, domain=domain)
+
+
+# ---------------------------------------------------------------- strict RFC 5322 grammar
+
+_ATEXT = "!#$%&'*+-/=?^_`{|}~"
+_DOT_ATOM_RE = re.compile(r"^[A-Za-z0-9" + re.escape(_ATEXT) + r"\x80-\U0010ffff]+(\.[A-Za-z0-9" + re.escape(_ATEXT) + r"\x80-\U0010ffff]+)*$")
+
+
+class GrammarError(ValueError):
+    pass
+
+
+def _is_utf8_char(ch: str) -> bool:
+    # RFC 6532 allows UTF-8 in headers; lone surrogates are bytes that were not UTF-8.
+    return ord(ch) >= 0x80 and not 0xD800 <= ord(ch) <= 0xDFFF
+
+
+def _is_atext(ch: str, lax8: bool = False) -> bool:
+    return ch.isascii() and (ch.isalnum() or ch in _ATEXT) or _is_utf8_char(ch) or (lax8 and _is_8bit(ch))
+
+
+def _is_vchar_except(ch: str, excluded: str, lax8: bool = False) -> bool:
+    return ("\x21" <= ch <= "\x7e" and ch not in excluded) or _is_utf8_char(ch) or (lax8 and _is_8bit(ch))
+
+
+def _is_8bit(ch: str) -> bool:
+    # Raw Latin-1 in a display name is old, not deceptive: tolerated outside addresses.
+    return 0xDC80 <= ord(ch) <= 0xDCFF
+
+
+class _Strict:
+    """Recursive descent over RFC 5322 3.4 (mailbox-list / address-list), no obsolete syntax."""
+
+    def __init__(self, text: str):
+        self.s = text
+        self.i = 0
+        self.lax8 = False
+
+    def fail(self, what: str):
+        ch = self.s[self.i] if self.i < len(self.s) else None
+        where = f"at {ch!r} (character {self.i + 1})" if ch is not None else "at the end"
+        raise GrammarError(f"{what} {where}")
+
+    def peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def cfws(self):
+        while True:
+            ch = self.peek()
+            if ch in (" ", "\t"):
+                self.i += 1
+            elif ch == "(":
+                self.comment()
+            else:
+                return
+
+    def comment(self):
+        self.i += 1  # "("
+        while True:
+            ch = self.peek()
+            if ch == "":
+                self.fail("comment not closed")
+            if ch == ")":
+                self.i += 1
+                return
+            if ch == "(":
+                self.comment()
+            elif ch == "\\":
+                self.quoted_pair()
+            elif ch in (" ", "\t") or _is_vchar_except(ch, "()\\", lax8=True):
+                self.i += 1
+            else:
+                self.fail("character not allowed in a comment")
+
+    def quoted_pair(self):
+        nxt = self.s[self.i + 1] if self.i + 1 < len(self.s) else ""
+        if not (nxt in (" ", "\t") or _is_vchar_except(nxt, "", self.lax8)):
+            self.fail("bad quoted-pair")
+        self.i += 2
+        return nxt
+
+    def quoted_string(self) -> str:
+        self.i += 1  # DQUOTE
+        out = []
+        while True:
+            ch = self.peek()
+            if ch == "":
+                self.fail("quoted string not closed")
+            if ch == '"':
+                self.i += 1
+                return "".join(out)
+            if ch == "\\":
+                out.append(self.quoted_pair())
+            elif ch in (" ", "\t") or _is_vchar_except(ch, '"\\', self.lax8):
+                out.append(ch)
+                self.i += 1
+            else:
+                self.fail("character not allowed in a quoted string")
+
+    def atom_text(self) -> str:
+        start = self.i
+        while self.i < len(self.s) and _is_atext(self.s[self.i], self.lax8):
+            self.i += 1
+        return self.s[start:self.i]
+
+    def dot_atom_text(self) -> str:
+        parts = [self.atom_text()]
+        if not parts[0]:
+            self.fail("expected an atom")
+        while self.peek() == "." and self.i + 1 < len(self.s) and _is_atext(self.s[self.i + 1]):
+            self.i += 1
+            parts.append(self.atom_text())
+        return ".".join(parts)
+
+    def local_part(self) -> str:
+        self.cfws()
+        local = self.quoted_string() if self.peek() == '"' else self.dot_atom_text()
+        self.cfws()
+        return local
+
+    def domain(self) -> str:
+        self.cfws()
+        if self.peek() == "[":
+            start = self.i
+            self.i += 1
+            while self.peek() not in ("]", ""):
+                if not (self.peek() in (" ", "\t") or _is_vchar_except(self.peek(), "[]\\")):
+                    self.fail("character not allowed in a domain literal")
+                self.i += 1
+            if self.peek() != "]":
+                self.fail("domain literal not closed")
+            self.i += 1
+            dom = self.s[start:self.i]
+        else:
+            dom = self.dot_atom_text()
+        self.cfws()
+        return dom
+
+    def addr_spec(self) -> tuple[str, str]:
+        local = self.local_part()
+        if self.peek() != "@":
+            self.fail("expected '@'")
+        self.i += 1
+        return local, self.domain()
+
+    def phrase(self) -> list[str]:
+        self.lax8 = True
+        try:
+            return self._phrase()
+        finally:
+            self.lax8 = False
+
+    def _phrase(self) -> list[str]:
+        words: list[str] = []
+        while True:
+            self.cfws()
+            ch = self.peek()
+            if ch == '"':
+                words.append(self.quoted_string())
+            elif ch and _is_atext(ch, lax8=True):
+                words.append(self.atom_text())
+            elif ch == "." and words:
+                # obs-phrase: "John Q. Public" is everyday mail; accepting it changes no address.
+                words[-1] += "."
+                self.i += 1
+                continue
+            else:
+                return words
+
+    def mailbox(self) -> Mailbox:
+        start = self.i
+        try:  # addr-spec needs no lookahead beyond itself
+            local, dom = self.addr_spec()
+            if self.peek() in ("", ","):
+                return Mailbox(display="", local=local, domain=dom)
+        except GrammarError:
+            pass
+        self.i = start
+        words = self.phrase()
+        self.cfws()
+        if self.peek() != "<":
+            self.fail("expected an address or '<'")
+        self.i += 1
+        if self.peek() == "@":
+            self.fail("obsolete source route not accepted")
+        local, dom = self.addr_spec()
+        if self.peek() != ">":
+            self.fail("expected '>'")
+        self.i += 1
+        self.cfws()
+        return Mailbox(display=decode_words(" ".join(words)), local=local, domain=dom)
+
+    def group(self) -> list[Mailbox] | None:
+        """A group (``undisclosed-recipients:;``) or None if this is not one."""
+        start = self.i
+        words = self.phrase()
+        self.cfws()
+        if not words or self.peek() != ":":
+            self.i = start
+            return None
+        self.i += 1
+        members: list[Mailbox] = []
+        self.cfws()
+        while self.peek() != ";":
+            members.append(self.mailbox())
+            if self.peek() == ",":
+                self.i += 1
+                self.cfws()
+            elif self.peek() != ";":
+                self.fail("expected ',' or ';' in a group")
+        self.i += 1
+        self.cfws()
+        return members
+
+    def mailbox_list(self, groups: bool) -> list[Mailbox]:
+        out: list[Mailbox] = []
+        while True:
+            members = self.group() if groups else None
+            if members is None:
+                out.append(self.mailbox())
+            else:
+                out.extend(members)
+            if self.peek() == "":
+                return out
+            if self.peek() != ",":
+                self.fail("expected ',' between addresses")
+            self.i += 1
+
+
+def parse_strict(text: str, groups: bool = False) -> ParseResult:
+    """Parse a mailbox-list (``groups=True``: an address-list) by the strict RFC 5322 grammar."""
+    try:
+        return ParseResult(mailboxes=_Strict(text).mailbox_list(groups))
+    except GrammarError as exc:
+        return ParseResult(error=f"not valid RFC 5322: {exc}")
+    except Exception as exc:  # a grammar bug must not become a temperror
+        return ParseResult(error=f"strict parser gave up: {type(exc).__name__}")
+
+
+# ---------------------------------------------------------------- the shared facts
+
+class Facts:
+    """What the content defences share about one message; build it with :func:`facts`."""
+
+    def __init__(self, message, raw: bytes):
+        self.raw = raw
+        self.message = message
+        self.block = split_header_block(raw)
+        self._parsed: dict[str, dict[str, ParseResult]] = {}
+        self._compat = None
+
+    def _compat32(self):
+        if self._compat is None:
+            try:
+                self._compat = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.raw, headersonly=True)
+            except Exception:
+                self._compat = email.message.Message()
+        return self._compat
+
+    def _default_message(self):
+        msg = self.message
+        if isinstance(msg, email.message.Message) and msg.policy is not email.policy.compat32:
+            return msg
+        try:
+            return email.parser.BytesParser(policy=email.policy.default).parsebytes(self.raw, headersonly=True)
+        except Exception:
+            return email.message.EmailMessage()
+
+    def parsers(self, name: str) -> dict[str, ParseResult]:
+        """Each parser's reading of every ``name`` field, in order (``from``, ``reply-to``...)."""
+        name = name.lower()
+        if name not in self._parsed:
+            self._parsed[name] = {
+                "policy.default": self._parse_default(name),
+                "compat32": self._parse_compat32(name),
+                "rfc5322": self._parse_rfc5322(name),
+                "lenient": self._parse_lenient(name),
+            }
+        return self._parsed[name]
+
+    def _parse_default(self, name: str) -> ParseResult:
+        result = ParseResult()
+        try:
+            values = self._default_message().get_all(name) or []
+            for value in values:
+                addresses = getattr(value, "addresses", None)
+                if addresses is None:
+                    result.error = "policy.default did not parse it as an address field"
+                    continue
+                for a in addresses:
+                    result.mailboxes.append(Mailbox(display=a.display_name or "", local=a.username or "",
+                                                    domain=a.domain or ""))
+        except Exception as exc:  # CPython's header parser has raised on odd input before
+            result.error = f"policy.default raised {type(exc).__name__}"
+        return result
+
+    def _parse_compat32(self, name: str) -> ParseResult:
+        result = ParseResult()
+        try:
+            values = [str(v) for v in (self._compat32().get_all(name) or [])]
+            for display, addr in email.utils.getaddresses(values):
+                if display or addr:
+                    result.mailboxes.append(_from_addr(display, addr))
+        except Exception as exc:
+            result.error = f"compat32 raised {type(exc).__name__}"
+        return result
+
+    def _parse_rfc5322(self, name: str) -> ParseResult:
+        result = ParseResult()
+        for f in self.block.get(name):
+            if not f.strict:
+                continue
+            one = parse_strict(f.value, groups=name not in ("from", "sender"))
+            result.mailboxes.extend(one.mailboxes)
+            if one.error and not result.error:
+                result.error = f"line {f.line}: {one.error}"
+        return result
+
+    def _parse_lenient(self, name: str) -> ParseResult:
+        result = ParseResult()
+        try:
+            for display, addr in email.utils.getaddresses([f.value for f in self.block.get(name)]):
+                if display or addr:
+                    result.mailboxes.append(_from_addr(display, addr))
+        except Exception as exc:
+            result.error = f"lenient parser raised {type(exc).__name__}"
+        return result
+
+    def mailboxes(self, name: str) -> list[Mailbox]:
+        """Every mailbox any parser saw in ``name``, de-duplicated, first parser first.
+
+        Defences judge the union: an address one parser hides is still one a client
+        may show.
+        """
+        seen, out = set(), []
+        for result in self.parsers(name).values():
+            for m in result.mailboxes:
+                ident = (m.key, m.display)
+                if ident not in seen:
+                    seen.add(ident)
+                    out.append(m)
+        return out
+
+    def domains(self, name: str) -> list[str]:
+        out: list[str] = []
+        for m in self.mailboxes(name):
+            dom = normalise_domain(m.domain)
+            if dom and dom not in out:
+                out.append(dom)
+        return out
+
+
+def facts(envelope, message, raw) -> Facts:
+    """The shared :class:`Facts` of this message, computed once per envelope."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    elif not isinstance(raw, (bytes, bytearray)):
+        raw = b""
+    raw = bytes(raw)
+    cache = getattr(envelope, "cache", None)
+    if not isinstance(cache, dict):
+        return Facts(message, raw)
+    hit = cache.get(CACHE_KEY)
+    if hit is not None and hit.raw == raw:
+        return hit
+    made = Facts(message, raw)
+    cache[CACHE_KEY] = made
+    return made
+
+
+# ---------------------------------------------------------------- domains
+
+def normalise_domain(domain: str) -> str:
+    return (domain or "").strip().strip("[]").lower().rstrip(".")
+
+
+def domain_of(address: str) -> str:
+    """The domain of an envelope address (``""`` for the null sender or no ``@``)."""
+    local, at, domain = (address or "").strip().strip("<>").rpartition("@")
+    return normalise_domain(domain) if at else ""
+
+
+@lru_cache(maxsize=1)
+def _psl():
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def org_domain(domain: str) -> str:
+    """The organisational domain (``mail.corp.example`` -> ``corp.example``), or the domain itself."""
+    domain = normalise_domain(domain)
+    try:
+        return _psl().privatesuffix(domain) or domain
+    except Exception:
+        return domain
+
+
+def known_suffix(domain: str) -> bool:
+    """Whether ``domain`` ends in a real public suffix or a reserved test TLD (RFC 2606)."""
+    domain = normalise_domain(domain)
+    if domain.rsplit(".", 1)[-1] in ("example", "test", "invalid", "localhost"):
+        return True
+    try:
+        return _psl().publicsuffix(domain, accept_unknown=False) is not None
+    except Exception:
+        return False
+
+
+def same_domain(a: str, b: str, compare: str = "organizational") -> bool:
+    a, b = normalise_domain(a), normalise_domain(b)
+    if compare == "exact":
+        return a == b
+    return org_domain(a) == org_domain(b)
+
+
+def lab_directory(lab):
+    """``lab.directory`` or None, so a defence works with a partial lab."""
+    return getattr(lab, "directory", None)
+
+
+def is_local_domain(lab, domain: str) -> bool:
+    directory = lab_directory(lab)
+    try:
+        return bool(directory and domain and directory.is_local_domain(domain))
+    except Exception:
+        return False
+
+
+def show(text, limit: int = 200) -> str:
+    """Attacker text made safe for a reason sentence: control characters visible, length capped."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "backslashreplace")
+    text = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ---------------------------------------------------------------- one verdict from many findings
+
+_SEVERITY = ("pass", "none", "neutral", "softfail", "fail")
+
+
+def finding(result: str, reason: str, **details) -> dict:
+    """One thing a defence noticed; :func:`verdict` folds them."""
+    return {"result": result, "reason": reason, **details}
+
+
+def verdict(check: str, findings: list[dict], pass_reason: str, **details):
+    """One Verdict: the harshest finding's result, every finding's sentence, ``pass`` if none.
+
+    One verdict per defence keeps one ``X-Forgelab-Verdict`` line per check; the
+    individual findings stay in ``details["findings"]`` for the web view.
+    """
+    from forgelab import Verdict
+
+    if not findings:
+        return Verdict(check=check, result="pass", reason=pass_reason, details={"findings": [], **details})
+    ordered = sorted(findings, key=lambda f: -_SEVERITY.index(f["result"]))
+    return Verdict(check=check, result=ordered[0]["result"], reason=" ".join(f["reason"] for f in ordered),
+                   details={"findings": ordered, **details})

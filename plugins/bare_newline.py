@@ -1,0 +1,53 @@
+"""Bare LF or bare CR in the DATA: the precondition of SMTP smuggling."""
+from __future__ import annotations
+
+import re
+
+import forgelab
+
+from ._addresses import show, verdict, finding
+
+_BARE_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_SHOWN = 5  # positions listed in details; the counts cover the rest
+
+
+def _position(raw: bytes, offset: int) -> dict:
+    line = raw.count(b"\n", 0, offset) + 1
+    start = max(0, offset - 20)
+    return {"offset": offset, "line": line, "context": show(raw[start:offset + 20], 80)}
+
+
+class BareNewline:
+    """Does every line of the DATA end in CRLF, as RFC 5321 2.3.8 requires?
+
+    A bare LF (``\\n`` without ``\\r``) or bare CR (``\\r`` without ``\\n``) is how SMTP
+    smuggling starts: a server that treats ``\\n.\\n`` as the end of the data lets a
+    second, forged message ride inside the first. ``fail`` names the first offset and
+    line of each kind; the policy decides whether to reject (as Postfix's
+    ``smtpd_forbid_bare_newline`` does) or only to tag.
+
+    Settings: none.
+    """
+
+    name = "bare-newline"
+
+    def __init__(self, settings: dict | None = None):
+        self.settings = dict(settings or {})
+
+    @forgelab.hookimpl
+    def forgelab_message(self, raw):
+        raw = raw if isinstance(raw, (bytes, bytearray)) else b""
+        lf, cr = [], []
+        for match in _BARE_RE.finditer(raw):
+            (lf if match.group() == b"\n" else cr).append(match.start())
+        findings = []
+        for kind, name, offsets in (("LF", "line feed (\\n without \\r)", lf), ("CR", "carriage return (\\r without \\n)", cr)):
+            if offsets:
+                first = _position(raw, offsets[0])
+                findings.append(finding(
+                    "fail",
+                    f"The message holds {len(offsets)} bare {name}, the first at byte {first['offset']} "
+                    f"(line {first['line']}); every line must end in CRLF.",
+                    kind=kind, count=len(offsets), positions=[_position(raw, o) for o in offsets[:_SHOWN]]))
+        return verdict(self.name, findings, "Every line of the message ends in CRLF: no bare LF or CR.",
+                       bare_lf=len(lf), bare_cr=len(cr))

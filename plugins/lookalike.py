@@ -1,0 +1,213 @@
+"""Sender domains that imitate a protected one, and invisible or bidi characters in headers."""
+from __future__ import annotations
+
+import unicodedata
+
+import forgelab
+
+from ._addresses import decode_words, domain_of, facts, finding, normalise_domain, show, verdict
+
+LAB_DOMAINS = ("bank.example", "shop.example", "news.example", "insure.example")
+
+# Letters that look like Latin ones (Cyrillic, Greek, Latin extensions) and digits
+# used for letters; i, l, 1 and | all fold to "l" because fonts make them alike.
+CONFUSABLES = {
+    # Cyrillic
+    "а": "a", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "l", "ї": "l", "ј": "j",
+    "к": "k", "ӏ": "l", "м": "m", "п": "n", "о": "o", "р": "p", "ԛ": "q", "г": "r", "ѕ": "s", "т": "t",
+    "ц": "u", "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "ү": "y", "з": "e",
+    # Greek
+    "α": "a", "β": "b", "ϲ": "c", "δ": "d", "ε": "e", "η": "n", "ι": "l", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w", "μ": "u",
+    # Latin look-alikes NFKC leaves alone
+    "ı": "l", "ł": "l", "ɩ": "l", "ɑ": "a", "ɡ": "g", "ȷ": "j", "ɵ": "o", "ø": "o", "ð": "d",
+    # ASCII
+    "i": "l", "1": "l", "|": "l", "!": "l", "0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
+    "9": "g", "$": "s",
+}
+MULTI = (("rn", "m"), ("vv", "w"))
+
+# Reverse the reading order of text (Trojan Source); shown wherever they appear.
+BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+# Invisible or space-like: hide or pad parts of an address.
+INVISIBLE = {chr(c) for c in (*range(0x2000, 0x200E), 0x2028, 0x2029, 0x205F, *range(0x2060, 0x2065),
+                              0xFEFF, 0x00AD, 0x180E, 0x3164, 0x115F, 0x1160, 0x034F)}
+ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc")
+
+
+def skeleton(text: str) -> str:
+    """What a reader takes the text for: NFKC, case folded, look-alike letters merged."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(CONFUSABLES.get(ch, ch) for ch in text)
+    for pair, one in MULTI:
+        text = text.replace(pair, one)
+    return text
+
+
+def distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions, swaps."""
+    if abs(len(a) - len(b)) > 3:
+        return 4
+    prev2, prev = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if prev2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def to_unicode(domain: str) -> tuple[str, str | None]:
+    """The domain with ``xn--`` labels decoded, and an error if one would not decode."""
+    labels, error = [], None
+    for label in domain.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = label[4:].encode("ascii").decode("punycode")
+            except Exception:
+                error = f"the label {show(label)} is not valid punycode"
+        labels.append(label)
+    return ".".join(labels), error
+
+
+def scripts(label: str) -> set[str]:
+    out = set()
+    for ch in label:
+        if ch.isalpha():
+            try:
+                out.add(unicodedata.name(ch).split(" ")[0])
+            except ValueError:
+                out.add("UNKNOWN")
+    return out
+
+
+def _char_names(text: str) -> str:
+    odd = [ch for ch in dict.fromkeys(text) if not ch.isascii()]
+    return ", ".join(f"{ch} is U+{ord(ch):04X} {unicodedata.name(ch, 'UNNAMED')}" for ch in odd[:4])
+
+
+class Lookalike:
+    """Does a sender domain imitate one we protect, or a header hide characters?
+
+    Looks at the domains of the header From, Sender and Reply-To (every parser's
+    reading) and of MAIL FROM. ``fail``, naming the protected domain imitated, when a
+    domain that is not a protected domain (nor a subdomain of one):
+
+    - decodes (``xn--`` punycode, or UTF-8 as written) to letters that read as a
+      protected domain: NFKC plus a small Latin/Cyrillic/Greek confusables map;
+    - mixes scripts inside one label (Latin with Cyrillic, ...), imitation or not;
+    - is 1 edit away from a protected domain (2 when its name is longer than five
+      letters), counting digit swaps (``examp1e``, ``b4nk``) as no edit;
+    - holds a protected name as a label or a hyphen-separated part
+      (``bank-secure.example``, ``bank.example.evil.example``);
+    - holds invisible or space-like characters (U+200B..., U+2000...).
+
+    Also ``fail`` when any header holds a bidi control (U+202E RIGHT-TO-LEFT OVERRIDE,
+    U+2066..., U+200E/F), or an address header (From, Sender, Reply-To, To, Cc) an
+    invisible character. ``softfail`` for an ``xn--`` label that is not valid punycode.
+
+    Settings:
+
+    - ``protect`` (default: the local domains plus ``bank.example``, ``shop.example``,
+      ``news.example``, ``insure.example``): the domains to protect.
+    - ``allow`` (default ``[]``): domains never reported as look-alikes (for instance
+      a lab domain that is close to a protected one on purpose but is not a forgery).
+    """
+
+    name = "lookalike"
+
+    def __init__(self, settings: dict | None = None):
+        settings = dict(settings or {})
+        protect, allow = settings.get("protect"), settings.get("allow", [])
+        for key, value in (("protect", protect), ("allow", allow)):
+            if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value)):
+                raise ValueError(f"lookalike: setting {key!r} must be a list of domain names")
+        self.protect = [normalise_domain(d) for d in protect] if protect is not None else None
+        self.allow = [normalise_domain(d) for d in allow]
+
+    def protected(self, lab) -> list[str]:
+        if self.protect is not None:
+            return [d for d in self.protect if d]
+        local = list(getattr(getattr(lab, "directory", None), "domains", []) or [])
+        return list(dict.fromkeys(normalise_domain(d) for d in [*local, *LAB_DOMAINS]))
+
+    @forgelab.hookimpl
+    def forgelab_message(self, envelope, message, raw, lab):
+        f = facts(envelope, message, raw)
+        protected = self.protected(lab)
+        candidates: dict[str, list[str]] = {}
+        for source, domains in (("From", f.domains("from")), ("Sender", f.domains("sender")),
+                                ("Reply-To", f.domains("reply-to")),
+                                ("MAIL FROM", [domain_of(getattr(envelope, "mail_from", "") or "")])):
+            for d in domains:
+                if d:
+                    candidates.setdefault(d, []).append(source)
+        findings = []
+        for domain, sources in candidates.items():
+            findings.extend(self._domain(domain, " and ".join(sources), protected))
+        findings.extend(self._headers(f))
+        return verdict(self.name, findings,
+                       f"No sender domain imitates {', '.join(protected)}, and no header hides characters.",
+                       protected=protected, checked={show(d): s for d, s in candidates.items()})
+
+    def _domain(self, domain: str, source: str, protected: list[str]) -> list[dict]:
+        if any(domain == a or domain.endswith("." + a) for a in self.allow):
+            return []
+        unicode_form, error = to_unicode(domain)
+        shown = show(domain) if unicode_form == domain else f"{show(domain)} ({show(unicode_form)})"
+        out = []
+        hidden = [ch for ch in unicode_form if ch in INVISIBLE or ch in BIDI]
+        if hidden:
+            out.append(finding("fail", f"The {source} domain {shown} holds invisible characters: {_char_names(''.join(hidden))}.",
+                               domain=show(domain)))
+        if error:
+            out.append(finding("softfail", f"The {source} domain {show(domain)}: {error}.", domain=show(domain)))
+        if any(unicode_form == p or unicode_form.endswith("." + p) for p in protected):
+            return out
+        for label in unicode_form.split("."):
+            found = scripts(label)
+            if len(found) > 1:
+                out.append(finding("fail", f"The {source} domain {shown} mixes {' and '.join(sorted(found))} letters "
+                                           f"in one label: {_char_names(label)}.", domain=show(domain)))
+                break
+        for p in protected:
+            why = self._imitates(unicode_form, p)
+            if why:
+                out.append(finding("fail", f"The {source} domain {shown} imitates {p}: {why}.",
+                                   domain=show(domain), unicode=show(unicode_form), imitates=p))
+                break
+        return out
+
+    @staticmethod
+    def _imitates(domain: str, protected: str) -> str | None:
+        name = protected.split(".")[0]
+        if skeleton(domain) == skeleton(protected):
+            odd = _char_names(domain)
+            return f"it reads the same ({odd})" if odd else "it swaps letters for look-alike digits or letters"
+        limit = 1 if len(name) <= 5 else 2
+        edits = min(distance(domain, protected), distance(skeleton(domain), skeleton(protected)))
+        if edits <= limit:
+            return f"it is {edits} typing slip{'s' if edits > 1 else ''} away"
+        if f".{protected}." in f".{domain}.":
+            return f"it holds {protected} inside a different domain"
+        for label in domain.split("."):
+            parts = label.split("-")
+            if name in parts or skeleton(name) in [skeleton(x) for x in parts]:
+                return f"it holds the name {name!r} in {show(label)!r}"
+        return None
+
+    @staticmethod
+    def _headers(f) -> list[dict]:
+        out, seen = [], set()
+        for field in f.block.fields:
+            watched = BIDI | INVISIBLE if field.key in ADDRESS_FIELDS else BIDI
+            text = field.value + decode_words(field.value)
+            odd = "".join(dict.fromkeys(ch for ch in text if ch in watched))
+            if odd and (field.key, odd) not in seen:
+                seen.add((field.key, odd))
+                out.append(finding("fail", f"The {show(field.name)} header on line {field.line} holds "
+                                           f"{_char_names(odd)}, which changes what a reader sees.",
+                                   field=show(field.name), line=field.line))
+        return out

@@ -1,0 +1,112 @@
+"""Envelope sender versus header From (and Sender, Reply-To)."""
+from __future__ import annotations
+
+import forgelab
+
+from ._addresses import domain_of, facts, finding, is_local_domain, same_domain, show, verdict
+
+COMPARE_MODES = ("organizational", "exact")
+
+
+class Mismatch:
+    """Does the header From agree with the SMTP envelope and with the client?
+
+    Findings, harshest first:
+
+    - ``fail`` (``details["strongest"] = True``): the header From claims one of our
+      local domains but the client did not authenticate, or authenticated as a
+      different local user;
+    - ``fail``: the From domain differs from the MAIL FROM domain (``neutral`` when a
+      ``Sender:`` in the envelope's domain says who sent it on the author's behalf,
+      as mailing lists do);
+    - ``softfail``: ``Reply-To`` sends answers to a domain other than the From's
+      (and other than the Sender's);
+    - ``neutral``: the null sender ``<>`` with a From: bounces are legitimate, but
+      nothing ties the From to the sender.
+
+    Every parser's reading of the address fields counts (see ``_addresses``), so an
+    address hidden from one parser is still compared.
+
+    Settings:
+
+    - ``compare`` (default ``"organizational"``): ``"organizational"`` compares
+      organisational domains (``mail.corp.example`` matches ``corp.example``, via the
+      Public Suffix List); ``"exact"`` compares the domains as written.
+    """
+
+    name = "mismatch"
+
+    def __init__(self, settings: dict | None = None):
+        settings = dict(settings or {})
+        self.compare = settings.get("compare", "organizational")
+        if self.compare not in COMPARE_MODES:
+            raise ValueError(f"mismatch: setting 'compare' must be one of {', '.join(COMPARE_MODES)}, not {self.compare!r}")
+
+    def _same(self, a: str, b: str) -> bool:
+        return same_domain(a, b, self.compare)
+
+    @forgelab.hookimpl
+    def forgelab_message(self, session, envelope, message, raw, lab):
+        f = facts(envelope, message, raw)
+        mail_from = getattr(envelope, "mail_from", "") or ""
+        env_domain = domain_of(mail_from)
+        from_domains = f.domains("from")
+        sender_domains = f.domains("sender")
+        reply_domains = f.domains("reply-to")
+        details = {"mail_from": show(mail_from), "from_domains": [show(d) for d in from_domains],
+                   "sender_domains": [show(d) for d in sender_domains],
+                   "reply_to_domains": [show(d) for d in reply_domains], "compare": self.compare,
+                   "strongest": False}
+        findings = self._local_claims(session, f, lab)
+        if findings:
+            details["strongest"] = True
+        if not from_domains:
+            findings.append(finding("none", "There is no address with a domain in the header From to compare with the envelope."))
+        elif mail_from == "":
+            findings.append(finding(
+                "neutral",
+                f"The envelope sender is empty (<>), as for a bounce, and the header From claims {show(', '.join(from_domains))}: "
+                "bounces are legitimate, but nothing ties this From to whoever sent it."))
+        else:
+            findings.extend(self._envelope(mail_from, env_domain, from_domains, sender_domains))
+        for domain in reply_domains:
+            if from_domains and not any(self._same(domain, d) for d in from_domains + sender_domains):
+                findings.append(finding(
+                    "softfail",
+                    f"Reply-To sends answers to {show(domain)}, not to the From domain {show(from_domains[0])}."))
+        pass_reason = f"The header From ({show(', '.join(from_domains))}) matches the envelope sender {show(mail_from)}."
+        return verdict(self.name, findings, pass_reason, **details)
+
+    def _envelope(self, mail_from, env_domain, from_domains, sender_domains) -> list[dict]:
+        differing = [d for d in from_domains if not self._same(d, env_domain)]
+        if not differing:
+            return []
+        claim = show(", ".join(differing))
+        vouching = [s for s in sender_domains if self._same(s, env_domain)]
+        if vouching and len(vouching) == len(sender_domains):
+            return [finding(
+                "neutral",
+                f"The header From claims {claim} but the envelope sender is {show(mail_from)}; the Sender header "
+                f"({show(vouching[0])}) matches the envelope, as a mailing list or a delegate sending for the author would.")]
+        return [finding("fail", f"The header From claims {claim} but the envelope sender is {show(mail_from)}.")]
+
+    def _local_claims(self, session, f, lab) -> list[dict]:
+        local = [m for m in f.mailboxes("from") if is_local_domain(lab, m.domain)]
+        if not local:
+            return []
+        user = getattr(session, "authenticated", None)
+        client = show(getattr(session, "peer_ip", "") or "?")
+        if not user:
+            domain = show(local[0].domain.lower())
+            return [finding(
+                "fail",
+                f"The header From claims our own domain {domain}, but the client {client} did not authenticate: "
+                f"only our own users, logged in, may send as {domain}.", strongest=True)]
+        login = str(user).partition("@")[0].lower()
+        others = [m for m in local if m.local.lower() != login]
+        if others:
+            return [finding(
+                "fail",
+                f"The client logged in as {show(user)} but the header From claims {show(others[0].address)}, "
+                "another local user.", strongest=True)]
+        return []

@@ -1,0 +1,90 @@
+"""End-of-data look-alikes, NUL bytes and lone CRs inside a message (SMTP smuggling)."""
+from __future__ import annotations
+
+import re
+
+import forgelab
+
+from ._addresses import finding, show, verdict
+
+# A dot between line breaks (each CRLF, CR or LF, a NUL allowed next to the dot):
+# everything a lenient server might take for the end of DATA.
+_EOD_RE = re.compile(rb"(\r\n|\r|\n)(\x00?)\.(\x00?)(?=(\r\n|\r|\n))")  # the end overlaps the next
+# The probes of smtpsmug and SEC Consult's scanner (CVE-2023-51764, -51765, -51766).
+KNOWN = {
+    b"\n.\n": "lflf", b"\r.\r": "crcr", b"\r.\n": "crlf", b"\n.\r": "lfcr",
+    b"\n.\r\n": "lfcrlf", b"\r\n.\n": "crlflf", b"\r.\r\n": "crcrlf", b"\r\n.\r": "crlfcr",
+    b"\r\n\x00.\r\n": "nullbefore", b"\r\n.\x00\r\n": "nullafter",
+}
+_COMMAND_RE = re.compile(rb"^[\s\x00]*(MAIL\s+FROM|RCPT\s+TO|DATA|RSET|HELO|EHLO|QUIT|BDAT)\b", re.IGNORECASE)
+_PREVIEW = 200
+
+
+def _line(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+class Smuggling:
+    """Does the message hold something a lenient server would cut it at?
+
+    ``fail`` for each of:
+
+    - an end-of-data look-alike: a ``.`` between line breaks other than CRLF.CRLF
+      (``\\n.\\n``, ``\\r.\\r``, ``\\r.\\n``, ``\\n.\\r``, ``\\n.\\r\\n``, ``\\r\\n.\\n``,
+      ``\\r.\\r\\n``, ``\\r\\n.\\r``, ``\\r\\n\\x00.\\r\\n``, ``\\r\\n.\\x00\\r\\n`` and the like):
+      a server that takes it for the end of DATA reads what follows as a second
+      message, one that passed no check. ``details["sequences"]`` gives each sequence,
+      where it is, and the start of that hidden message;
+    - NUL bytes (C programs stop reading a string there);
+    - lone CRs (``\\r`` without ``\\n``).
+
+    Settings: none.
+    """
+
+    name = "smuggling"
+
+    def __init__(self, settings: dict | None = None):
+        self.settings = dict(settings or {})
+
+    @forgelab.hookimpl
+    def forgelab_message(self, raw):
+        raw = raw if isinstance(raw, (bytes, bytearray)) else b""
+        sequences = self._sequences(raw)
+        findings = []
+        for seq in sequences:
+            hidden = "; what follows starts with SMTP commands: a second message smuggled inside this one" \
+                if seq["smtp_commands"] else ""
+            findings.append(finding(
+                "fail",
+                f"At byte {seq['offset']} (line {seq['line']}) the sequence {seq['sequence']} ({seq['name']}) "
+                f"is a dot a lenient server takes for the end of the data{hidden}.", **seq))
+        nuls = [m.start() for m in re.finditer(rb"\x00", raw)]
+        if nuls:
+            findings.append(finding(
+                "fail", f"The message holds {len(nuls)} NUL byte(s), the first at byte {nuls[0]} "
+                f"(line {_line(raw, nuls[0])}); C programs stop reading there.", count=len(nuls), offset=nuls[0]))
+        crs = [m.start() for m in re.finditer(rb"\r(?!\n)", raw)]
+        if crs:
+            findings.append(finding(
+                "fail", f"The message holds {len(crs)} lone CR(s) (\\r without \\n), the first at byte {crs[0]} "
+                f"(line {_line(raw, crs[0])}).", count=len(crs), offset=crs[0]))
+        return verdict(self.name, findings,
+                       "No end-of-data look-alike, NUL byte or lone CR in the message.",
+                       sequences=sequences)
+
+    @staticmethod
+    def _sequences(raw: bytes) -> list[dict]:
+        out = []
+        for match in _EOD_RE.finditer(raw):
+            seq = match.group() + match.group(4)
+            end = match.end() + len(match.group(4))
+            if seq == b"\r\n.\r\n":  # a dot line the client stuffed: an ordinary line
+                continue
+            after = raw[end:end + _PREVIEW]
+            out.append({
+                "offset": match.start(), "line": _line(raw, match.start()),
+                "sequence": repr(seq)[2:-1], "name": KNOWN.get(seq, "variant"),
+                "hidden_message": show(after, _PREVIEW),
+                "smtp_commands": bool(_COMMAND_RE.match(after)),
+            })
+        return out
