@@ -1,0 +1,31 @@
+"""Where a check finds its resolver and its once-per-message DNS view."""
+from __future__ import annotations
+
+import threading
+
+from ..dns import Lookups, Resolver
+
+_default: Resolver | None = None
+_default_lock = threading.Lock()
+
+LOOKUPS_KEY = "dns.lookups"
+
+
+def resolver_of(lab) -> Resolver:
+    """``lab.resolver``, or the embedded lab zone when the lab has none (tests, library use)."""
+    resolver = getattr(lab, "resolver", None)
+    if resolver is not None:
+        return resolver
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Resolver.lab()
+        return _default
+
+
+def lookups(cache: dict, lab) -> Lookups:
+    """The DNS view kept in a per-message (``envelope.cache``) or per-session cache dict."""
+    view = cache.get(LOOKUPS_KEY)
+    if view is None:
+        view = cache.setdefault(LOOKUPS_KEY, resolver_of(lab).lookups())
+    return view

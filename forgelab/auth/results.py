@@ -1,0 +1,92 @@
+"""Authentication-Results (RFC 8601): build ours from verdicts, strip forged ones claiming our name."""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import authres
+from authres.core import AuthenticationResult, AuthenticationResultProperty
+
+HEADER = "Authentication-Results"
+# Order in the header: the connection, then envelope, then content, then the verdicts built on them.
+METHOD_ORDER = ("iprev", "spf", "dkim", "arc", "dmarc")
+_UNSAFE_VALUE = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@:\[\]]")
+_UNSAFE_COMMENT = re.compile(r"[^\x20-\x7e]|[()\\]")
+
+
+def _value(text) -> str:
+    # Attacker-chosen values (MAIL FROM, HELO) must not break out of the property.
+    return _UNSAFE_VALUE.sub("?", str(text))[:200] or "unknown"
+
+
+def _comment(text: str) -> str | None:
+    text = " ".join(_UNSAFE_COMMENT.sub(" ", text or "").split())
+    return text[:160] or None
+
+
+def resinfo(method: str, result: str, properties: Iterable[tuple[str, str, str]] = (), comment: str = "") -> str:
+    """One ``method=result (comment) ptype.property=value ...`` clause, built with authres."""
+    props = [AuthenticationResultProperty(t, n, _value(v)) for t, n, v in properties if v]
+    return str(AuthenticationResult(method, result=result, result_comment=_comment(comment), properties=props))
+
+
+def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
+    """The header value: our authserv-id and one resinfo per method result (``none`` when there are none).
+
+    Verdicts contribute when their ``details["authres"]`` says how (``method``, ``properties``,
+    ``comment``). Folded with CRLF TAB between results unless ``fold`` is False.
+    """
+    clauses: list[tuple[int, str]] = []
+    for v in verdicts:
+        info = (getattr(v, "details", None) or {}).get("authres")
+        if not info:
+            continue
+        method = info["method"]
+        text = resinfo(method, v.result, info.get("properties", ()), info.get("comment", ""))
+        rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        if all(text != c for _, c in clauses):
+            clauses.append((rank, text))
+    clauses.sort(key=lambda c: c[0])  # stable: keeps signature order within dkim
+    head = authres.AuthenticationResultsHeader(authserv_id=_value(authserv_id), results=[]).header_value()
+    if not clauses:
+        return head
+    sep = ";\r\n\t" if fold else "; "
+    return _value(authserv_id).lower() + sep + sep.join(c for _, c in clauses)
+
+
+def _authserv_id(value: str) -> str:
+    """The authserv-id of an Authentication-Results value (comments and folding removed)."""
+    flat = re.sub(r"\s+", " ", value)
+    while True:  # drop (nested) comments
+        stripped = re.sub(r"\([^()]*\)", " ", flat)
+        if stripped == flat:
+            break
+        flat = stripped
+    return flat.split(";", 1)[0].strip().split(" ")[0].strip().lower().strip('"')
+
+
+def strip_forged_authres(message_bytes: bytes, authserv_id: str) -> bytes:
+    """Remove incoming Authentication-Results headers that claim our authserv-id (RFC 8601 5).
+
+    Everything else, including other servers' Authentication-Results, is kept byte for byte.
+    """
+    ours = authserv_id.strip().lower()
+    m = re.search(rb"\r?\n\r?\n", message_bytes)
+    head_end = m.end() - (2 if m.group().endswith(b"\r\n") else 1) if m else len(message_bytes)
+    head, rest = message_bytes[:head_end], message_bytes[head_end:]
+    fields: list[bytes] = []
+    for line in re.split(rb"(?<=\n)", head):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    kept = []
+    for f in fields:
+        name, sep, value = f.partition(b":")
+        if sep and name.strip().lower() == HEADER.lower().encode():
+            if _authserv_id(value.decode("utf-8", "replace")) == ours:
+                continue
+        kept.append(f)
+    return b"".join(kept) + rest
