@@ -1,26 +1,9 @@
 """POP3 wire form of a message: CRLF lines and dot-stuffing (RFC 1939 section 3)."""
 from __future__ import annotations
 
-import re
+from ..store.crlf import to_crlf, wire_size
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-def to_crlf(data: bytes) -> bytes:
-    """Every line ended by CRLF, the last one too.
-
-    A bare LF becomes CRLF: clients split on LF, so a bare ``LF . CRLF`` left as it is would
-    end the multi-line response early and let message text pose as server replies.
-    """
-    data = _BARE_LF.sub(b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
-
-
-def wire_size(data: bytes) -> int:
-    """Octets of ``data`` as RETR sends it, before dot-stuffing (what STAT and LIST report)."""
-    return len(to_crlf(data))
+__all__ = ["dot_stuff", "to_crlf", "top", "wire_size"]
 
 
 def dot_stuff(data: bytes) -> bytes:

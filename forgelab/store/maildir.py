@@ -29,7 +29,7 @@ import weakref
 from pathlib import Path
 
 from ..directory import NAME_RE
-from ..pop3.wire import wire_size
+from .crlf import wire_size
 
 FOLDERS = {"inbox": "", "quarantine": ".Quarantine"}
 RELAY_HOLD = "_relay-hold"
