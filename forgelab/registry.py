@@ -76,26 +76,26 @@ def build_plugin_manager(policy: Policy, extra: list[str] | tuple[str, ...] = ()
     """
     pm = pluggy.PluginManager("forgelab")
     pm.add_hookspecs(hookspecs)
-    entry_points = None
+    entry_points = _entry_points() if extra or set(policy.enabled_defences()) - set(BUILTIN) else {}
+    given = {}  # --plugin objects by the name they go by, so the policy's settings reach them
+    for spec in extra:
+        obj = entry_points[spec].load() if spec in entry_points else import_plugin(spec)
+        given[getattr(obj, "name", None) or getattr(_instantiate(obj, {}), "name", None) or spec] = (spec, obj)
     for name, settings in policy.enabled_defences().items():
+        if name in given:
+            continue
         if name in BUILTIN:
             obj = _load_class(BUILTIN[name])
-        else:
-            entry_points = entry_points if entry_points is not None else _entry_points()
-            if name not in entry_points:
-                raise PluginError(f"policy {policy.name} ({policy.source}): unknown defence {name!r}; "
-                                  f"built-in: {', '.join(sorted(BUILTIN))}")
+        elif name in entry_points:
             obj = entry_points[name].load()
+        else:
+            raise PluginError(f"policy {policy.name} ({policy.source}): unknown defence {name!r}; "
+                              f"built-in: {', '.join(sorted(BUILTIN))}")
         pm.register(_instantiate(obj, settings), name=name)
-    for spec in extra:
-        entry_points = entry_points if entry_points is not None else _entry_points()
-        obj = entry_points[spec].load() if spec in entry_points else import_plugin(spec)
-        settings = policy.defences.get(getattr(obj, "name", spec), {})
-        plugin = _instantiate(obj, settings)
-        name = getattr(plugin, "name", None) or spec
+    for name, (spec, obj) in given.items():
         if pm.has_plugin(name):
             raise PluginError(f"--plugin {spec}: a plugin named {name!r} is already loaded")
-        pm.register(plugin, name=name)
+        pm.register(_instantiate(obj, policy.defences.get(name, {})), name=name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
