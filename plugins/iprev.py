@@ -6,7 +6,8 @@ from forgelab.auth import iprev
 
 
 class IPRev:
-    """PTR then forward-confirm (RFC 8601 3), once per client address, at connect."""
+    """PTR then forward-confirm (RFC 8601 3), once per client address, at HELO/EHLO (so an
+    address set with XCLIENT, which asks for EHLO again, is the one judged)."""
 
     name = "iprev"
 
@@ -14,6 +15,6 @@ class IPRev:
         self.settings = dict(settings or {})
 
     @forgelab.hookimpl
-    def forgelab_connect(self, session, lab):
+    def forgelab_helo(self, session, lab):
         r = iprev.result(session, lab)
         return forgelab.Verdict(check="iprev", result=r.result, reason=r.reason, details=r.details())

@@ -27,9 +27,7 @@ class SPF:
     def forgelab_helo(self, session, helo, lab):
         if not self.check_helo:
             return None
-        if session.helo is None:  # the hook may run before the session records the name
-            session.helo = helo
-        return _verdict("spf-helo", spf.helo_result(session, lab))
+        return _verdict("spf-helo", spf.helo_result(session, lab, helo))
 
     @forgelab.hookimpl
     def forgelab_mail_from(self, session, envelope, address, lab):

@@ -37,6 +37,7 @@ def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
     ``comment``). Folded with CRLF TAB between results unless ``fold`` is False.
     """
     clauses: list[tuple[int, str]] = []
+    latest: dict[tuple, int] = {}
     for v in verdicts:
         info = (getattr(v, "details", None) or {}).get("authres")
         if not info:
@@ -44,8 +45,16 @@ def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
         method = info["method"]
         text = resinfo(method, v.result, info.get("properties", ()), info.get("comment", ""))
         rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-        if all(text != c for _, c in clauses):
-            clauses.append((rank, text))
+        if any(text == c for _, c in clauses):
+            continue
+        # Session facts may be judged again (EHLO after XCLIENT): the latest judgement wins.
+        kind = {"iprev": ("iprev",), "spf": ("spf",) + tuple(p[1] for p in info.get("properties", ())[:1])}.get(method)
+        if kind in latest:
+            clauses[latest[kind]] = (rank, text)
+            continue
+        if kind:
+            latest[kind] = len(clauses)
+        clauses.append((rank, text))
     clauses.sort(key=lambda c: c[0])  # stable: keeps signature order within dkim
     head = authres.AuthenticationResultsHeader(authserv_id=_value(authserv_id), results=[]).header_value()
     if not clauses:

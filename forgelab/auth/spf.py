@@ -148,11 +148,14 @@ def mailfrom_result(session, envelope, lab, address: str | None = None) -> SPFRe
     return result
 
 
-def helo_result(session, lab) -> SPFResult:
-    """SPF for the HELO identity, computed once per (HELO name, client address)."""
-    key = (HELO_KEY, (session.helo or "").lower(), session.peer_ip)
+def helo_result(session, lab, helo: str | None = None) -> SPFResult:
+    """SPF for the HELO identity, computed once per (HELO name, client address).
+
+    :param helo: the name, when the hook has it before ``session.helo`` is set.
+    """
+    helo = (session.helo if helo is None else helo) or ""
+    key = (HELO_KEY, helo.lower(), session.peer_ip)
     cached = session.cache.get(key)
     if cached is None:
-        cached = session.cache.setdefault(key, check(session.peer_ip, "", session.helo or "",
-                                                     lookups(session.cache, lab)))
+        cached = session.cache.setdefault(key, check(session.peer_ip, "", helo, lookups(session.cache, lab)))
     return cached
