@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dns import Resolver
 from .events import EventBus, JsonlLog
 from .lab import Lab, load_lab
 from .pipeline import ServerContext
@@ -55,10 +56,6 @@ class Forgelab:
         self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits)
 
     def _attach_resolver(self) -> None:
-        try:
-            from .dns import Resolver
-        except ImportError:  # the authentication layer is optional until it lands
-            return
         if self.settings.dns == "system":
             self.lab.resolver = Resolver.system()
         else:

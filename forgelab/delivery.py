@@ -1,16 +1,13 @@
 """What forgelab writes on a message before storing it: Received, verdict and auth headers."""
 from __future__ import annotations
 
-import re
 import time
 from email.utils import formatdate
 
+from .auth.results import strip_forged_authres
 from .lab import Lab
 from .session import Envelope, Session
 from .verdicts import Verdict
-
-_AUTHRES_RE = re.compile(rb"^authentication-results[ \t]*:[ \t]*(?:\r?\n[ \t]+)*([^\s;]+)", re.IGNORECASE)
-
 
 def _clean(value: str, limit: int = 900) -> str:
     """One header line's worth: no CR/LF/NUL from attacker text, bounded length."""
@@ -20,29 +17,6 @@ def _clean(value: str, limit: int = 900) -> str:
 
 def header_lines(name: str, value: str) -> bytes:
     return f"{name}: {_clean(value)}\r\n".encode("utf-8", "replace")
-
-
-def split_header_block(raw: bytes) -> tuple[list[bytes], bytes]:
-    """The raw header fields (each with its folded continuation lines) and the rest."""
-    end = raw.find(b"\r\n\r\n")
-    head, rest = (raw, b"") if end < 0 else (raw[: end + 2], raw[end + 2:])
-    fields: list[bytes] = []
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-    return fields, rest
-
-
-def strip_forged_authres(raw: bytes, authserv_id: str) -> bytes:
-    """Drop incoming Authentication-Results headers that claim our authserv-id (RFC 8601 section 5)."""
-    if b"uthentication-" not in raw[:65536] and b"UTHENTICATION-" not in raw[:65536]:
-        return raw
-    fields, rest = split_header_block(raw)
-    ours = authserv_id.lower().encode()
-    kept = [f for f in fields if not ((m := _AUTHRES_RE.match(f)) and m.group(1).lower() == ours)]
-    return b"".join(kept) + rest if len(kept) != len(fields) else raw
 
 
 def received(session: Session, envelope: Envelope, lab: Lab, for_rcpt: str | None) -> str:

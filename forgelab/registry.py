@@ -17,6 +17,19 @@ from .policy import Policy
 BUILTIN: dict[str, str] = {
     "relay": "forgelab.plugins.relay:Relay",
     "disclosure": "forgelab.plugins.disclosure:Disclosure",
+    "spf": "forgelab.plugins.spf:SPF",
+    "iprev": "forgelab.plugins.iprev:IPRev",
+    "dkim": "forgelab.plugins.dkim:DKIM",
+    "arc": "forgelab.plugins.arc:ARC",
+    "dmarc": "forgelab.plugins.dmarc:DMARC",
+    "authres": "forgelab.plugins.authres:AuthResults",
+    "mismatch": "forgelab.plugins.mismatch:Mismatch",
+    "headers": "forgelab.plugins.headers:Headers",
+    "from-ambiguity": "forgelab.plugins.from_ambiguity:FromAmbiguity",
+    "display-name": "forgelab.plugins.display_name:DisplayName",
+    "lookalike": "forgelab.plugins.lookalike:Lookalike",
+    "bare-newline": "forgelab.plugins.bare_newline:BareNewline",
+    "smuggling": "forgelab.plugins.smuggling:Smuggling",
 }
 ENTRY_POINT_GROUP = "forgelab"
 

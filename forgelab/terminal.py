@@ -51,7 +51,8 @@ class TerminalView:
             return self._style(f"── {proto.upper()} session {s['id']} from {s['peer_ip']}:{s['peer_port']}{policy}", bold=True)
         if kind == "session.line":
             arrow = "C:" if record["direction"] == "in" else "S:"
-            text = _printable(record["text"]).replace("\\r\\n", "\n" + " " * (len(sid) + len(proto) + 7))
+            indent = "\n" + " " * (len(sid) + len(proto) + 7)
+            text = indent.join(_printable(line) for line in str(record["text"]).split("\n"))
             body = self._style(text, fg="white" if arrow == "C:" else "bright_black") if self.colour else text
             return f"{tag} {arrow} {body}"
         if kind == "verdict":

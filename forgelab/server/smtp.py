@@ -15,7 +15,8 @@ BUSY = Reply(421, "4.7.0", "Too many connections, try again later").to_bytes()
 def _describe(event) -> str:
     """What the client said, for the transcript (message text is summarised, not echoed)."""
     if isinstance(event, ev.Message):
-        return f"<message of {len(event.raw)} octets, ended by {event.ending!r}>"
+        ending = event.ending.decode("latin-1").encode("unicode_escape").decode()
+        return f"<message of {len(event.raw)} octets, ended by {ending}>"
     if isinstance(event, ev.AuthResponse):
         return "<AUTH response ****>"
     return ""
@@ -57,7 +58,7 @@ class SmtpServer:
         def say(reply: Reply) -> None:
             data = core.send(reply)
             bus.publish("session.line", session_id=session.id, protocol="smtp", direction="out",
-                        text=data.decode("utf-8", "replace").rstrip("\r\n"))
+                        text=data.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
             conn.sock.sendall(data)
 
         deadline = time.monotonic() + self.limits.session_timeout
