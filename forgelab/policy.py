@@ -43,6 +43,8 @@ SERVER_KEYS = {
     "max_commands": int,
     "idle_timeout": (int, float),
     "session_timeout": (int, float),
+    "max_connections": int,
+    "max_connections_per_ip": int,
 }
 # What a result does when neither the check's table nor the policy's default names it.
 FALLBACK = {"pass": "accept", "none": "accept", "neutral": "accept", "softfail": "tag",
