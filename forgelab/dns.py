@@ -14,6 +14,7 @@ a log of what it asked, so one check never repeats another check's lookup.
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import dns.zone
 LAB_ZONE = Path(str(resources.files("forgelab.lab"))) / "lab.zone"
 
 MAX_CNAME_CHAIN = 8
+DEFAULT_TTL = 300  # for zone files without $TTL
 NEGATIVE_TTL = 60  # seconds a "no such name / no such record" answer is kept
 SYSTEM_TIMEOUT = 5.0
 
@@ -274,12 +276,17 @@ class Lookups(_Helpers):
 
 def parse_zone(text: str, filename: str = "<zone>") -> dns.zone.Zone:
     """Parse master-file text holding many domains under absolute names."""
+    # A file without $TTL still loads: records default to DEFAULT_TTL (the added line is not counted).
+    has_ttl = re.search(r"^\$TTL\b", text, re.M | re.I) is not None
     try:
-        return dns.zone.from_text(text, origin=dns.name.root, relativize=False, check_origin=False,
-                                  filename=filename)
+        return dns.zone.from_text(text if has_ttl else f"$TTL {DEFAULT_TTL}\n{text}", origin=dns.name.root,
+                                  relativize=False, check_origin=False, filename=filename)
     except dns.exception.SyntaxError as e:
         # dnspython says "file:line: detail"; keep it, it is what a trainer needs.
-        raise ZoneError(f"zone file {e}") from e
+        msg = str(e)
+        if not has_ttl:
+            msg = re.sub(r"^(.*?):(\d+):", lambda m: f"{m.group(1)}:{int(m.group(2)) - 1}:", msg, count=1)
+        raise ZoneError(f"zone file {msg}") from e
     except dns.exception.DNSException as e:
         raise ZoneError(f"zone file {filename}: {e}") from e
 
