@@ -274,19 +274,54 @@ class Lookups(_Helpers):
         return answer
 
 
+def _from_text(text: str, filename: str) -> dns.zone.Zone:
+    return dns.zone.from_text(text, origin=dns.name.root, relativize=False, check_origin=False, filename=filename)
+
+
+def _error_line(text: str, filename: str, detail: str) -> int | None:
+    """The first line at which the file fails with ``detail`` (dnspython sometimes counts the
+    line after the bad record): the shortest failing prefix, found by bisection."""
+    lines = text.splitlines(keepends=True)
+
+    def fails(n: int) -> bool:
+        try:
+            _from_text("".join(lines[:n]), filename)
+        except dns.exception.SyntaxError as e:
+            return str(e).split(": ", 1)[-1] == detail
+        except dns.exception.DNSException:
+            return False
+        return False
+
+    lo, hi = 1, len(lines)
+    if not fails(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def parse_zone(text: str, filename: str = "<zone>") -> dns.zone.Zone:
-    """Parse master-file text holding many domains under absolute names."""
-    # A file without $TTL still loads: records default to DEFAULT_TTL (the added line is not counted).
-    has_ttl = re.search(r"^\$TTL\b", text, re.M | re.I) is not None
+    """Parse master-file text holding many domains under absolute names.
+
+    A file without ``$TTL`` still loads (records get :data:`DEFAULT_TTL`). A file that does
+    not parse raises :class:`ZoneError` naming the file and the line.
+    """
+    if re.search(r"^\$TTL\b", text, re.M | re.I) is None:
+        text = f"$TTL {DEFAULT_TTL} ; added by forgelab\n" + text
+        offset = 1
+    else:
+        offset = 0
     try:
-        return dns.zone.from_text(text if has_ttl else f"$TTL {DEFAULT_TTL}\n{text}", origin=dns.name.root,
-                                  relativize=False, check_origin=False, filename=filename)
+        return _from_text(text, filename)
     except dns.exception.SyntaxError as e:
-        # dnspython says "file:line: detail"; keep it, it is what a trainer needs.
-        msg = str(e)
-        if not has_ttl:
-            msg = re.sub(r"^(.*?):(\d+):", lambda m: f"{m.group(1)}:{int(m.group(2)) - 1}:", msg, count=1)
-        raise ZoneError(f"zone file {msg}") from e
+        detail = str(e).split(": ", 1)[-1]
+        line = _error_line(text, filename, detail)
+        where = f"{filename}:{line - offset}" if line else str(e).rsplit(": ", 1)[0]
+        raise ZoneError(f"zone file {where}: {detail}") from e
     except dns.exception.DNSException as e:
         raise ZoneError(f"zone file {filename}: {e}") from e
 
