@@ -199,7 +199,16 @@ def decode_words(text: str) -> str:
         return text
 
 
+def utf8_text(text: str) -> str:
+    """Undo ``email``'s surrogate escapes where the bytes were valid UTF-8 (RFC 6532 headers)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:  # not UTF-8 after all: keep the escapes, show() makes them visible
+        return text
+
+
 def _from_addr(display: str, addr: str) -> Mailbox:
+    display, addr = utf8_text(display), utf8_text(addr)
     local, at, domain = addr.rpartition("@")
     if not at:
         local, domain = addr, ""
@@ -496,8 +505,8 @@ class Facts:
                     result.error = "policy.default did not parse it as an address field"
                     continue
                 for a in addresses:
-                    result.mailboxes.append(Mailbox(display=a.display_name or "", local=a.username or "",
-                                                    domain=a.domain or ""))
+                    result.mailboxes.append(Mailbox(display=utf8_text(a.display_name or ""),
+                                                    local=utf8_text(a.username or ""), domain=utf8_text(a.domain or "")))
         except Exception as exc:  # CPython's header parser has raised on odd input before
             result.error = f"policy.default raised {type(exc).__name__}"
         return result
@@ -585,7 +594,7 @@ def normalise_domain(domain: str) -> str:
 def domain_of(address: str) -> str:
     """The domain of an envelope address (``""`` for the null sender or no ``@``)."""
     local, at, domain = (address or "").strip().strip("<>").rpartition("@")
-    return normalise_domain(domain) if at else ""
+    return normalise_domain(utf8_text(domain)) if at else ""
 
 
 @lru_cache(maxsize=1)

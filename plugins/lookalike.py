@@ -65,7 +65,11 @@ def to_unicode(domain: str) -> tuple[str, str | None]:
     for label in domain.split("."):
         if label.startswith("xn--"):
             try:
-                label = label[4:].encode("ascii").decode("punycode")
+                decoded = label[4:].encode("ascii").decode("punycode")
+                # A real IDN label decodes to non-ASCII and encodes back to itself.
+                if decoded.isascii() or decoded.encode("punycode").decode("ascii") != label[4:]:
+                    raise ValueError(label)
+                label = decoded
             except Exception:
                 error = f"the label {show(label)} is not valid punycode"
         labels.append(label)

@@ -1,0 +1,99 @@
+"""lookalike: homoglyph, IDN, mixed-script, near-miss sender domains; bidi and invisible characters."""
+import email
+import email.policy
+
+import pytest
+
+from forgelab.lab import load_lab
+from forgelab.plugins.lookalike import Lookalike, distance, skeleton
+from forgelab.session import Envelope
+
+LAB = load_lab()
+DATE = b"Date: Mon, 17 Jun 1996 11:24:00 -0700"
+
+
+def punycode(domain: str) -> bytes:
+    return domain.encode("idna")
+
+
+def check(headers: list[bytes], mail_from="news@shop.example", settings=None):
+    raw = b"".join(h + b"\r\n" for h in headers) + DATE + b"\r\n\r\nhello\r\n"
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception:  # the plugin must cope with raw bytes alone
+        parsed = None
+    return Lookalike(settings or {}).forgelab_message(envelope=Envelope(mail_from=mail_from), message=parsed,
+                                                      raw=raw, lab=LAB)
+
+
+CYRILLIC_BANK = "b\u0430nk.example"  # Cyrillic a
+GREEK_SHOP = "sh\u03bfp.example"  # Greek omicron
+
+CASES = [
+    ("genuine", [b"From: <alerts@bank.example>"], "alerts@bank.example", "pass", None),
+    ("genuine-subdomain", [b"From: <alerts@mail.bank.example>"], "b@mx.bank.example", "pass", None),
+    ("unrelated", [b"From: <x@evil.example>"], "x@evil.example", "pass", None),
+    ("two-letters-off-short-name", [b"From: <x@park.example>"], "x@park.example", "pass", None),
+    ("legit-idn", [b"From: <info@" + punycode("b\u00fccher.example") + b">"], "", "pass", None),
+    ("punycode-cyrillic", [b"From: <alerts@" + punycode(CYRILLIC_BANK) + b">"], "", "fail", "bank.example"),
+    ("utf8-greek", ["From: <orders@{}>".format(GREEK_SHOP).encode()], "", "fail", "shop.example"),
+    ("digit-for-letter", [b"From: <alerts@bank.examp1e>"], "", "fail", "bank.example"),
+    ("digit-in-name", [b"From: <alerts@b4nk.example>"], "", "fail", "bank.example"),
+    ("one-typo", [b"From: <alerts@bnak.example>"], "", "fail", "bank.example"),
+    ("two-typos-long-name", [b"From: <claims@insrue.exmaple>"], "", "fail", "insure.example"),
+    ("rn-for-m", [b"From: <it@corp.exarnple>"], "", "fail", "corp.example"),
+    ("name-with-hyphen", [b"From: <alerts@bank-secure.example>"], "", "fail", "bank.example"),
+    ("domain-inside-domain", [b"From: <alerts@bank.example.evil.example>"], "", "fail", "bank.example"),
+    ("mail-from-only", [b"From: <x@evil.example>"], "bounce@b\u0430nk.example", "fail", "MAIL FROM"),
+    ("reply-to", [b"From: <x@evil.example>", b"Reply-To: <help@5hop.example>"], "x@evil.example", "fail", "Reply-To"),
+    ("mixed-scripts-unprotected", ["From: <x@p\u0430ypal.example>".encode()], "", "fail", "CYRILLIC and LATIN"),
+    ("bidi-in-subject", ["Subject: invoice\u202eexe.pdf".encode()], "", "fail", "RIGHT-TO-LEFT OVERRIDE"),
+    ("encoded-bidi-in-subject", [b"Subject: =?utf-8?b?" + __import__("base64").b64encode("a\u202eb".encode()) + b"?="],
+     "", "fail", "U+202E"),
+    ("zero-width-in-from", ["From: Bank\u200b Alerts <x@evil.example>".encode()], "", "fail", "ZERO WIDTH SPACE"),
+    ("en-quad-in-from", ["From: \"a\u2000b\" <x@evil.example>".encode()], "", "fail", "U+2000"),
+    ("bad-punycode", [b"From: <x@xn--99999999999.example>"], "", "softfail", "punycode"),
+]
+
+
+@pytest.mark.parametrize("headers, mail_from, expected, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_results(headers, mail_from, expected, phrase):
+    verdict = check(headers, mail_from)
+    assert verdict.check == "lookalike"
+    assert verdict.result == expected, verdict.reason
+    if phrase:
+        assert phrase in verdict.reason
+
+
+def test_names_the_imitated_domain_in_details():
+    verdict = check([b"From: <alerts@" + punycode(CYRILLIC_BANK) + b">"])
+    found = [f for f in verdict.details["findings"] if f.get("imitates")]
+    assert found[0]["imitates"] == "bank.example"
+    assert found[0]["unicode"] == CYRILLIC_BANK
+
+
+def test_default_protects_local_and_lab_domains():
+    assert Lookalike({}).protected(LAB) == ["corp.example", "bank.example", "shop.example", "news.example",
+                                            "insure.example"]
+
+
+def test_protect_setting_replaces_the_default():
+    settings = {"protect": ["mybank.example"]}
+    assert check([b"From: <x@mybenk.example>"], settings=settings).result == "fail"
+    assert check([b"From: <x@bank-secure.example>"], settings=settings).result == "pass"
+
+
+def test_allow_setting():
+    assert check([b"From: <x@bank-secure.example>"], settings={"allow": ["bank-secure.example"]}).result == "pass"
+
+
+def test_bad_setting_is_refused():
+    with pytest.raises(ValueError, match="protect"):
+        Lookalike({"protect": "bank.example"})
+
+
+def test_helpers():
+    assert skeleton("b\u0430nk.examp1e") == skeleton("bank.example")
+    assert skeleton("\uff42\uff41\uff4e\uff4b") == "bank"  # fullwidth, through NFKC
+    assert distance("bank", "bnak") == 1
+    assert distance("bank", "park") == 2

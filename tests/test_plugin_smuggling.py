@@ -1,0 +1,72 @@
+"""smuggling: end-of-data look-alikes (CVE-2023-51764/51765/51766), NUL bytes, lone CRs."""
+import email
+import email.policy
+
+import pytest
+
+from forgelab.plugins.smuggling import KNOWN, Smuggling
+
+HEAD = b"From: <a@shop.example>\r\nTo: <alice@corp.example>\r\nDate: Mon, 17 Jun 1996 11:24:00 -0700\r\n\r\n"
+SECOND = (b"MAIL FROM:<admin@bank.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"
+          b"From: <admin@bank.example>\r\n\r\nsmuggled\r\n")
+
+
+def check(raw):
+    try:
+        email.message_from_bytes(raw, policy=email.policy.default)  # parsing must not crash either
+    except Exception:
+        pass
+    return Smuggling({}).forgelab_message(raw=raw)
+
+
+@pytest.mark.parametrize("sequence", [
+    b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r",
+    b"\r\n\x00.\r\n", b"\r\n.\x00\r\n",
+], ids=lambda s: KNOWN[s])
+def test_each_probe_is_named_with_its_hidden_message(sequence):
+    raw = HEAD + b"first message" + sequence + SECOND
+    verdict = check(raw)
+    assert verdict.check == "smuggling"
+    assert verdict.result == "fail"
+    found = verdict.details["sequences"]
+    assert len(found) == 1, found
+    assert found[0]["sequence"] == repr(sequence)[2:-1]
+    assert found[0]["name"] == KNOWN[sequence]
+    assert found[0]["offset"] == raw.index(sequence)
+    assert found[0]["hidden_message"].startswith("MAIL FROM:<admin@bank.example>")
+    assert found[0]["smtp_commands"] is True
+    assert KNOWN[sequence] in verdict.reason and "second message" in verdict.reason
+
+
+def test_clean_message_passes_even_with_an_unstuffed_dot_line():
+    # ".." typed by a client is unstuffed to "." on its own CRLF line: ordinary content.
+    raw = HEAD + b"a line\r\n.\r\n. Count the dots\r\n"
+    verdict = check(raw)
+    assert verdict.result == "pass", verdict.reason
+    assert verdict.details["sequences"] == []
+
+
+def test_nul_byte():
+    verdict = check(HEAD + b"be\x00fore\r\n")
+    assert verdict.result == "fail"
+    assert "NUL" in verdict.reason
+
+
+def test_lone_cr():
+    verdict = check(HEAD + b"over\rwritten\r\n")
+    assert verdict.result == "fail"
+    assert "lone CR" in verdict.reason
+
+
+def test_look_alike_without_commands_still_fails():
+    raw = HEAD + b"text\n.\nmore text\r\n"
+    verdict = check(raw)
+    assert verdict.result == "fail"
+    assert verdict.details["sequences"][0]["smtp_commands"] is False
+    assert verdict.details["sequences"][0]["hidden_message"].startswith("more text")
+
+
+def test_hidden_message_is_escaped():
+    raw = HEAD + b"x\n.\n\x1b[31mMAIL FROM:<a@b>\r\n"
+    shown = check(raw).details["sequences"][0]["hidden_message"]
+    assert "\x1b" not in shown and "\\x1b" in shown
