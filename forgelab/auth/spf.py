@@ -110,8 +110,11 @@ def _reason(r: str, ip: str, domain: str, identity: str, record: str | None, mec
     return f"{who}'s SPF record is broken, so it proves nothing: {exp}"
 
 
-def check(ip: str, sender: str, helo: str, view: Lookups) -> SPFResult:
-    """Evaluate SPF for ``sender`` (``""`` = null sender: the HELO identity) from ``ip``."""
+def check(ip: str, sender: str, helo: str, view: Lookups, strict: bool | int = True) -> SPFResult:
+    """Evaluate SPF for ``sender`` (``""`` = null sender: the HELO identity) from ``ip``.
+
+    :param strict: pyspf's strictness (True; 2 = "harsh", only for its own tests).
+    """
     helo = (helo or "").strip()
     identity = "mailfrom" if sender else "helo"
     if identity == "helo" and not _HOSTNAME.match(helo):
@@ -119,7 +122,7 @@ def check(ip: str, sender: str, helo: str, view: Lookups) -> SPFResult:
                          f"the HELO name {helo!r} is not a domain name, so it has no SPF record to check")
     token = _active.set(view)
     try:
-        q = pyspf.query(i=ip, s=sender, h=helo, strict=True, querytime=0, timeout=pyspf.MAX_PER_LOOKUP_TIME)
+        q = pyspf.query(i=ip, s=sender, h=helo, strict=strict, querytime=0, timeout=pyspf.MAX_PER_LOOKUP_TIME)
         result, _code, explanation = q.check()
         domain = q.o if identity == "mailfrom" else helo
         mech = getattr(q, "mechanism", None)
