@@ -149,5 +149,24 @@ def policies_show(name):
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.argument("domain")
+@click.option("--selector", "-s", default="lab", show_default=True, help="DKIM selector.")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True)
+@click.option("--bits", type=click.IntRange(1024, 8192), default=2048, show_default=True, help="RSA key size.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              help="Folder for the private key (SELECTOR._domainkey.DOMAIN.pem) and its record.")
+def keygen(domain, selector, algorithm, bits, out_dir):
+    """Write a DKIM key pair for DOMAIN and print the TXT record to publish in the zone."""
+    from .auth.keys import keygen as make_key
+
+    try:
+        pair = make_key(domain, selector, out_dir, algorithm=algorithm, bits=bits)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"private key: {pair.key.path}", err=True)
+    click.echo(pair.zone_line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

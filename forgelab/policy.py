@@ -18,7 +18,7 @@ A policy is a TOML file (the shipped ones are in ``policies/``)::
     [actions.spf]
     softfail = "tag"
     [actions.dmarc]
-    fail = "published"             # do what the domain's DMARC record asks (p=)
+    fail = "suggested"             # do what the verdict suggests (DMARC: the domain's published p=)
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from .verdicts import ACTIONS, RESULTS, Verdict
 
 SHIPPED_DIR = Path(str(resources.files("forgelab.policies")))
-POLICY_ACTIONS = ACTIONS + ("published",)
+POLICY_ACTIONS = ACTIONS + ("suggested",)
 TOP_KEYS = {"description", "extends", "server", "defences", "actions"}
 SERVER_KEYS = {
     "end_of_data": ("strict", "lenient"),
@@ -68,7 +68,7 @@ class Policy:
         table = self.actions.get(verdict.check, {})
         action = table.get(verdict.result) or self.actions.get("default", {}).get(verdict.result)
         action = action or FALLBACK[verdict.result]
-        if action == "published":  # the sender's domain asked for it (DMARC p=); none asked -> tag
+        if action == "suggested":  # the defence suggests (DMARC: the domain's p=); no suggestion -> tag
             return verdict.action or ("accept" if verdict.result == "pass" else "tag")
         return action
 

@@ -28,7 +28,7 @@ def test_unknown_checks_get_the_default(policy, result, action):
     assert load_policy(policy).action_for(Verdict("third-party", result, "why")) == action
 
 
-def test_published_action_honours_the_verdicts_suggestion():
+def test_suggested_action_honours_the_verdicts_suggestion():
     strict = load_policy("strict")
     assert strict.action_for(Verdict("dmarc", "fail", "p=reject", action="reject")) == "reject"
     assert strict.action_for(Verdict("dmarc", "fail", "p=quarantine", action="quarantine")) == "quarantine"
