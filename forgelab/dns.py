@@ -29,6 +29,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 import dns.zone
+from dns.rdtypes.ANY.TXT import TXT
 
 LAB_ZONE = Path(str(resources.files("forgelab.lab"))) / "lab.zone"
 
@@ -221,6 +222,21 @@ class Resolver(_Helpers):
     @classmethod
     def from_text(cls, text: str, **backend_options) -> "Resolver":
         return cls(LabBackend(parse_zone(text, "<text>"), **backend_options))
+
+    @classmethod
+    def from_records(cls, records: Mapping[str, Iterable[str] | str], **backend_options) -> "Resolver":
+        """A lab resolver serving TXT records from ``{name: value or [values]}`` (tests, exercises)."""
+        zone = dns.zone.Zone(dns.name.root, relativize=False)
+        for owner, values in records.items():
+            name = _absolute(owner)
+            if name is None:
+                continue
+            for value in [values] if isinstance(values, str) else values:
+                b = value.encode()
+                chunks = [b[i:i + 255] for i in range(0, len(b), 255)] or [b""]
+                rdata = TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
+                zone.find_rdataset(name, dns.rdatatype.TXT, create=True).add(rdata, DEFAULT_TTL)
+        return cls(LabBackend(zone, **backend_options))
 
     @classmethod
     def system(cls, timeout: float = SYSTEM_TIMEOUT) -> "Resolver":
