@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
+import ipaddress
 import logging
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from .policy import Policy
 from .registry import build_plugin_manager, plugin_name
 from .session import Envelope, Session
 from .smtp import Reply, events as ev, help_reply
+from .smtp.sasl import Challenge, SaslExchange, SaslProblem
 from .verdicts import Verdict, collect, harshest
 
 log = logging.getLogger(__name__)
@@ -48,15 +52,22 @@ class Rules:
 
 
 class ServerContext:
-    """What every SMTP session shares: the lab, the store, the event bus, the current rules."""
+    """What every SMTP session shares: the lab, the store, the event bus, the current rules.
+
+    ``tls`` is the server context STARTTLS uses (None: STARTTLS is not offered);
+    ``login_throttle`` slows down and then refuses repeated AUTH failures per client IP.
+    """
 
     def __init__(self, lab: Lab, store, bus: EventBus | None = None, policy: Policy | None = None,
-                 plugins: tuple[str, ...] = ()):
+                 plugins: tuple[str, ...] = (), tls: ssl.SSLContext | None = None):
         from .policy import load_policy
+        from .pop3.service import LoginThrottle
 
         self.lab = lab
         self.store = store
         self.bus = bus or EventBus()
+        self.tls = tls
+        self.login_throttle = LoginThrottle()
         self._lock = threading.Lock()
         self._rules = Rules(policy or load_policy("observe"), None, tuple(plugins))
         self._rules.pm = build_plugin_manager(self._rules.policy, plugins)
@@ -94,6 +105,7 @@ class SmtpPipeline:
         self.message_verdicts: list[Verdict] = []
         self.relay_recipients: list[str] = []
         self.local_recipients: list[str] = []  # user names, lists expanded
+        self.sasl: SaslExchange | None = None
 
     @property
     def policy(self) -> Policy:
@@ -185,9 +197,22 @@ class SmtpPipeline:
             return refused
         lines = [f"{self.lab.hostname} Hello {event.name} [{self.session.peer_ip}]", "PIPELINING",
                  f"SIZE {self.max_message_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "HELP"]
+        if self.starttls_offered:
+            lines.append("STARTTLS")
+        if self.auth_allowed:
+            lines.append("AUTH PLAIN LOGIN")
         if self.xclient_allowed:
             lines.append("XCLIENT ADDR NAME HELO")
         return Reply(250, None, lines)
+
+    @property
+    def starttls_offered(self) -> bool:
+        return self.context.tls is not None and not self.session.tls
+
+    @property
+    def auth_allowed(self) -> bool:
+        """AUTH sends passwords: only inside TLS, or in plain text from this machine (RFC 4954 4)."""
+        return self.session.tls or _is_loopback(self.session.real_peer_ip)
 
     @property
     def max_message_size(self) -> int:
@@ -243,9 +268,74 @@ class SmtpPipeline:
         self.context.bus.publish("session.xclient", session_id=self.session.id, attributes=dict(attrs))
         return Reply(220, None, f"{self.lab.hostname} ESMTP forgelab; you are now {self.session.peer_ip}, say EHLO again")
 
+    # -- TLS and AUTH ------------------------------------------------------
+    def on_starttls(self, event: ev.StartTls) -> Reply:
+        if self.session.tls:
+            return Reply(503, "5.5.1", "TLS is already active")
+        if self.context.tls is None:
+            return Reply(454, "4.7.0", "TLS not available: this server has no certificate")
+        # RFC 3207 4.2: forget everything the client said before the handshake.
+        self.session.helo, self.session.esmtp, self.session.authenticated = None, False, None
+        self._reset()
+        return Reply(220, "2.0.0", "Ready to start TLS; say EHLO again afterwards")
+
+    def on_auth(self, event: ev.Auth) -> Reply:
+        if self.session.authenticated:
+            return Reply(503, "5.5.1", f"Already authenticated as {self.session.authenticated}")
+        if not self.auth_allowed:
+            return Reply(538, "5.7.11", "Encryption required for requested authentication mechanism: use STARTTLS first")
+        if self.context.login_throttle.locked(self.session.real_peer_ip):
+            return Reply(454, "4.7.0", "Too many failed logins from your address; try again later")
+        try:
+            self.sasl = SaslExchange(event.mechanism)
+            return self._auth_step(self.sasl.start(event.initial))
+        except SaslProblem as problem:
+            self.sasl = None
+            return problem.reply
+
+    def on_authresponse(self, event: ev.AuthResponse) -> Reply:
+        if self.sasl is None:  # cannot happen with the core's table; answer safely anyway
+            return Reply(503, "5.5.1", "No AUTH exchange in progress")
+        try:
+            return self._auth_step(self.sasl.respond(event.line))
+        except SaslProblem as problem:
+            self.sasl = None
+            return problem.reply
+
+    def _auth_step(self, step) -> Reply:
+        if isinstance(step, Challenge):
+            return Reply(334, None, step.text)
+        mechanism, self.sasl = self.sasl.mechanism, None
+        user = self._check_login(step.username, step.password)
+        if user is not None and step.authzid and step.authzid.lower() not in (step.username.lower(), user.name):
+            user = None  # no proxy logins: one may only act as oneself
+        ip = self.session.real_peer_ip
+        self.context.bus.publish("session.auth", session_id=self.session.id, mechanism=mechanism,
+                                 username=step.username[:64], result="pass" if user else "fail")
+        if user is None:
+            wait = self.context.login_throttle.failure(ip)
+            if wait:
+                time.sleep(wait)
+            return Reply(535, "5.7.8", "Authentication credentials invalid")
+        self.context.login_throttle.success(ip)
+        self.session.authenticated = user.name
+        return Reply(235, "2.7.0", f"Authentication successful: you are {user.name}")
+
+    def _check_login(self, username: str, password: str):
+        from .directory import check_password
+
+        directory = self.lab.directory
+        name = directory.local_part(username) if "@" in username else username.lower()
+        user = directory.user(name) if name else None
+        # Hash even for unknown users, so the time taken does not tell who exists.
+        good = check_password(password, user.password_hash if user else _dummy_hash())
+        return user if good and user else None
+
     # -- transaction -------------------------------------------------------
     def on_mailfrom(self, event: ev.MailFrom) -> Reply:
         self.rules = self.context.rules  # a policy switch applies from the next message on
+        if self.policy.setting("require_auth", False) and not self.session.authenticated:
+            return Reply(530, "5.7.0", "Authentication required: this is a submission server, log in with AUTH first")
         size = event.params.get("SIZE")
         if size is not None:
             if size is True or not str(size).isdigit():
@@ -351,6 +441,20 @@ class SmtpPipeline:
             data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
             locations.append(("_relay-hold", "inbox", self.context.store.hold_relay(data)))
         return locations
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    from .directory import hash_password
+
+    return hash_password("forgelab-no-such-user")
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _header(message, name: str) -> str | None:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 
 from ..pipeline import ServerContext, SmtpPipeline
 from ..session import Session
 from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
+from ..smtp.state import State
 from .base import Connection, Limits, ThreadedServer
 
 BUSY = Reply(421, "4.7.0", "Too many connections, try again later").to_bytes()
@@ -68,17 +70,20 @@ class SmtpServer:
             if core.closed:
                 reason = "refused at connect"
                 return
-            pending = b""
             while not core.closed and not self._server.stopping:
                 event = core.next_event()
                 if event is NEED_DATA:
-                    if time.monotonic() > deadline:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
                         say(Reply(421, "4.4.2", "Session time limit reached, closing"))
                         reason = "session time limit"
                         return
+                    conn.sock.settimeout(min(self.limits.idle_timeout, remaining))
                     try:
                         data = conn.sock.recv(self.limits.read_size)
                     except socket.timeout:
+                        if deadline - time.monotonic() <= 0:
+                            continue  # answered as the session limit above
                         say(Reply(421, "4.4.2", "Idle too long, closing"))
                         reason = "idle timeout"
                         return
@@ -91,9 +96,35 @@ class SmtpServer:
                 shown = _describe(event) or core.last_line
                 if isinstance(event, ev.Auth) and event.initial:
                     shown = f"AUTH {event.mechanism} ****"
+                elif core.state is State.AUTH:  # any line inside an AUTH exchange may hold a password
+                    shown = "<AUTH response ****>"
                 bus.publish("session.line", session_id=session.id, protocol="smtp", direction="in", text=shown)
-                say(pipeline.handle(event))
+                reply = pipeline.handle(event)
+                say(reply)
+                if isinstance(event, ev.StartTls) and reply.code == 220:
+                    if not self._start_tls(conn, core, session, deadline):
+                        reason = "TLS handshake failed"
+                        return
         except OSError as exc:
             reason = f"connection error: {exc.strerror or exc}"
         finally:
             bus.publish("session.close", protocol="smtp", session_id=session.id, reason=reason)
+
+    def _start_tls(self, conn: Connection, core: SmtpConnection, session: Session, deadline: float) -> bool:
+        """Wrap the socket after the 220 to STARTTLS; False if the handshake failed."""
+        # CVE-2011-0411: commands pipelined in plain text after STARTTLS must not run inside TLS.
+        dropped = core.discard_buffered()
+        bus = self.context.bus
+        if dropped:
+            bus.publish("session.line", session_id=session.id, protocol="smtp", direction="in",
+                        text=f"<{dropped} octets sent after STARTTLS before the handshake: discarded (CVE-2011-0411)>")
+        conn.sock.settimeout(max(min(self.limits.idle_timeout, deadline - time.monotonic()), 0.001))
+        try:
+            conn.sock = self.context.tls.wrap_socket(conn.sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            bus.publish("session.tls", session_id=session.id, protocol="smtp", ok=False, error=str(exc)[:200])
+            return False
+        session.tls = True
+        bus.publish("session.tls", session_id=session.id, protocol="smtp", ok=True,
+                    version=conn.sock.version(), cipher=(conn.sock.cipher() or ("",))[0])
+        return True
