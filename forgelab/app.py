@@ -14,6 +14,7 @@ from .server.base import Limits, parse_hostport
 from .server.pop3 import Pop3Server
 from .server.smtp import SmtpServer
 from .store import MailStore
+from .tls import lab_server_context
 
 
 def default_data_dir() -> Path:
@@ -32,6 +33,9 @@ class Settings:
     zone_file: Path | None = None
     dns: str = "lab"
     event_log: bool = True
+    tls: bool = True  # offer STARTTLS; with no cert given, a lab certificate is made in data_dir/tls
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class Forgelab:
@@ -44,9 +48,13 @@ class Forgelab:
         self._attach_resolver()
         policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
         self.store = MailStore(self.data_dir / "mail")
-        self.context = ServerContext(self.lab, self.store, self.bus, policy, settings.plugins)
+        self.tls = (lab_server_context(self.data_dir, self.lab.hostname, settings.tls_cert, settings.tls_key)
+                    if settings.tls else None)
+        self.context = ServerContext(self.lab, self.store, self.bus, policy, settings.plugins, tls=self.tls)
         limits = Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
-                        session_timeout=float(policy.setting("session_timeout", 1800)))
+                        session_timeout=float(policy.setting("session_timeout", 1800)),
+                        max_connections=int(policy.setting("max_connections", 200)),
+                        max_per_ip=int(policy.setting("max_connections_per_ip", 50)))
         self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)
