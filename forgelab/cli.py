@@ -84,13 +84,15 @@ def _world_lines(lab) -> list[str]:
 @click.option("--dns", type=click.Choice(["lab", "system"]), default="lab", show_default=True, help="Answer DNS from the lab zone, or from real DNS.")
 @click.option("--quiet", is_flag=True, help="Do not print the session transcripts.")
 @click.option("--json", "json_lines", is_flag=True, help="Print every event as a JSON line instead of the transcript.")
-def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines):
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate for STARTTLS/STLS. Default: a lab certificate made in DATA/tls on first start.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key of --tls-cert (if not inside the certificate file).")
+def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from .app import Forgelab, Settings
     from .terminal import TerminalView
 
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
-                        plugins=tuple(plugins), zone_file=zone_file, dns=dns)
+                        plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key)
     try:
         lab_app = Forgelab(settings)
         lab_app.start()
