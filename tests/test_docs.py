@@ -1,0 +1,41 @@
+"""The documentation keeps up with the code."""
+import inspect
+import re
+from pathlib import Path
+
+from forgelab import hookspecs
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_every_hook_is_documented_with_its_arguments():
+    text = (DOCS / "plugins.md").read_text()
+    documented = set(re.findall(r"^### (forgelab_\w+)$", text, re.MULTILINE))
+    hooks = {name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("forgelab_")}
+    assert hooks - documented == set(), "hooks missing from docs/plugins.md"
+    assert documented - hooks == set(), "docs/plugins.md documents hooks that do not exist"
+    for name in hooks:
+        signature = f"{name}({', '.join(inspect.signature(getattr(hookspecs, name)).parameters)})"
+        assert signature in text, f"docs/plugins.md does not show {signature}"
+
+
+def test_every_hookspec_has_a_docstring():
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("forgelab_"):
+            assert fn.__doc__ and ":return:" in fn.__doc__ or "notification" in (fn.__doc__ or ""), name
+
+
+def test_the_plugin_written_in_the_docs_works_with_plugin_option(forgelab_server, tmp_path):
+    import smtplib
+
+    import pytest
+
+    code = re.search(r"```python\n(# my_defence.py\n.*?)```", (DOCS / "plugins.md").read_text(), re.DOTALL).group(1)
+    path = tmp_path / "my_defence.py"
+    path.write_text(code)
+    lab = forgelab_server(policy="strict", plugins=[str(path)])
+    friday = b"From: a@news.example\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n"
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("a@news.example", ["alice@corp.example"], friday)
+    assert b"[no-friday] mail written on Fri is not welcome" in refused.value.smtp_error
