@@ -1,0 +1,103 @@
+"""The command line: clear errors, no tracebacks, a banner that tells a student where to start."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from forgelab.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(*args, data_dir) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--data", str(data_dir), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_unknown_option_is_a_click_error_with_exit_2():
+    result = CliRunner().invoke(main, ["serve", "--frobnicate"])
+    assert result.exit_code == 2 and "No such option '--frobnicate'" in result.output
+
+
+def test_bad_host_port_is_a_click_error():
+    result = CliRunner().invoke(main, ["serve", "--smtp", "127.0.0.1:99999"])
+    assert result.exit_code == 2 and "out of range" in result.output
+
+
+def test_port_in_use_is_one_line_naming_the_port(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = serve("--smtp", f"127.0.0.1:{port}", "--pop3", f"127.0.0.1:{free_port()}", data_dir=tmp_path)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert f"127.0.0.1:{port}" in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_invalid_policy_file_stops_start_up_naming_file_key_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[actions.spf]\nfail = "maybe"\n')
+    proc = serve("--policy", str(bad), "--smtp", f"127.0.0.1:{free_port()}", "--pop3", f"127.0.0.1:{free_port()}",
+                 data_dir=tmp_path)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "bad.toml, line 2: key 'actions.spf.fail'" in err and "Traceback" not in err
+
+
+def test_misspelt_hook_in_a_plugin_stops_start_up(tmp_path):
+    plugin = tmp_path / "typo.py"
+    plugin.write_text("from forgelab import hookimpl\n\n@hookimpl\ndef forgelab_mesage(message):\n    pass\n")
+    result = CliRunner().invoke(main, ["plugins", "--plugin", str(plugin)])
+    assert result.exit_code == 1 and "forgelab_mesage" in result.output
+
+
+def test_plugins_lists_builtin_defences_and_their_hooks():
+    result = CliRunner().invoke(main, ["plugins", "--policy", "strict"])
+    assert result.exit_code == 0
+    rows = dict(line.split(None, 1) for line in result.output.splitlines())
+    assert "forgelab_mail_from" in rows["spf"] and "forgelab_message" in rows["dmarc"]
+    assert "forgelab_vrfy" in rows["disclosure"]
+
+
+def test_serve_banner_then_clean_stop_on_sigterm(tmp_path):
+    smtp, pop3 = free_port(), free_port()
+    proc = serve("--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}", "--policy", "strict", data_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", smtp), timeout=2) as s:
+                    assert s.recv(200).startswith(b"220 ")
+                    s.sendall(b"QUIT\r\n")
+                    s.recv(200)
+                break
+            except OSError:
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"telnet 127.0.0.1 {smtp}" in out and f"telnet 127.0.0.1 {pop3}" in out
+    assert "alice@corp.example" in out and "rabbit-hole" in out and "policy strict" in out
+    assert "bank.example" in out
+    assert "C: QUIT" in out and "forgelab stopped" in out
+
+
+def test_keygen_prints_a_zone_line(tmp_path):
+    result = CliRunner().invoke(main, ["keygen", "shop.example", "--selector", "s9", "--algorithm", "ed25519",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0
+    assert result.stdout.startswith('s9._domainkey.shop.example. 3600 IN TXT "v=DKIM1; k=ed25519; p=')
+    assert (tmp_path / "s9._domainkey.shop.example.pem").exists()
