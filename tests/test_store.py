@@ -297,3 +297,12 @@ def test_stat_and_list_cost_does_not_grow_with_the_maildrop(tmp_path, monkeypatc
         assert md_big.stat()[0] == 19999
         assert scans == []  # no directory listing after the snapshot
     assert t_big < 3 * t_small + 2e-6
+
+
+def test_delivery_recreates_a_maildir_removed_behind_its_back(store):
+    import shutil
+
+    store.deliver("alice", MSG)
+    shutil.rmtree(store.root / "alice")
+    key = store.deliver("alice", MSG)
+    assert store.list("alice") == [(key, len(MSG))]

@@ -12,7 +12,7 @@ from . import events as ev
 from .errors import CommandError
 from .replies import Pop3Reply
 
-_NUMBER = re.compile(r"^[0-9]{1,9}$")
+_NUMBER = re.compile(r"^[0-9]+$")  # a line is at most 255 octets, so int() stays cheap
 _DIGEST = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 # Capability list for CAPA (RFC 2449); APOP has no tag, the greeting timestamp announces it.

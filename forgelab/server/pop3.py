@@ -135,7 +135,8 @@ class _Session:
             self.abort(IDLE_TIMEOUT if idle else SESSION_TIMEOUT, "idle timeout" if idle else "session timeout")
             return False
         except OSError as exc:
-            self.reason = f"connection error: {exc.strerror or exc}"
+            stopped = self.server._stopped.is_set()
+            self.reason = "server stopped" if stopped else f"connection error: {exc.strerror or exc}"
             return False
         if not data and self.server._stopped.is_set():
             self.reason = "server stopped"

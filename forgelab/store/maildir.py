@@ -188,17 +188,25 @@ class MailStore:
             _fsync_dir(maildir / "new")
         return name
 
+    def _store(self, maildir: Path, data: bytes, subfolder: bool = False) -> str:
+        for attempt in (1, 2):
+            self._ensure(maildir.parent if subfolder else maildir)
+            self._ensure(maildir, subfolder)
+            try:
+                return self._write(maildir, bytes(data))
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                self._created.difference_update({maildir, maildir.parent})  # removed behind our back
+        raise AssertionError("unreachable")
+
     def deliver(self, user: str, data: bytes, folder: str = "inbox") -> str:
         """Store ``data`` for ``user``; on return it is on disk in ``new/``. Returns its key."""
-        maildir = self.folder_dir(user, folder)
-        self._ensure(self.user_dir(user))
-        self._ensure(maildir, subfolder=folder != "inbox")
-        return self._write(maildir, bytes(data))
+        return self._store(self.folder_dir(user, folder), data, subfolder=folder != "inbox")
 
     def hold_relay(self, data: bytes) -> str:
         """Keep mail an open relay would have sent to a remote domain (it is never sent)."""
-        self._ensure(self.relay_dir)
-        return self._write(self.relay_dir, bytes(data))
+        return self._store(self.relay_dir, data)
 
     # -- reading -------------------------------------------------------------------------
 
