@@ -63,7 +63,7 @@ def test_legit_bank_mail_passes_everything(lab):
     assert name == "Authentication-Results" and value.startswith("mx.corp.example;")
     flat = " ".join(value.split())
     for part in ("iprev=pass", "spf=pass", "smtp.mailfrom=bounces@bank.example", "dkim=pass", "header.d=bank.example",
-                 "header.s=lab", "dmarc=pass", "header.from=bank.example", "policy.dmarc=none", "arc=none"):
+                 "header.s=lab", "dmarc=pass", "header.from=bank.example", "policy.dmarc=reject", "arc=none"):
         assert part in flat
 
 

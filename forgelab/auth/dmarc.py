@@ -35,7 +35,8 @@ def psl() -> PublicSuffixList:
 
 def org_domain(domain: str) -> str | None:
     """The organisational domain (RFC 7489 3.2): the registrable domain per the PSL."""
-    return psl().privatesuffix(domain.strip(".").lower())
+    domain = domain.rstrip(".").lower()
+    return None if not domain or domain.startswith(".") else psl().privatesuffix(domain)
 
 
 class _DMARC(dmarclib.DMARC):
@@ -85,16 +86,19 @@ class DMARCResult:
         return None
 
     def details(self) -> dict:
-        props = [("header", "from", self.from_domain or "none")]
-        policy = self.disposition or "none"
-        props.append(("policy", "dmarc", policy))
+        """policy.dmarc is the published policy that applies to the From domain (p=, or sp=/np=
+        below the organisational domain), as authheaders reports it; ``dis=`` in the comment is
+        what it asks for this message (NONE on a pass)."""
+        published = self.extra.get("published") or self.disposition or "none"
+        props = [("header", "from", self.from_domain or "none"), ("policy", "dmarc", published)]
         comment = ""
         if self.policy:
-            comment = f"p={self.policy.p} sp={self.policy.sp or self.policy.p} dis={policy.upper()}"
+            dis = (self.disposition or "none").upper() if self.result != "pass" else "NONE"
+            comment = f"p={self.policy.p} sp={self.policy.sp or self.policy.p} dis={dis}"
             if self.sampled_out:
                 comment += f" pct={self.policy.pct} sampled-out"
-        return {"header.from": self.from_domain, "policy.dmarc": policy, "applied": self.applied,
-                "policy_domain": self.policy.domain if self.policy else None,
+        return {"header.from": self.from_domain, "policy.dmarc": published, "disposition": self.disposition,
+                "applied": self.applied, "policy_domain": self.policy.domain if self.policy else None,
                 "record": self.policy.record if self.policy else None,
                 "spf_aligned": self.spf_aligned, "dkim_aligned": list(self.dkim_aligned),
                 "from_domains": list(self.from_domains), "discovery": self.discovery,
@@ -209,14 +213,6 @@ def evaluate_domain(domain: str, spf_result, signatures, view: Lookups, discover
                          and lib.check_alignment(domain, s.domain, parsed.adkim))
     spf_ok = res.spf is dmarclib.DMARCResult.PASS
     mode = {"r": "relaxed", "s": "strict"}
-    if res.result is dmarclib.DMARCResult.PASS:
-        why = []
-        if spf_ok:
-            why.append(f"SPF passed for {spf_result.domain} ({mode[policy.aspf]} alignment)")
-        if dkim_aligned:
-            why.append(f"a DKIM signature by {dkim_aligned[0]} passed ({mode[policy.adkim]} alignment)")
-        return DMARCResult("pass", domain, f"{domain} is authenticated: " + " and ".join(why), policy, None,
-                           None, False, spf_ok, dkim_aligned, (domain,), discovery)
     # Which tag applies: p for the domain that published it; sp/np below it (RFC 9091 np for names that do not exist).
     applied = "p"
     if found_at != domain and not (org == domain and discovery == "treewalk"):
@@ -227,7 +223,16 @@ def evaluate_domain(domain: str, spf_result, signatures, view: Lookups, discover
                     applied = "np"
             except DNSTempError:
                 pass
-    disposition = {"p": policy.p, "sp": policy.sp, "np": policy.np}[applied] or policy.p
+    published = {"p": policy.p, "sp": policy.sp, "np": policy.np}[applied] or policy.p
+    if res.result is dmarclib.DMARCResult.PASS:
+        why = []
+        if spf_ok:
+            why.append(f"SPF passed for {spf_result.domain} ({mode[policy.aspf]} alignment)")
+        if dkim_aligned:
+            why.append(f"a DKIM signature by {dkim_aligned[0]} passed ({mode[policy.adkim]} alignment)")
+        return DMARCResult("pass", domain, f"{domain} is authenticated: " + " and ".join(why), policy, applied,
+                           None, False, spf_ok, dkim_aligned, (domain,), discovery, {"published": published})
+    disposition = published
     sampled = _sampled(policy.pct, sample_key or domain)
     if not sampled:
         disposition = _DOWNGRADE[disposition]
@@ -242,7 +247,7 @@ def evaluate_domain(domain: str, spf_result, signatures, view: Lookups, discover
     if not sampled:
         reason += f" (pct={policy.pct}: this message is outside the sample, so the policy is softened)"
     return DMARCResult("fail", domain, reason, policy, applied, disposition, not sampled, False, (), (domain,),
-                       discovery)
+                       discovery, {"published": published})
 
 
 def evaluate(raw: bytes, spf_result, signatures, view: Lookups, discovery: str = "psl",
@@ -264,7 +269,7 @@ def evaluate(raw: bytes, spf_result, signatures, view: Lookups, discovery: str =
         reason += f"; {worst.reason}"
     return DMARCResult("permerror", worst.from_domain, reason, worst.policy, worst.applied,
                        worst.disposition if failing else None, worst.sampled_out, False, (),
-                       tuple(dict.fromkeys(domains)), discovery)
+                       tuple(dict.fromkeys(domains)), discovery, dict(worst.extra))
 
 
 def result(session, envelope, raw: bytes, lab, discovery: str = "psl") -> DMARCResult:
