@@ -272,16 +272,19 @@ class _Strict:
                 return
 
     def comment(self):
-        self.i += 1  # "("
+        depth = 0  # nested comments, counted rather than recursed into
         while True:
             ch = self.peek()
             if ch == "":
                 self.fail("comment not closed")
             if ch == ")":
                 self.i += 1
-                return
-            if ch == "(":
-                self.comment()
+                depth -= 1
+                if depth == 0:
+                    return
+            elif ch == "(":
+                self.i += 1
+                depth += 1
             elif ch == "\\":
                 self.quoted_pair()
             elif ch in (" ", "\t") or _is_vchar_except(ch, "()\\", lax8=True):
@@ -384,15 +387,25 @@ class _Strict:
             else:
                 return words
 
-    def mailbox(self) -> Mailbox:
-        start = self.i
-        try:  # addr-spec needs no lookahead beyond itself
+    def mailbox(self, ends: tuple[str, ...] = ("", ",")) -> Mailbox:
+        start, after_addr = self.i, None
+        try:  # an addr-spec is a mailbox only if the list goes on or ends right after it
             local, dom = self.addr_spec()
-            if self.peek() in ("", ","):
+            if self.peek() in ends:
                 return Mailbox(display="", local=local, domain=dom)
+            after_addr = self.i
         except GrammarError:
             pass
         self.i = start
+        try:
+            return self.name_addr()
+        except GrammarError:
+            if after_addr is None:
+                raise
+            self.i = after_addr
+            self.fail("expected ',' between addresses")
+
+    def name_addr(self) -> Mailbox:
         words = self.phrase()
         self.cfws()
         if self.peek() != "<":
@@ -419,7 +432,7 @@ class _Strict:
         members: list[Mailbox] = []
         self.cfws()
         while self.peek() != ";":
-            members.append(self.mailbox())
+            members.append(self.mailbox(ends=("", ",", ";")))
             if self.peek() == ",":
                 self.i += 1
                 self.cfws()

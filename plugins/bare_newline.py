@@ -37,17 +37,23 @@ class BareNewline:
     @forgelab.hookimpl
     def forgelab_message(self, raw):
         raw = raw if isinstance(raw, (bytes, bytearray)) else b""
-        lf, cr = [], []
-        for match in _BARE_RE.finditer(raw):
-            (lf if match.group() == b"\n" else cr).append(match.start())
+        crlf = raw.count(b"\r\n")
+        counts = {"LF": raw.count(b"\n") - crlf, "CR": raw.count(b"\r") - crlf}
+        shown = {"LF": [], "CR": []}
+        for match in _BARE_RE.finditer(raw):  # stops early: only the first few are shown
+            offsets = shown["LF" if match.group() == b"\n" else "CR"]
+            if len(offsets) < _SHOWN:
+                offsets.append(match.start())
+            if all(len(shown[k]) >= min(_SHOWN, counts[k]) for k in shown):
+                break
         findings = []
-        for kind, name, offsets in (("LF", "line feed (\\n without \\r)", lf), ("CR", "carriage return (\\r without \\n)", cr)):
-            if offsets:
-                first = _position(raw, offsets[0])
+        for kind, name in (("LF", "line feed (\\n without \\r)"), ("CR", "carriage return (\\r without \\n)")):
+            if counts[kind]:
+                first = _position(raw, shown[kind][0])
                 findings.append(finding(
                     "fail",
-                    f"The message holds {len(offsets)} bare {name}, the first at byte {first['offset']} "
+                    f"The message holds {counts[kind]} bare {name}, the first at byte {first['offset']} "
                     f"(line {first['line']}); every line must end in CRLF.",
-                    kind=kind, count=len(offsets), positions=[_position(raw, o) for o in offsets[:_SHOWN]]))
+                    kind=kind, count=counts[kind], positions=[_position(raw, o) for o in shown[kind]]))
         return verdict(self.name, findings, "Every line of the message ends in CRLF: no bare LF or CR.",
-                       bare_lf=len(lf), bare_cr=len(cr))
+                       bare_lf=counts["LF"], bare_cr=counts["CR"])

@@ -97,7 +97,7 @@ class FromAmbiguity:
                                        f"{show(odd.local)} as if it were the address."))
         displays = {m.display for m in mailboxes}
         if len(displays) > 1:
-            fake = next((d for d in displays if _ADDRESS_LIKE.search(d)), None)
+            fake = next((d for d in displays if _ADDRESS_LIKE.search(d[:300])), None)
             if fake:
                 out.append(finding("fail", f"The parsers show different display names, one of them looking like an "
                                            f"address ({show(fake)}): a comment or quote was read as a name."))

@@ -44,7 +44,8 @@ class Headers:
     @staticmethod
     def _count(f, message, name: str) -> int:
         try:
-            parsed = len(message.get_all(name) or []) if message is not None else 0
+            # keys() only: get_all() would parse every value again
+            parsed = sum(1 for key in message.keys() if key.lower() == name.lower()) if message is not None else 0
         except Exception:  # a message object we cannot read; the raw count stands
             parsed = 0
         return max(parsed, f.block.count(name))

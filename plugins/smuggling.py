@@ -18,6 +18,7 @@ KNOWN = {
 }
 _COMMAND_RE = re.compile(rb"^[\s\x00]*(MAIL\s+FROM|RCPT\s+TO|DATA|RSET|HELO|EHLO|QUIT|BDAT)\b", re.IGNORECASE)
 _PREVIEW = 200
+_LISTED = 10  # look-alikes described one by one; the rest are counted
 
 
 def _line(raw: bytes, offset: int) -> int:
@@ -49,8 +50,11 @@ class Smuggling:
     @forgelab.hookimpl
     def forgelab_message(self, raw):
         raw = raw if isinstance(raw, (bytes, bytearray)) else b""
-        sequences = self._sequences(raw)
+        sequences, total = self._sequences(raw)
         findings = []
+        if total > len(sequences):
+            findings.append(finding("fail", f"In all, {total} end-of-data look-alikes; the first {len(sequences)} "
+                                            "are listed.", count=total))
         for seq in sequences:
             hidden = "; what follows starts with SMTP commands: a second message smuggled inside this one" \
                 if seq["smtp_commands"] else ""
@@ -58,27 +62,33 @@ class Smuggling:
                 "fail",
                 f"At byte {seq['offset']} (line {seq['line']}) the sequence {seq['sequence']} ({seq['name']}) "
                 f"is a dot a lenient server takes for the end of the data{hidden}.", **seq))
-        nuls = [m.start() for m in re.finditer(rb"\x00", raw)]
+        nuls = raw.count(b"\x00")
         if nuls:
+            first = raw.index(b"\x00")
             findings.append(finding(
-                "fail", f"The message holds {len(nuls)} NUL byte(s), the first at byte {nuls[0]} "
-                f"(line {_line(raw, nuls[0])}); C programs stop reading there.", count=len(nuls), offset=nuls[0]))
-        crs = [m.start() for m in re.finditer(rb"\r(?!\n)", raw)]
+                "fail", f"The message holds {nuls} NUL byte(s), the first at byte {first} "
+                f"(line {_line(raw, first)}); C programs stop reading there.", count=nuls, offset=first))
+        crs = raw.count(b"\r") - raw.count(b"\r\n")
         if crs:
+            first = re.search(rb"\r(?!\n)", raw).start()
             findings.append(finding(
-                "fail", f"The message holds {len(crs)} lone CR(s) (\\r without \\n), the first at byte {crs[0]} "
-                f"(line {_line(raw, crs[0])}).", count=len(crs), offset=crs[0]))
+                "fail", f"The message holds {crs} lone CR(s) (\\r without \\n), the first at byte {first} "
+                f"(line {_line(raw, first)}).", count=crs, offset=first))
         return verdict(self.name, findings,
                        "No end-of-data look-alike, NUL byte or lone CR in the message.",
                        sequences=sequences)
 
     @staticmethod
-    def _sequences(raw: bytes) -> list[dict]:
-        out = []
+    def _sequences(raw: bytes) -> tuple[list[dict], int]:
+        """The first few look-alikes in detail, and how many there are in all."""
+        out, total = [], 0
         for match in _EOD_RE.finditer(raw):
             seq = match.group() + match.group(4)
             end = match.end() + len(match.group(4))
             if seq == b"\r\n.\r\n":  # a dot line the client stuffed: an ordinary line
+                continue
+            total += 1
+            if len(out) >= _LISTED:
                 continue
             after = raw[end:end + _PREVIEW]
             out.append({
@@ -87,4 +97,4 @@ class Smuggling:
                 "hidden_message": show(after, _PREVIEW),
                 "smtp_commands": bool(_COMMAND_RE.match(after)),
             })
-        return out
+        return out, total

@@ -70,3 +70,10 @@ def test_hidden_message_is_escaped():
     raw = HEAD + b"x\n.\n\x1b[31mMAIL FROM:<a@b>\r\n"
     shown = check(raw).details["sequences"][0]["hidden_message"]
     assert "\x1b" not in shown and "\\x1b" in shown
+
+
+def test_many_look_alikes_are_counted_not_all_listed():
+    verdict = check(HEAD + b"x\n.\n" * 50)
+    assert verdict.result == "fail"
+    assert len(verdict.details["sequences"]) == 10
+    assert "In all, 50" in verdict.reason
