@@ -32,6 +32,9 @@ class Mismatch:
     - ``compare`` (default ``"organizational"``): ``"organizational"`` compares
       organisational domains (``mail.corp.example`` matches ``corp.example``, via the
       Public Suffix List); ``"exact"`` compares the domains as written.
+    - ``trusted_ips`` (default ``[]``): client addresses that may send as a local
+      domain without logging in, like Postfix's ``mynetworks``; empty, every client
+      must authenticate.
     """
 
     name = "mismatch"
@@ -41,6 +44,10 @@ class Mismatch:
         self.compare = settings.get("compare", "organizational")
         if self.compare not in COMPARE_MODES:
             raise ValueError(f"mismatch: setting 'compare' must be one of {', '.join(COMPARE_MODES)}, not {self.compare!r}")
+        trusted = settings.get("trusted_ips", [])
+        if not isinstance(trusted, (list, tuple)) or not all(isinstance(ip, str) for ip in trusted):
+            raise ValueError("mismatch: setting 'trusted_ips' must be a list of IP addresses")
+        self.trusted_ips = frozenset(trusted)
 
     def _same(self, a: str, b: str) -> bool:
         return same_domain(a, b, self.compare)
@@ -95,7 +102,10 @@ class Mismatch:
         if not local:
             return []
         user = getattr(session, "authenticated", None)
-        client = show(getattr(session, "peer_ip", "") or "?")
+        peer = getattr(session, "peer_ip", "") or ""
+        client = show(peer or "?")
+        if not user and peer in self.trusted_ips:
+            return []
         if not user:
             domain = show(local[0].domain.lower())
             return [finding(

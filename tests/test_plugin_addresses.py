@@ -2,6 +2,7 @@
 on legitimate mail (no fail allowed) and on hostile bytes (no exception allowed)."""
 import email
 import email.policy
+import json
 import random
 
 import pluggy
@@ -167,6 +168,9 @@ def test_hostile_bytes_never_raise(raw):
     for mail_from in ("", "a@b", "\x00@\udcff", "<>"):
         verdicts = run_all(raw, mail_from=mail_from)
         assert {v.check for v in verdicts} == NAMES
+        for v in verdicts:  # the event log and the web view serialise every verdict as UTF-8 JSON
+            json.dumps(v.as_dict(), ensure_ascii=False).encode("utf-8")
+            v.header_value().encode("utf-8")
 
 
 def test_random_bytes_never_raise():

@@ -79,6 +79,13 @@ def test_address_hidden_from_python_still_compared():
     assert "bank.example" in verdict.reason
 
 
-def test_bad_setting_is_refused():
-    with pytest.raises(ValueError, match="compare"):
-        Mismatch({"compare": "fuzzy"})
+def test_trusted_ips_may_send_as_local_without_login():
+    raw = message(b"From: Alice <alice@corp.example>", DATE)
+    assert check(Mismatch({"trusted_ips": ["127.0.0.66"]}), raw, "alice@corp.example").result == "pass"
+    assert check(Mismatch({"trusted_ips": ["127.0.0.1"]}), raw, "alice@corp.example").result == "fail"
+
+
+@pytest.mark.parametrize("settings, key", [({"compare": "fuzzy"}, "compare"), ({"trusted_ips": "127.0.0.1"}, "trusted_ips")])
+def test_bad_setting_is_refused(settings, key):
+    with pytest.raises(ValueError, match=key):
+        Mismatch(settings)
