@@ -1,0 +1,170 @@
+"""STARTTLS (RFC 3207) on the real SMTP server over 127.0.0.1, the lab certificate, CVE-2011-0411."""
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+
+import pytest
+
+from forgelab.app import Forgelab, Settings
+from forgelab.tls import (TlsError, client_context, ensure_lab_certificate, generate_certificate,
+                          lab_certificate_paths, lab_server_context)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Client:
+    """A telnet-like SMTP client that can switch to TLS in the middle."""
+
+    def __init__(self, address):
+        self.sock = socket.create_connection(address, timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise EOFError(lines)
+            lines.append(line.decode().rstrip("\r\n"))
+            if line[3:4] != b"-":
+                return int(line[:3]), "\n".join(x[4:] for x in lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str) -> tuple[int, str]:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def start_tls(self, context: ssl.SSLContext, hostname: str = "127.0.0.1") -> None:
+        self.file.close()
+        self.sock = context.wrap_socket(self.sock, server_hostname=hostname)
+        self.file = self.sock.makefile("rb")
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def lab(forgelab_server):
+    return forgelab_server()
+
+
+def trusting(lab) -> ssl.SSLContext:
+    return client_context(lab_certificate_paths(lab.data_dir)[0])
+
+
+def test_lab_certificate_is_made_once_with_a_private_key_only_we_can_read(tmp_path):
+    cert, key = ensure_lab_certificate(tmp_path, "mx.corp.example")
+    assert cert.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert key.stat().st_mode & 0o077 == 0
+    before = cert.read_bytes()
+    assert ensure_lab_certificate(tmp_path, "mx.corp.example") == (cert, key)
+    assert cert.read_bytes() == before  # reused on the next start: students can pin it
+
+
+def test_starttls_verifies_against_the_lab_certificate_and_the_session_starts_over(lab):
+    c = Client(lab.smtp.address)
+    try:
+        code, text = c.cmd("EHLO me.example")
+        assert "STARTTLS" in text.splitlines()
+        assert c.cmd("STARTTLS") == (220, "2.0.0 Ready to start TLS; say EHLO again afterwards")
+        c.start_tls(trusting(lab))  # raises if the certificate does not verify
+        assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+        assert c.cmd("MAIL FROM:<a@shop.example>")[0] == 503  # RFC 3207 4.2: EHLO again first
+        code, text = c.cmd("EHLO me.example")
+        assert code == 250 and "STARTTLS" not in text.splitlines()
+        assert c.cmd("STARTTLS")[0] == 503
+        assert c.cmd("MAIL FROM:<a@shop.example>")[0] == 250
+        assert c.cmd("RCPT TO:<alice@corp.example>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        assert c.cmd("Subject: over tls\r\n\r\nhi\r\n.")[0] == 250
+    finally:
+        c.close()
+    (key, _), = lab.store.list("alice")
+    assert b"with ESMTPS" in lab.store.read("alice", "inbox", key)
+    assert any(e["ok"] for e in lab.recorded("session.tls"))
+
+
+def test_plaintext_pipelined_after_starttls_is_discarded_cve_2011_0411(lab):
+    c = Client(lab.smtp.address)
+    try:
+        c.cmd("EHLO me.example")
+        # The injection: commands sent in plain text right behind STARTTLS, in the same segment.
+        c.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<evil@attacker.example>\r\n")
+        assert c.reply()[0] == 220
+        c.start_tls(trusting(lab))
+        # Had the injected lines run, the next replies would be theirs (250 for RSET, MAIL).
+        assert c.cmd("EHLO me.example")[0] == 250
+        assert c.cmd("RCPT TO:<alice@corp.example>")[0] == 503  # no MAIL FROM is in effect
+        assert c.cmd("NOOP") == (250, "2.0.0 OK")
+    finally:
+        c.close()
+    lab.recorder.wait_for("session.close")
+    lines = [e["text"] for e in lab.recorded("session.line") if e["direction"] == "in"]
+    assert any("discarded (CVE-2011-0411)" in line for line in lines)
+    assert not any("evil@attacker.example" in line for line in lines)
+
+
+def test_smtplib_starttls_and_login(lab):
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as smtp:
+        smtp.starttls(context=trusting(lab))
+        smtp.login("alice", "rabbit-hole")
+        smtp.sendmail("alice@corp.example", ["bob@corp.example"], b"Subject: s\r\n\r\nhi\r\n")
+    (key, _), = lab.store.list("bob")
+    assert b"with ESMTPSA" in lab.store.read("bob", "inbox", key)
+
+
+def test_a_failed_handshake_ends_that_session_only(lab):
+    c = Client(lab.smtp.address)
+    c.cmd("EHLO me.example")
+    assert c.cmd("STARTTLS")[0] == 220
+    c.send(b"this is not a TLS ClientHello\r\n" * 4)
+    c.sock.settimeout(5)
+    with pytest.raises((EOFError, ConnectionResetError)):  # the server hangs up (maybe after a TLS alert)
+        while c.sock.recv(100):
+            pass
+        raise EOFError
+    c.close()
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as smtp:
+        assert smtp.noop()[0] == 250
+    assert any(not e["ok"] for e in lab.recorded("session.tls"))
+
+
+def test_given_certificate_and_key_are_used(tmp_path, forgelab_server):
+    cert_pem, key_pem = generate_certificate("trainer.example")
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    lab = forgelab_server(tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem")
+    assert not lab_certificate_paths(lab.data_dir)[0].exists()  # no lab certificate was made
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as smtp:
+        smtp.starttls(context=client_context(tmp_path / "c.pem"))
+        der = smtp.sock.getpeercert(binary_form=True)
+    assert ssl.DER_cert_to_PEM_cert(der).encode().strip() == cert_pem.strip()
+
+
+def test_without_tls_starttls_is_not_offered_and_answers_454(forgelab_server):
+    lab = forgelab_server(tls=False)
+    c = Client(lab.smtp.address)
+    try:
+        assert "STARTTLS" not in c.cmd("EHLO me.example")[1]
+        code, text = c.cmd("STARTTLS")
+        assert (code, text[:5]) == (454, "4.7.0")
+        assert c.cmd("NOOP")[0] == 250
+    finally:
+        c.close()
+
+
+def test_unusable_certificate_settings_are_one_clear_error(tmp_path):
+    with pytest.raises(TlsError, match="needs --tls-cert"):
+        lab_server_context(tmp_path, "mx", key=tmp_path / "k.pem")
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    with pytest.raises(TlsError, match="bad.pem"):
+        lab_server_context(tmp_path, "mx", cert=tmp_path / "bad.pem")
+    with pytest.raises(TlsError):
+        Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path / "d",
+                          tls_cert=tmp_path / "missing.pem"))
