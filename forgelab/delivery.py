@@ -1,8 +1,8 @@
 """What forgelab writes on a message before storing it: Received, verdict and auth headers."""
 from __future__ import annotations
 
-import time
-from email.utils import formatdate
+from datetime import datetime, timezone
+from email.utils import format_datetime
 
 from .auth.results import strip_forged_authres
 from .lab import Lab
@@ -29,7 +29,7 @@ def received(session: Session, envelope: Envelope, lab: Lab, for_rcpt: str | Non
         protocol += "A"
     target = f"\r\n\tfor <{for_rcpt}>" if for_rcpt else ""
     return (f"from {helo} ({name}[{session.peer_ip}])\r\n\tby {lab.hostname} (forgelab) with {protocol} id {envelope.id}"
-            f"{target}; {formatdate(time.time(), localtime=False)}")
+            f"{target}; {format_datetime(datetime.now(timezone.utc))}")
 
 
 def prepare_for_delivery(raw: bytes, session: Session, envelope: Envelope, lab: Lab,

@@ -118,7 +118,7 @@ class SmtpPipeline:
         kwargs.setdefault("envelope", self.envelope)
         hook = getattr(self.rules.pm.hook, STAGE_HOOKS[stage])
         verdicts: list[Verdict] = []
-        for impl in reversed(hook.get_hookimpls()):  # pluggy's own order: last registered first
+        for impl in hook.get_hookimpls():  # the order the policy lists the defences in
             try:
                 returned = impl.function(*[kwargs[name] for name in impl.argnames])
                 verdicts.extend(collect([returned]))
