@@ -28,7 +28,7 @@ ATTACKER_IP = "127.0.66.1"
 SPOOFED_PTR_IP = "127.0.66.2"
 
 DOMAINS: tuple[LabDomain, ...] = (
-    LabDomain("corp.example", "local (the lab's own mailboxes)", ("127.0.0.1",), "mx.corp.example",
+    LabDomain("corp.example", "local mailboxes", ("127.0.0.1",), "mx.corp.example",
               "v=spf1 ip4:127.0.0.1 -all", "v=DMARC1; p=none", ("lab",),
               "Where alice, bob, carol and student live; 127.0.0.1 is the server itself."),
     LabDomain("bank.example", "bank", ("127.0.1.1",), "mail.bank.example",
