@@ -1,0 +1,342 @@
+"""The Starlette application: pages, the JSON API and the event stream (see docs/web.md)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from ..policy import PolicyError, load_policy, shipped_policies
+from .attacks import MatrixJob
+from .index import EventIndex
+from .message import MAX_SHOWN, message_detail
+from .security import SecurityHeaders, allowed_hosts, is_loopback_client
+
+WEB_DIR = Path(str(resources.files(__name__.rpartition(".")[0])))
+MAX_BODY = 4096          # a policy switch or a run request is a few bytes of JSON
+STREAM_QUEUE = 2000      # events buffered per slow event-stream client before it is cut off (it resumes)
+HEARTBEAT = 15.0         # seconds between keep-alive comments on an idle event stream
+
+
+class JSON(JSONResponse):
+    """JSON whose odd values (bytes, sets in verdict details) become strings instead of errors."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=False, default=str, separators=(",", ":")).encode("utf-8")
+
+
+def _clock(ts) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),
+                             autoescape=True)
+    env.filters["clock"] = _clock
+    return Jinja2Templates(env=env)
+
+
+class Streams:
+    """Open event streams, so stopping the server can end them at once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: set = set()
+        self.closing = False
+
+    def add(self, loop, queue) -> None:
+        with self._lock:
+            self._open.add((loop, queue))
+
+    def remove(self, loop, queue) -> None:
+        with self._lock:
+            self._open.discard((loop, queue))
+
+    def close_all(self) -> None:
+        with self._lock:
+            self.closing = True
+            for loop, queue in list(self._open):
+                try:
+                    loop.call_soon_threadsafe(_put, queue, None)
+                except RuntimeError:  # the loop is already gone
+                    pass
+
+
+def _put(queue: asyncio.Queue, item) -> None:
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:  # the client reads too slowly: end its stream, it resumes from its last id
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
+
+def _sse(record: dict) -> bytes:
+    data = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+    return f"id: {record.get('seq', 0)}\ndata: {data}\n\n".encode("utf-8")
+
+
+def _int(text, default: int, low: int = 0, high: int = 10**12) -> int:
+    try:
+        return min(max(int(text), low), high)
+    except (TypeError, ValueError):
+        return default
+
+
+def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_host: str = "127.0.0.1",
+               streams: Streams | None = None) -> Starlette:
+    """The web view of a running ``Forgelab``; ``index`` must already be subscribed to its bus."""
+    templates = _templates()
+    job = job or MatrixJob()
+    streams = streams or Streams()
+
+    def policy_info() -> dict:
+        policy = lab_app.context.rules.policy
+        return {"name": policy.name, "description": policy.description, "toml": policy.as_toml(),
+                "shipped": shipped_policies()}
+
+    def page(request: Request, name: str, status_code: int = 200, **context) -> Response:
+        policy = lab_app.context.rules.policy
+        context.setdefault("last_seq", index.last_seq)
+        context.update(request=request, page=name.removesuffix(".html"), policy_name=policy.name)
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def not_found(request: Request, what: str) -> Response:
+        return page(request, "missing.html", status_code=404, what=what)
+
+    # -- pages ---------------------------------------------------------------
+    async def home(request: Request) -> Response:
+        since = index.last_seq  # read first: the stream resumes from here, so nothing falls in between
+        return page(request, "index.html", last_seq=since, sessions=index.sessions(100), messages=index.messages(100))
+
+    async def session_page(request: Request) -> Response:
+        since = index.last_seq
+        session = index.session(request.path_params["session_id"])
+        if session is None:
+            return not_found(request, "session")
+        return page(request, "session.html", last_seq=since, session=session)
+
+    async def message_page(request: Request) -> Response:
+        entry = index.message(request.path_params["message_id"])
+        if entry is None:
+            return not_found(request, "message")
+        detail = await asyncio.to_thread(message_detail, entry, lab_app.store)
+        source = detail.get("source")
+        truncated = source is not None and len(source) > MAX_SHOWN
+        return page(request, "message.html", message=detail, truncated=truncated,
+                    source_shown=source[:MAX_SHOWN] if source else None)
+
+    async def attacks_page(request: Request) -> Response:
+        return page(request, "attacks.html", job=job.status(), shipped=shipped_policies())
+
+    async def policy_page(request: Request) -> Response:
+        return page(request, "policy.html", policy=policy_info(), shipped_info=_shipped_info())
+
+    async def lab_page(request: Request) -> Response:
+        return page(request, "lab.html", world=lab_world(lab_app, is_loopback_client(_client(request))))
+
+    # -- API -----------------------------------------------------------------
+    async def api_messages(request: Request) -> Response:
+        return JSON({"messages": index.messages(_int(request.query_params.get("limit"), 100, 1, 1000))})
+
+    async def api_message(request: Request) -> Response:
+        entry = index.message(request.path_params["message_id"])
+        if entry is None:
+            return JSON({"error": "no such message"}, status_code=404)
+        return JSON(await asyncio.to_thread(message_detail, entry, lab_app.store))
+
+    async def api_message_raw(request: Request) -> Response:
+        entry = index.message(request.path_params["message_id"])
+        if entry is None:
+            return PlainTextResponse("no such message", status_code=404)
+        detail = await asyncio.to_thread(message_detail, entry, lab_app.store)
+        if detail["source"] is None:
+            return PlainTextResponse(detail["source_note"] or "no source", status_code=404)
+        return PlainTextResponse(detail["source"], headers={"content-disposition": "inline"})
+
+    async def api_sessions(request: Request) -> Response:
+        return JSON({"sessions": index.sessions(_int(request.query_params.get("limit"), 100, 1, 1000))})
+
+    async def api_session(request: Request) -> Response:
+        session = index.session(request.path_params["session_id"])
+        if session is None:
+            return JSON({"error": "no such session"}, status_code=404)
+        return JSON(session)
+
+    async def api_events(request: Request) -> Response:
+        # A reconnecting EventSource says where it stopped; that beats the page's first ?since=.
+        since = request.headers.get("last-event-id") or request.query_params.get("since")
+        since = _int(since, -1) if since is not None else None
+        only_session = request.query_params.get("session")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=STREAM_QUEUE)
+
+        def listener(record: dict) -> None:  # called on a server thread, inside the index lock
+            if only_session and record.get("session_id", (record.get("session") or {}).get("id")) != only_session:
+                if record.get("kind") != "policy.changed":
+                    return
+            try:
+                loop.call_soon_threadsafe(_put, queue, record)
+            except RuntimeError:  # the web server's loop has stopped
+                pass
+
+        backlog, stop_listening = index.listen(listener, since)
+        streams.add(loop, queue)
+
+        async def stream():
+            try:
+                yield b"retry: 2000\n\n"
+                for record in backlog:
+                    if not only_session or record.get("session_id", (record.get("session") or {}).get("id")) == only_session:
+                        yield _sse(record)
+                while not streams.closing:
+                    try:
+                        record = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                    except asyncio.TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if record is None:
+                        return
+                    yield _sse(record)
+            finally:
+                stop_listening()
+                streams.remove(loop, queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    async def api_policy(request: Request) -> Response:
+        return JSON(policy_info())
+
+    async def api_policy_switch(request: Request) -> Response:
+        body, refusal = await _guarded_json(request)
+        if refusal:
+            return refusal
+        name = body.get("policy") if isinstance(body, dict) else None
+        if not isinstance(name, str) or name not in shipped_policies():
+            return JSON({"error": f"'policy' must be one of: {', '.join(shipped_policies())}"}, status_code=400)
+        try:
+            policy = await asyncio.to_thread(load_policy, name)
+            await asyncio.to_thread(lab_app.context.set_policy, policy)
+        except PolicyError as exc:
+            return JSON({"error": str(exc)}, status_code=400)
+        return JSON({"policy": policy.name, "description": policy.description})
+
+    async def api_lab(request: Request) -> Response:
+        return JSON(lab_world(lab_app, is_loopback_client(_client(request))))
+
+    async def api_attacks(request: Request) -> Response:
+        return JSON(job.status())
+
+    async def api_attacks_run(request: Request) -> Response:
+        body, refusal = await _guarded_json(request)
+        if refusal:
+            return refusal
+        body = body if isinstance(body, dict) else {}
+        policies, only = body.get("policies"), body.get("only")
+        for key, value, allowed in (("policies", policies, shipped_policies()), ("only", only, None)):
+            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+                                      or (allowed is not None and not set(value) <= set(allowed))):
+                return JSON({"error": f"'{key}' must be a list of names"}, status_code=400)
+        if not job.start(policies or None, only or None):
+            return JSON({"error": "a run is already going", **job.status()}, status_code=409)
+        return JSON(job.status(), status_code=202)
+
+    routes = [
+        Route("/", home),
+        Route("/sessions/{session_id}", session_page),
+        Route("/messages/{message_id}", message_page),
+        Route("/attacks", attacks_page),
+        Route("/policy", policy_page),
+        Route("/lab", lab_page),
+        Route("/api/messages", api_messages),
+        Route("/api/messages/{message_id}", api_message),
+        Route("/api/messages/{message_id}/raw", api_message_raw),
+        Route("/api/sessions", api_sessions),
+        Route("/api/sessions/{session_id}", api_session),
+        Route("/api/events", api_events),
+        Route("/api/policy", api_policy, methods=["GET"]),
+        Route("/api/policy", api_policy_switch, methods=["POST"]),
+        Route("/api/lab", api_lab),
+        Route("/api/attacks", api_attacks, methods=["GET"]),
+        Route("/api/attacks", api_attacks_run, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=str(WEB_DIR / "static")), name="static"),
+    ]
+    middleware = [Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(bind_host))]
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.index, app.state.job, app.state.streams = index, job, streams
+    return app
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _guarded_json(request: Request) -> tuple[object, Response | None]:
+    """The body of a state-changing request, or the refusal: loopback clients only, JSON only
+    (a cross-site form cannot send application/json), same origin when the browser says one."""
+    if not is_loopback_client(_client(request)):
+        return None, JSON({"error": "only clients on this machine (loopback) may do this"}, status_code=403)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return None, JSON({"error": "send JSON (Content-Type: application/json)"}, status_code=415)
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+        return None, JSON({"error": "cross-origin request refused"}, status_code=403)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None, JSON({"error": "request body too large"}, status_code=413)
+    try:
+        return json.loads(body or b"{}"), None
+    except ValueError:
+        return None, JSON({"error": "the body is not JSON"}, status_code=400)
+
+
+def _shipped_info() -> list[dict]:
+    out = []
+    for name in shipped_policies():
+        try:
+            out.append({"name": name, "description": load_policy(name).description})
+        except PolicyError as exc:
+            out.append({"name": name, "description": f"(does not load: {exc})"})
+    return out
+
+
+def lab_world(lab_app, show_passwords: bool) -> dict:
+    """Domains, loopback addresses, local users and lists, and where the servers listen."""
+    from ..lab import world
+
+    directory = lab_app.lab.directory
+    users = [{"name": u.name, "full_name": u.full_name, "address": directory.address(u),
+              "password": u.password if show_passwords else None} for u in directory.users.values()]
+    lists = [{"name": name, "address": f"{name}@{directory.primary_domain}", "members": list(members)}
+             for name, members in directory.lists.items()]
+    domains = [{"name": d.name, "role": d.role, "addresses": list(d.addresses), "mail_host": d.mail_host,
+                "spf": d.spf, "dmarc": d.dmarc, "selectors": list(d.selectors), "lesson": d.lesson}
+               for d in world.DOMAINS]
+
+    def where(server) -> str | None:
+        try:
+            host, port = server.address[:2]
+            return f"{host}:{port}"
+        except Exception:
+            return None
+
+    return {"hostname": lab_app.lab.hostname, "local_domains": list(directory.domains), "users": users,
+            "lists": lists, "domains": domains, "attacker_ip": world.ATTACKER_IP,
+            "spoofed_ptr_ip": world.SPOOFED_PTR_IP, "smtp": where(lab_app.smtp), "pop3": where(lab_app.pop3),
+            "passwords_shown": show_passwords}

@@ -1,0 +1,94 @@
+"""The web view's server: uvicorn on its own thread and event loop, beside the mail servers."""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+
+from ..server.base import BindError
+from .app import Streams, create_app
+from .attacks import MatrixJob
+from .index import EventIndex
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    """``WebServer(lab_app, host, port).start()`` serves the live view of ``lab_app`` (a ``Forgelab``).
+
+    It subscribes to the lab's event bus when constructed, so create it before mail arrives.
+    ``port=0`` picks a free port; ``.address`` tells which.
+    """
+
+    def __init__(self, lab_app, host: str = "127.0.0.1", port: int = 8025, index: EventIndex | None = None):
+        self.lab_app = lab_app
+        self.host, self.port = host, port
+        self.index = index or EventIndex()
+        self.job = MatrixJob()
+        self.streams = Streams()
+        self._unsubscribe = lab_app.bus.subscribe(self.index)
+        self.app = create_app(lab_app, self.index, self.job, bind_host=host, streams=self.streams)
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._sock is not None, "web server not started"
+        return self._sock.getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise BindError(f"web view cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        sock.set_inheritable(True)
+        return sock
+
+    def start(self, timeout: float = 10.0) -> "WebServer":
+        # Bind here, in the caller's thread, so "port in use" is a clear error at start-up.
+        self._sock = self._bind()
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2, timeout_keep_alive=5)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name="forgelab-web", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the web view did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._unsubscribe()
+        self.streams.close_all()  # event streams end now instead of holding the shutdown
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the web view did not stop within %s s", timeout)
+        if self._sock is not None:
+            self._sock.close()
+
+    def __enter__(self) -> "WebServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
