@@ -173,8 +173,9 @@ def test_help_and_unknown_commands_answer_err_with_the_commands_of_the_state():
     conn = greeted()
     conn.receive_data(b"HELP\r\nXYZZY\r\n\r\nSTAT\r\nPASS x\r\n")
     replies = [e.reply.to_bytes() for e in events_of(conn)[:-1]]
-    assert replies[0] == (b"-ERR POP3 has no HELP command (RFC 1939); commands here: "
-                          b"USER name, PASS password, APOP name digest, CAPA, QUIT\r\n")
+    assert replies[0].startswith(b"-ERR POP3 has no HELP command (RFC 1939); commands here: "
+                                 b"USER name, PASS password, APOP name digest, CAPA")
+    assert replies[0].endswith(b", QUIT\r\n") and b"STAT" not in replies[0]
     assert replies[1].startswith(b"-ERR unknown command; commands here: USER name")
     assert replies[2].startswith(b"-ERR empty command")
     assert replies[3].startswith(b"-ERR STAT needs a login first")
@@ -435,12 +436,9 @@ def test_a_good_login_forgets_earlier_failures(world):
     assert slept == []
 
 
-def test_capa_lists_the_capabilities():
-    conn = greeted()
-    conn.receive_data(b"CAPA\r\n")
-    event = conn.next_event()
-    reply = Pop3Service.__new__(Pop3Service).handle(event)
-    lines = reply.to_bytes().split(b"\r\n")
+def test_capa_lists_the_capabilities(world):
+    s = Session(*world)
+    lines = s(b"CAPA\r\n").split(b"\r\n")
     assert lines[0] == b"+OK capability list follows"
     assert {b"TOP", b"UIDL", b"USER", b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"} <= set(lines)
     assert lines[-2:] == [b".", b""]
