@@ -61,7 +61,7 @@ class Forgelab:
         smtp_host, smtp_port = parse_hostport(settings.smtp)
         pop3_host, pop3_port = parse_hostport(settings.pop3)
         self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits)
-        self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits)
+        self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls)
 
     def _attach_resolver(self) -> None:
         if self.settings.dns == "system":

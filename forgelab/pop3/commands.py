@@ -94,6 +94,7 @@ COMMANDS: dict[str, tuple[str, Callable[[str], ev.Event]]] = {
     "TOP": ("TOP msg lines", _top),
     "UIDL": ("UIDL [msg]", _optional_msg(ev.Uidl, "UIDL")),
     "CAPA": ("CAPA", _bare(ev.Capa, "CAPA")),
+    "STLS": ("STLS", _bare(ev.Stls, "STLS")),
     "QUIT": ("QUIT", _bare(ev.Quit, "QUIT")),
 }
 SYNTAX = {verb: syntax for verb, (syntax, _) in COMMANDS.items()}

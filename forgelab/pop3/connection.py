@@ -43,6 +43,7 @@ def hint(state: State) -> str:
     verbs = set(TABLE[state])
     if state in _AUTH_STATES:  # show PASS before USER was given, USER after
         verbs = set(TABLE[State.AUTHORIZATION]) | set(TABLE[State.AUTHORIZATION_PASS])
+    verbs.discard("STLS")  # CAPA announces it, only when the server has TLS
     return ", ".join(SYNTAX[v] for v in COMMANDS if v in verbs)
 
 
@@ -70,6 +71,14 @@ class Pop3Connection:
     def buffered_bytes(self) -> int:
         """Octets held for lines not yet read as events (bounded by ``max_line`` per partial line)."""
         return len(self._partial) + sum(len(x) for x in self._lines if x is not _TOO_LONG)
+
+    def discard_buffered(self) -> int:
+        """Drop every line received but not yet read (after STLS: CVE-2011-0411); returns octets."""
+        dropped = self.buffered_bytes
+        self._lines.clear()
+        self._partial.clear()
+        self._discarding = False
+        return dropped
 
     @property
     def awaiting_reply(self) -> bool:

@@ -53,6 +53,11 @@ class Capa(Event):
 
 
 @dataclass(frozen=True)
+class Stls(Event):
+    """STLS (RFC 2595): switch to TLS; after +OK the next bytes are the TLS handshake."""
+
+
+@dataclass(frozen=True)
 class Quit(Event):
     """QUIT; ``update`` is True when it ends a TRANSACTION: commit the deletions."""
     update: bool = False

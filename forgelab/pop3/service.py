@@ -115,8 +115,10 @@ class Pop3Service:
 
     def __init__(self, store: MailStore, directory: Directory, *, peer_ip: str = "127.0.0.1",
                  hostname: str = "localhost", throttle: LoginThrottle | None = None,
-                 sleep: Callable[[float], object] = time.sleep):
+                 sleep: Callable[[float], object] = time.sleep, tls_available: bool = False):
         self.store = store
+        self.tls_available = tls_available
+        self.tls_active = False  # set by the driver once the STLS handshake is done
         self.directory = directory
         self.peer_ip = peer_ip
         self.throttle = throttle
@@ -144,7 +146,16 @@ class Pop3Service:
         return event.reply
 
     def _on_capa(self, event: ev.Capa) -> Pop3Reply:
-        return Pop3Reply.listing("capability list follows", CAPABILITIES)
+        stls = ("STLS",) if self.tls_available and not self.tls_active else ()
+        return Pop3Reply.listing("capability list follows", CAPABILITIES + stls)
+
+    def _on_stls(self, event: ev.Stls) -> Pop3Reply:
+        if self.tls_active:
+            return Pop3Reply.err("TLS is already active")
+        if not self.tls_available:
+            return Pop3Reply.err("[SYS/PERM] TLS not available: this server has no certificate")
+        self._name = None  # RFC 2595 4: nothing said before the handshake counts
+        return Pop3Reply.ok("Begin TLS negotiation")
 
     def _on_user(self, event: ev.User) -> Pop3Reply:
         # The same answer for every name: USER must not tell who exists.

@@ -43,12 +43,14 @@ TABLE: dict[State, dict[str, Step]] = {
         "USER": Step(ok=AUTH_PASS, err=AUTH),
         "APOP": Step(ok=TRANS, err=AUTH),
         "CAPA": _stay(AUTH),
+        "STLS": _stay(AUTH),  # RFC 2595 4: only before logging in
         "QUIT": Step(ok=CLOSED, err=CLOSED),
     },
     AUTH_PASS: {
         "PASS": Step(ok=TRANS, err=AUTH),
         "USER": Step(ok=AUTH_PASS, err=AUTH),  # a second USER starts over
         "CAPA": _stay(AUTH_PASS),
+        "STLS": Step(ok=AUTH, err=AUTH_PASS),  # the USER before it is forgotten
         "QUIT": Step(ok=CLOSED, err=CLOSED),
     },
     TRANS: {

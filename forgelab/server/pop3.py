@@ -6,6 +6,7 @@ transcript on the event bus.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 
@@ -32,12 +33,15 @@ class Pop3Server:
     :param limits: connection caps and timeouts (``idle_timeout``, ``session_timeout``).
     :param hostname: the host in the greeting's APOP timestamp; ``mx.<primary domain>`` by default.
     :param throttle: failed-login throttle shared by all sessions; a default one if None.
+    :param tls: the server context STLS uses (RFC 2595); None: STLS is not offered.
     """
 
     def __init__(self, store: MailStore, directory: Directory, bus: EventBus | None = None,
                  host: str = "127.0.0.1", port: int = 1110, limits: Limits | None = None, *,
-                 hostname: str | None = None, throttle: LoginThrottle | None = None):
+                 hostname: str | None = None, throttle: LoginThrottle | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.store = store
+        self.tls = tls
         self.directory = directory
         self.bus = bus
         self.hostname = hostname or f"mx.{directory.primary_domain}"
@@ -98,7 +102,7 @@ class _Session:
         self.conn = Pop3Connection()
         self.service = Pop3Service(server.store, server.directory, peer_ip=c.peer_ip,
                                    hostname=server.hostname, throttle=server.throttle,
-                                   sleep=server._stopped.wait)
+                                   sleep=server._stopped.wait, tls_available=server.tls is not None)
         self.deadline = time.monotonic() + server.limits.session_timeout
 
     def line(self, direction: str, text: str) -> None:
@@ -118,11 +122,31 @@ class _Session:
             if isinstance(event, ev.ConnectionClosed):
                 return
             self.line("in", event.line)
-            if not self.answer(event, self.service.handle(event)):
+            reply = self.service.handle(event)
+            if not self.answer(event, reply):
+                return
+            if isinstance(event, ev.Stls) and reply.positive and not self.start_tls():
+                self.reason = "TLS handshake failed"
                 return
             if self.conn.state is State.CLOSED:
                 self.reason = "quit"
                 return
+
+    def start_tls(self) -> bool:
+        # CVE-2011-0411: lines pipelined in plain text after STLS must not run inside TLS.
+        dropped = self.conn.discard_buffered()
+        if dropped:
+            self.line("in", f"<{dropped} octets sent after STLS before the handshake: discarded (CVE-2011-0411)>")
+        remaining = self.deadline - time.monotonic()
+        self.c.sock.settimeout(max(min(self.server.limits.idle_timeout, remaining), 0.001))
+        try:
+            self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.server._publish("session.tls", session_id=self.id, ok=False, error=str(exc)[:200])
+            return False
+        self.service.tls_active = True
+        self.server._publish("session.tls", session_id=self.id, ok=True, version=self.c.sock.version())
+        return True
 
     def read(self) -> bool:
         limits = self.server.limits
