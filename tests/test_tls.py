@@ -168,3 +168,82 @@ def test_unusable_certificate_settings_are_one_clear_error(tmp_path):
     with pytest.raises(TlsError):
         Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path / "d",
                           tls_cert=tmp_path / "missing.pem"))
+
+
+# -- POP3 STLS (RFC 2595) -----------------------------------------------------------------------
+
+class Pop3Client:
+    def __init__(self, address):
+        self.sock = socket.create_connection(address, timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def line(self) -> str:
+        data = self.file.readline()
+        if not data:
+            raise EOFError
+        return data.decode().rstrip("\r\n")
+
+    def cmd(self, text: str) -> str:
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.line()
+
+    def listing(self, text: str) -> list[str]:
+        assert self.cmd(text).startswith("+OK")
+        lines = []
+        while (line := self.line()) != ".":
+            lines.append(line)
+        return lines
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        self.file.close()
+        self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
+        self.file = self.sock.makefile("rb")
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+def test_pop3_stls_then_login_inside_tls(lab):
+    lab.store.deliver("alice", b"Subject: one\r\n\r\nbody\r\n")
+    c = Pop3Client(lab.pop3.address)
+    try:
+        assert "STLS" in c.listing("CAPA")
+        assert c.cmd("STLS") == "+OK Begin TLS negotiation"
+        c.start_tls(trusting(lab))
+        assert "STLS" not in c.listing("CAPA")
+        assert c.cmd("STLS").startswith("-ERR")
+        assert c.cmd("USER alice").startswith("+OK")
+        assert c.cmd("PASS rabbit-hole").startswith("+OK")
+        assert c.cmd("STAT").startswith("+OK 1 ")
+        assert c.cmd("STLS").startswith("-ERR")  # not after login
+    finally:
+        c.close()
+
+
+def test_pop3_plaintext_pipelined_after_stls_is_discarded(lab):
+    c = Pop3Client(lab.pop3.address)
+    try:
+        c.sock.sendall(b"STLS\r\nUSER alice\r\nPASS rabbit-hole\r\n")
+        assert c.line() == "+OK Begin TLS negotiation"
+        c.start_tls(trusting(lab))
+        # Had the injected USER/PASS run, we would be logged in and STAT would answer +OK.
+        assert c.cmd("STAT").startswith("-ERR")
+        assert c.cmd("NOOP").startswith("-ERR")
+    finally:
+        c.close()
+    lab.recorder.wait_for("session.close", 1)
+    lines = [e["text"] for e in lab.recorded("session.line") if e.get("protocol") == "pop3" and e["direction"] == "in"]
+    assert any("discarded (CVE-2011-0411)" in line for line in lines)
+
+
+def test_pop3_stls_without_tls_is_refused(forgelab_server):
+    lab = forgelab_server(tls=False)
+    c = Pop3Client(lab.pop3.address)
+    try:
+        assert "STLS" not in c.listing("CAPA")
+        assert c.cmd("STLS").startswith("-ERR")
+        assert c.cmd("USER alice").startswith("+OK")
+    finally:
+        c.close()
