@@ -1,0 +1,269 @@
+"""Every limit, set small in a policy, hit for real over 127.0.0.1 (SMTP and POP3)."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from forgelab.app import Forgelab, Settings
+from forgelab.policy import load_policy
+from forgelab.pop3 import LoginThrottle
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def policy(**server):
+    p = load_policy("observe")
+    p.server.update(server)
+    return p
+
+
+class Client:
+    """Telnet-like: send a line, read one SMTP reply (or one POP3 status line)."""
+
+    def __init__(self, address, source: str | None = None, timeout: float = 10):
+        self.sock = socket.create_connection(address, timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise EOFError(lines)
+            lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+            if line[3:4] != b"-":
+                return int(line[:3]), "\n".join(x[4:] for x in lines)
+
+    def line(self) -> str:
+        data = self.file.readline()
+        if not data:
+            raise EOFError
+        return data.decode().rstrip("\r\n")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, text: str | bytes) -> tuple[int, str]:
+        self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
+        return self.reply()
+
+    def pop(self, text: str) -> str:
+        self.send(text.encode() + b"\r\n")
+        return self.line()
+
+    def closed_by_server(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def smtp(forgelab_server):
+    """``smtp(**server_settings) -> (app, connect)``; connect() returns a greeted Client."""
+    opened = []
+
+    def start(**server):
+        app = forgelab_server(policy=policy(**server))
+
+        def connect(source=None):
+            c = Client(app.smtp.address, source)
+            opened.append(c)
+            assert c.reply()[0] == 220
+            return c
+        return app, connect
+    yield start
+    for c in opened:
+        c.close()
+
+
+# -- SMTP message limits ------------------------------------------------------------------------
+
+def test_size_is_advertised_and_enforced_with_552(smtp):
+    app, connect = smtp(max_message_size=2000)
+    c = connect()
+    assert "SIZE 2000" in c.cmd("EHLO me.example")[1].splitlines()
+    code, text = c.cmd("MAIL FROM:<a@shop.example> SIZE=2001")
+    assert (code, text[:5]) == (552, "5.3.4")
+    assert c.cmd("MAIL FROM:<a@shop.example> SIZE=100")[0] == 250  # the declared size is a promise...
+    c.cmd("RCPT TO:<alice@corp.example>")
+    c.cmd("DATA")
+    code, text = c.cmd(b"Subject: big\r\n\r\n" + b"x" * 70 + (b"\r\n" + b"y" * 70) * 40 + b"\r\n.")
+    assert (code, text[:5]) == (552, "5.3.4")  # ...the real size is what counts
+    assert app.store.list("alice") == []
+    assert c.cmd("NOOP")[0] == 250
+
+
+def test_recipients_per_message_452(smtp):
+    app, connect = smtp(max_recipients=3)
+    c = connect()
+    c.cmd("EHLO me.example")
+    c.cmd("MAIL FROM:<a@shop.example>")
+    for _ in range(3):
+        assert c.cmd("RCPT TO:<alice@corp.example>")[0] == 250
+    code, text = c.cmd("RCPT TO:<bob@corp.example>")
+    assert (code, text[:5]) == (452, "4.5.3")
+    c.cmd("DATA")
+    assert c.cmd("Subject: three\r\n\r\nhi\r\n.")[0] == 250  # the message goes to the first three
+
+
+def test_command_and_text_line_lengths(smtp):
+    app, connect = smtp()
+    c = connect()
+    assert c.cmd("NOOP " + "x" * 600) == (500, "5.5.2 Line too long (the limit is 512 octets)")
+    c.send(b"HELO " + b"y" * 100_000 + b"\r\n")  # huge, in many segments: dropped as it comes
+    assert c.reply()[0] == 500
+    c.cmd("EHLO me.example")
+    c.cmd("MAIL FROM:<a@shop.example>")
+    c.cmd("RCPT TO:<alice@corp.example>")
+    c.cmd("DATA")
+    code, text = c.cmd(b"Subject: long\r\n\r\n" + b"z" * 1200 + b"\r\n.")
+    assert (code, text[:5]) == (500, "5.5.2")
+    assert app.store.list("alice") == []
+
+
+def test_errors_per_session_end_it_with_421(smtp):
+    app, connect = smtp(max_errors=3)
+    c = connect()
+    for _ in range(3):
+        assert c.cmd("BOGUS")[0] == 500
+    c.send(b"BOGUS\r\n")
+    assert c.reply()[0] == 500
+    assert c.reply() == (421, "4.7.0 Too many errors in this session, closing")
+    assert c.closed_by_server()
+
+
+def test_commands_per_session_end_it_with_421(smtp):
+    app, connect = smtp(max_commands=10)
+    c = connect()
+    for _ in range(10):
+        assert c.cmd("NOOP")[0] == 250
+    c.send(b"NOOP\r\n")
+    assert c.reply()[0] == 250
+    assert c.reply() == (421, "4.7.0 Too many commands in this session, closing")
+    assert c.closed_by_server()
+
+
+def test_idle_timeout_421(smtp):
+    app, connect = smtp(idle_timeout=0.5)
+    c = connect()
+    started = time.monotonic()
+    assert c.reply() == (421, "4.4.2 Idle too long, closing")
+    assert 0.4 < time.monotonic() - started < 3
+
+
+def test_a_one_byte_a_second_client_is_cut_at_the_session_limit_and_holds_no_one(smtp):
+    app, connect = smtp(session_timeout=1.5, idle_timeout=10)
+    slow = connect()
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def dribble():
+        for byte in b"NOOP NOOP NOOP NOOP NOOP NOOP NOOP NOOP":
+            if stop.wait(0.25):
+                return
+            try:
+                slow.send(bytes([byte]))
+            except OSError:
+                return
+    t = threading.Thread(target=dribble)
+    t.start()
+    try:
+        fast = connect()  # served at once while the slow one dribbles
+        assert fast.cmd("EHLO me.example")[0] == 250
+        assert fast.cmd("QUIT")[0] == 221
+        assert slow.reply() == (421, "4.4.2 Session time limit reached, closing")
+        assert time.monotonic() - started < 4
+    finally:
+        stop.set()
+        t.join()
+
+
+# -- connection caps: SMTP and POP3 ------------------------------------------------------------------
+
+def test_connection_caps_per_address_and_in_total(smtp):
+    app, connect = smtp(max_connections=3, max_connections_per_ip=2)
+    assert app.smtp._server.limits.max_connections == 3
+    first, second = connect(), connect()
+    third = Client(app.smtp.address)
+    assert third.reply() == (421, "4.7.0 Too many connections, try again later")
+    third.close()
+    other = connect(source="127.0.0.2")  # another client address still gets in
+    assert other.cmd("NOOP")[0] == 250
+    fourth = Client(app.smtp.address, source="127.0.0.3")  # but the total is full
+    assert fourth.reply()[0] == 421
+    fourth.close()
+    pop_first = Client(app.pop3.address)
+    pop_second = Client(app.pop3.address)
+    assert pop_first.line().startswith("+OK") and pop_second.line().startswith("+OK")
+    pop_third = Client(app.pop3.address)
+    assert pop_third.line() == "-ERR [SYS/TEMP] too many connections"
+    for c in (pop_first, pop_second, pop_third):
+        c.close()
+    first.cmd("QUIT")
+    deadline = time.monotonic() + 5
+    while app.smtp._server.active_connections > 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    again = connect()  # a slot freed is a slot usable
+    assert again.cmd("NOOP")[0] == 250
+
+
+def test_policy_file_sets_the_caps(tmp_path):
+    (tmp_path / "tight.toml").write_text('extends = "observe"\n[server]\nmax_connections = 7\n'
+                                         'max_connections_per_ip = 3\nidle_timeout = 12\n')
+    app = Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path / "d",
+                            policy=str(tmp_path / "tight.toml"), tls=False, event_log=False))
+    for server in (app.smtp._server, app.pop3._server):
+        assert (server.limits.max_connections, server.limits.max_per_ip, server.limits.idle_timeout) == (7, 3, 12)
+
+
+# -- POP3 limits ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def pop3(forgelab_server):
+    app = forgelab_server(policy=policy(idle_timeout=1, session_timeout=2))
+    app.pop3.throttle = LoginThrottle(free_failures=2, delay=0.3, max_failures=4, lockout=60)
+    return app
+
+
+def test_pop3_line_length_and_idle_timeout(pop3):
+    c = Client(pop3.pop3.address)
+    try:
+        assert c.line().startswith("+OK")
+        assert c.pop("USER " + "a" * 300).startswith("-ERR line too long")
+        assert c.pop("CAPA").startswith("+OK")
+        while c.line() != ".":
+            pass
+        started = time.monotonic()
+        assert c.line().startswith("-ERR")  # idle
+        assert 0.8 < time.monotonic() - started < 3
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+def test_pop3_failed_logins_are_slowed_then_refused_and_never_tell_who_exists(pop3):
+    c = Client(pop3.pop3.address)
+    try:
+        c.line()
+        answers, took = [], []
+        for name in ("alice", "nobody-here", "alice", "nobody-here"):
+            assert c.pop(f"USER {name}") == "+OK send PASS"  # USER never tells
+            started = time.monotonic()
+            answers.append(c.pop("PASS wrong"))
+            took.append(time.monotonic() - started)
+        assert set(answers) == {"-ERR [AUTH] invalid user name or password"}
+        assert took[0] < 0.25 and took[1] < 0.25  # the first failures are free
+        assert took[2] >= 0.25 and took[3] >= 0.25  # then each one waits
+        c.pop("USER alice")
+        assert c.pop("PASS rabbit-hole") == "-ERR [SYS/TEMP] too many failed logins, try later"
+    finally:
+        c.close()
