@@ -28,7 +28,7 @@ def test_greylist_tempfails_first_attempt_then_accepts(forgelab_server, tmp_path
     policy.write_text('extends = "strict"\n[defences.greylist]\ndelay = 0.5\n')
     lab = forgelab_server(policy=str(policy), plugins=[str(HERE / "greylist.py")])
     with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
-        client.ehlo("mail.shop.example")
+        client.ehlo("client.example")
         client.mail("orders@shop.example")
         code, text = client.rcpt("alice@corp.example")
         assert code == 451 and b"[greylist]" in text
@@ -36,6 +36,6 @@ def test_greylist_tempfails_first_attempt_then_accepts(forgelab_server, tmp_path
     import time
     time.sleep(0.6)
     with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
-        client.ehlo("mail.shop.example")
+        client.ehlo("client.example")
         client.mail("orders@shop.example")
         assert client.rcpt("alice@corp.example")[0] == 250

@@ -1,6 +1,8 @@
 """Envelope sender versus header From (and Sender, Reply-To)."""
 from __future__ import annotations
 
+import dataclasses
+
 import forgelab
 
 from ._addresses import domain_of, facts, finding, is_local_domain, same_domain, show, verdict
@@ -23,6 +25,9 @@ class Mismatch:
       (and other than the Sender's);
     - ``neutral``: the null sender ``<>`` with a From: bounces are legitimate, but
       nothing ties the From to the sender.
+
+    A ``fail`` suggests ``reject`` for the strongest case and ``quarantine`` otherwise
+    (honoured by a policy whose action for ``mismatch`` is ``suggested``, as in strict).
 
     Every parser's reading of the address fields counts (see ``_addresses``), so an
     address hidden from one parser is still compared.
@@ -82,7 +87,11 @@ class Mismatch:
                     "softfail",
                     f"Reply-To sends answers to {show(domain)}, not to the From domain {show(from_domains[0])}."))
         pass_reason = f"The header From ({show(', '.join(from_domains))}) matches the envelope sender {show(mail_from)}."
-        return verdict(self.name, findings, pass_reason, **details)
+        result = verdict(self.name, findings, pass_reason, **details)
+        if result.result == "fail":
+            # A policy saying "suggested" refuses a local-domain claim and quarantines the rest.
+            result = dataclasses.replace(result, action="reject" if details["strongest"] else "quarantine")
+        return result
 
     def _envelope(self, mail_from, env_domain, from_domains, sender_domains) -> list[dict]:
         differing = [d for d in from_domains if not self._same(d, env_domain)]

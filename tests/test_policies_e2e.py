@@ -164,3 +164,11 @@ def test_policy_switch_applies_to_the_next_message(forgelab_server):
     with pytest.raises(smtplib.SMTPSenderRefused):
         send(lab, ATTACKER, "alerts@bank.example", bank_message())
     assert len(pop3_messages(lab)) == 1
+
+
+def test_strict_refuses_a_from_claiming_our_domain_from_outside(forgelab_server):
+    lab = forgelab_server(policy="strict")
+    data = b"From: Carol Danvers <carol@corp.example>\r\nTo: alice@corp.example\r\nSubject: wire\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\npay now\r\n"
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(lab, ATTACKER, "boss@phish.example", data, helo="mail.phish.example")
+    assert refused.value.smtp_code == 550 and b"[mismatch] The header From claims our own domain corp.example" in refused.value.smtp_error
