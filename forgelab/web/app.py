@@ -245,12 +245,18 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
         if refusal:
             return refusal
         body = body if isinstance(body, dict) else {}
-        policies, only = body.get("policies"), body.get("only")
+        mode, policies, only = body.get("mode", "matrix"), body.get("policies"), body.get("only")
+        if mode not in ("matrix", "send"):
+            return JSON({"error": "'mode' is matrix (throw-away servers) or send (to this server)"}, status_code=400)
         for key, value, allowed in (("policies", policies, shipped_policies()), ("only", only, None)):
             if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)
                                       or (allowed is not None and not set(value) <= set(allowed))):
                 return JSON({"error": f"'{key}' must be a list of names"}, status_code=400)
-        if not job.start(policies or None, only or None):
+        if mode == "send":
+            started = job.start_send(_reachable(lab_app.smtp.address), only or None)
+        else:
+            started = job.start(policies or None, only or None)
+        if not started:
             return JSON({"error": "a run is already going", **job.status()}, status_code=409)
         return JSON(job.status(), status_code=202)
 
@@ -278,6 +284,12 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
     app = Starlette(routes=routes, middleware=middleware)
     app.state.index, app.state.job, app.state.streams = index, job, streams
     return app
+
+
+def _reachable(address: tuple) -> tuple[str, int]:
+    """Where a client on this machine reaches a server listening on ``address``."""
+    host, port = address[:2]
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host), port
 
 
 def _client(request: Request) -> str | None:

@@ -1,4 +1,9 @@
-"""Runs the attack catalogue (``forgelab attacks run``) in a background thread for the page."""
+"""The attack catalogue, run from the page in a background thread, one run at a time.
+
+Two runs: ``matrix`` is ``forgelab attacks run`` (every entry under each chosen policy,
+each policy on its own throw-away server); ``send`` plays every entry against the
+running server, so each attack arrives on the live page with its verdicts.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -20,55 +25,99 @@ def _plain(value):
     return str(value)
 
 
-class MatrixJob:
-    """One run at a time; ``status()`` is what ``GET /api/attacks`` answers."""
+def _describe(item) -> str:
+    """One progress line for an Outcome (or anything else the runner reports)."""
+    attack, policy, outcome = (getattr(item, name, None) for name in ("attack", "policy", "outcome"))
+    if attack is None:
+        return str(item)[:500]
+    caught = getattr(item, "caught_by", None)
+    mark = "" if getattr(item, "ok", True) else "  ! not as the catalogue expects"
+    return f"{policy:<8} {attack}: {outcome}" + (f" [{', '.join(caught)}]" if caught else "") + mark
 
-    MAX_PROGRESS = 500
+
+class MatrixJob:
+    """``status()`` is what ``GET /api/attacks`` answers."""
+
+    MAX_ITEMS = 2000
 
     def __init__(self):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._state = {"state": "idle", "started": None, "finished": None, "progress": [],
-                       "matrix": None, "outcomes": None, "error": None, "policies": None, "only": None}
+        self._state = self._fresh("idle", None, None, None)
+
+    @staticmethod
+    def _fresh(state, mode, policies, only) -> dict:
+        return {"state": state, "mode": mode, "started": time.time() if state == "running" else None,
+                "finished": None, "progress": [], "outcomes": [], "sent": [], "matrix": None, "error": None,
+                "policies": policies, "only": only}
 
     def status(self) -> dict:
         with self._lock:
-            return {**self._state, "progress": list(self._state["progress"])}
+            return {**self._state, "progress": list(self._state["progress"]),
+                    "outcomes": list(self._state["outcomes"]), "sent": list(self._state["sent"])}
 
     def start(self, policies: list[str] | None = None, only: list[str] | None = None) -> bool:
-        """Start a run; False when one is already running."""
+        """Run the matrix; False when a run is already going."""
+        return self._launch("matrix", self._matrix, policies, only)
+
+    def start_send(self, address: tuple[str, int], only: list[str] | None = None) -> bool:
+        """Send every catalogue entry to the server at ``address``; False when a run is already going."""
+        return self._launch("send", lambda policies, only: self._send(address, only), None, only)
+
+    def _launch(self, mode, target, policies, only) -> bool:
         with self._lock:
             if self._state["state"] == "running":
                 return False
-            self._state = {"state": "running", "started": time.time(), "finished": None, "progress": [],
-                           "matrix": None, "outcomes": None, "error": None, "policies": policies, "only": only}
-            self._thread = threading.Thread(target=self._run, args=(policies, only), name="forgelab-web-attacks",
-                                            daemon=True)
+            self._state = self._fresh("running", mode, policies, only)
+            self._thread = threading.Thread(target=self._guarded, args=(target, policies, only),
+                                            name=f"forgelab-web-{mode}", daemon=True)
             self._thread.start()
             return True
 
-    def _progress(self, *args, **kwargs) -> None:
-        text = " ".join(str(a) for a in args) + "".join(f" {k}={v}" for k, v in kwargs.items())
+    def _add(self, key: str, item) -> None:
         with self._lock:
-            progress = self._state["progress"]
-            progress.append(text[:500])
-            del progress[:-self.MAX_PROGRESS]
+            items = self._state[key]
+            items.append(item)
+            del items[:-self.MAX_ITEMS]
 
-    def _run(self, policies, only) -> None:
+    def _progress(self, item) -> None:
+        self._add("progress", _describe(item))
+        if dataclasses.is_dataclass(item):
+            self._add("outcomes", _plain(item))
+
+    def _guarded(self, target, policies, only) -> None:
         try:
-            from ..attacks.runner import matrix_text, run_catalogue
+            fields = target(policies, only)
         except ImportError as exc:
-            self._finish(error=f"the attack runner is not available: {exc}")
-            return
-        try:
-            outcomes = run_catalogue(policies=policies, only=only, progress=self._progress)
-            self._finish(matrix=matrix_text(outcomes), outcomes=_plain(list(outcomes)))
+            fields = {"error": f"the attack runner is not available: {exc}"}
         except Exception as exc:  # shown on the page: a run that fails says why
-            self._finish(error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-
-    def _finish(self, **fields) -> None:
+            fields = {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"}
         with self._lock:
             self._state.update(state="error" if fields.get("error") else "done", finished=time.time(), **fields)
+
+    def _matrix(self, policies, only) -> dict:
+        from ..attacks.runner import matrix_text, run_catalogue
+
+        outcomes = run_catalogue(policies=policies, only=only, progress=self._progress)
+        return {"matrix": matrix_text(outcomes), "outcomes": _plain(list(outcomes))}
+
+    def _send(self, address, only) -> dict:
+        from ..attacks.catalogue import all_entries
+        from ..attacks.runner import can_bind, play
+
+        host, port = address[:2]
+        entries = [a for a in all_entries() if not only or a.id in only]
+        for attack in entries:
+            played = play(attack, host, port, bind=can_bind(attack.script.source_ip))
+            result = played[0] if isinstance(played, tuple) else played
+            if isinstance(result, list):  # VRFY/EXPN probes: the replies are the answer
+                summary = "; ".join(str(r) for r in result)[:300]
+            else:
+                summary = f"{getattr(result, 'outcome', '?')}: {getattr(result, 'reply', '') or getattr(result, 'error', '')}"
+            self._add("sent", {"attack": attack.id, "title": attack.title, "class": attack.cls,
+                               "legit": attack.legit, "result": summary[:500]})
+            self._add("progress", f"sent {attack.id}: {summary[:200]}")
+        return {}
 
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread

@@ -54,8 +54,16 @@
   }
 
   function chips(checks) {
+    const all = checks || [];
+    const loud = all.filter((c) => c.result !== "pass" && c.result !== "none");
     return h("span", { class: "chips" },
-      (checks || []).map((c) => h("span", { class: `chip result-${c.result}` }, `${c.check}=${c.result}`)));
+      loud.map((c) => h("span", { class: `chip result-${c.result}` }, `${c.check}=${c.result}`)),
+      all.length > loud.length ? h("span", { class: "quiet" }, `${all.length - loud.length} pass or none`) : null);
+  }
+
+  function subjectOf(m) {
+    if (m.subject !== null && m.subject !== undefined) return m.subject;
+    return m.status === "rejected" && m.stage !== "message" ? "(refused before DATA)" : "(no subject)";
   }
 
   function messageRow(m) {
@@ -63,7 +71,7 @@
       h("td", { class: "time" }, clock(m.ts)),
       h("td", {}, actionBadge(m.action, m.status, m.stage)),
       h("td", { class: "from" }, m.from || ""),
-      h("td", { class: "subject" }, h("a", { href: messageHref(m.id) }, m.subject ?? "(no subject)")),
+      h("td", { class: "subject" }, h("a", { href: messageHref(m.id) }, subjectOf(m))),
       h("td", { class: "envelope" }, `${m.mail_from ?? ""} → ${(m.rcpt_tos || []).join(", ")}`),
       h("td", { class: "peer" }, m.peer_ip || ""),
       h("td", {}, chips(m.checks)));
@@ -223,21 +231,43 @@
   }
 
   function attacksPage() {
-    const form = $("attacks-form");
-    const button = $("run-attacks");
     const status = $("attacks-status");
+    const buttons = [$("run-attacks"), $("send-attacks")];
     const labels = { idle: "Not run yet.", running: "Running…", done: "Done.", error: "Failed." };
+
+    function matrixTable(outcomes) {
+      const policies = [...new Set(outcomes.map((o) => o.policy))];
+      const attacks = [...new Set(outcomes.map((o) => o.attack))];
+      const cells = new Map(outcomes.map((o) => [`${o.attack}\u0000${o.policy}`, o]));
+      const head = h("thead", {}, h("tr", {}, h("th", {}, "attack"), policies.map((p) => h("th", {}, p))));
+      const rows = attacks.map((a) => h("tr", {}, h("td", { class: "nowrap" }, a), policies.map((p) => {
+        const o = cells.get(`${a}\u0000${p}`);
+        if (!o) return h("td", {}, "…");
+        const caught = (o.caught_by || []).length && o.outcome !== "accepted" ? ` [${o.caught_by.join(", ")}]` : "";
+        return h("td", { class: `cell outcome-${o.outcome}${o.ok ? "" : " unexpected"}`,
+          title: (o.problems || []).join("; ") || (o.reply || "") },
+        (o.ok ? "" : "! ") + o.outcome + caught);
+      })));
+      return [head, h("tbody", {}, rows)];
+    }
 
     function render(job) {
       status.dataset.state = job.state;
-      const steps = (job.progress || []).length;
-      status.textContent = labels[job.state] + (job.state === "running" && steps ? ` (${steps} steps so far)` : "");
-      button.disabled = job.state === "running";
+      const count = job.mode === "send" ? (job.sent || []).length : (job.outcomes || []).length;
+      const what = job.mode === "send" ? "entries sent" : "outcomes";
+      status.textContent = labels[job.state] + (count ? ` (${count} ${what})` : "");
+      for (const button of buttons) button.disabled = job.state === "running";
       $("attacks-progress").textContent = (job.progress || []).join("\n");
       $("attacks-matrix").textContent = job.matrix || "";
-      $("attacks-matrix").hidden = !job.matrix;
+      $("matrix-text-box").hidden = !job.matrix;
       $("attacks-error").textContent = job.error || "";
       $("attacks-error").hidden = !job.error;
+      const table = $("attacks-table");
+      table.hidden = job.mode !== "matrix" || !(job.outcomes || []).length;
+      if (!table.hidden) table.replaceChildren(...matrixTable(job.outcomes));
+      $("sent-table").hidden = job.mode !== "send" || !(job.sent || []).length;
+      $("sent-body").replaceChildren(...(job.sent || []).map((e) => h("tr", {},
+        h("td", { class: "nowrap" }, e.attack), h("td", {}, e.class), h("td", {}, e.title), h("td", {}, e.result))));
     }
 
     async function poll() {
@@ -248,20 +278,28 @@
       } catch (e) { setTimeout(poll, 2000); }
     }
 
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const policies = [...form.querySelectorAll("input[name=policy]:checked")].map((i) => i.value);
-      button.disabled = true;
-      const { ok, answer } = await postJSON("/api/attacks", { policies });
-      if (!ok && answer.error && !answer.state) {
-        status.textContent = `Not started: ${answer.error}`;
-        button.disabled = false;
+    async function launch(request) {
+      for (const button of buttons) button.disabled = true;
+      const { ok, answer } = await postJSON("/api/attacks", request);
+      if (!ok && !answer.state) {
+        status.textContent = `Not started: ${answer.error || "the server refused"}`;
+        for (const button of buttons) button.disabled = false;
         return;
       }
       render(answer);
       poll();
+    }
+
+    $("attacks-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const policies = [...$("attacks-form").querySelectorAll("input[name=policy]:checked")].map((i) => i.value);
+      launch({ mode: "matrix", policies });
     });
-    if (status.dataset.state === "running") poll();
+    $("send-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      launch({ mode: "send" });
+    });
+    poll();
     stream({});
   }
 
