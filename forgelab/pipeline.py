@@ -101,7 +101,8 @@ class SmtpPipeline:
         self.lab = context.lab
         self.rules = context.rules
         self.envelope: Envelope | None = None
-        self.session_verdicts: list[Verdict] = []
+        self.connect_verdicts: list[Verdict] = []
+        self.helo_verdicts: list[Verdict] = []
         self.message_verdicts: list[Verdict] = []
         self.relay_recipients: list[str] = []
         self.local_recipients: list[str] = []  # user names, lists expanded
@@ -166,7 +167,7 @@ class SmtpPipeline:
         refused = self._refused("connect", decision)
         if refused:
             return refused
-        self.session_verdicts = list(decision.verdicts)
+        self.connect_verdicts = list(decision.verdicts)
         return Reply(220, None, f"{self.lab.hostname} ESMTP forgelab lab server, policy {self.policy.name}; mail stays on this machine")
 
     def handle(self, event) -> Reply:
@@ -183,7 +184,7 @@ class SmtpPipeline:
         self.session.esmtp = esmtp
         self._reset()
         decision = self._run_stage("helo", helo=name)
-        self.session_verdicts = [v for v in self.session_verdicts if v.check == "connect"] + decision.verdicts
+        self.helo_verdicts = list(decision.verdicts)
         return decision
 
     def on_helo(self, event: ev.Helo) -> Reply:
@@ -398,7 +399,7 @@ class SmtpPipeline:
             message = email.message.EmailMessage()
         decision = self._run_stage("message", message=message, raw=event.raw)
         verdicts = self.message_verdicts + decision.verdicts
-        every = self.session_verdicts + verdicts
+        every = self.connect_verdicts + self.helo_verdicts + verdicts
         total = Decision("accept", every)
         for verdict in every:
             action = self.policy.action_for(verdict)

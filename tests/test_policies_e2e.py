@@ -172,3 +172,21 @@ def test_strict_refuses_a_from_claiming_our_domain_from_outside(forgelab_server)
     with pytest.raises(smtplib.SMTPDataError) as refused:
         send(lab, ATTACKER, "boss@phish.example", data, helo="mail.phish.example")
     assert refused.value.smtp_code == 550 and b"[mismatch] The header From claims our own domain corp.example" in refused.value.smtp_error
+
+
+def test_connect_stage_refusal_is_554_and_the_connection_closes(forgelab_server, tmp_path):
+    import socket
+
+    plugin = tmp_path / "blocklist.py"
+    plugin.write_text("from forgelab import Verdict, hookimpl\n\nname = 'blocklist'\n\n"
+                      "@hookimpl\ndef forgelab_connect(session):\n"
+                      "    if session.peer_ip == '127.0.66.1':\n"
+                      "        return Verdict('blocklist', 'fail', f'{session.peer_ip} is on the lab blocklist')\n")
+    lab = forgelab_server(policy="strict", plugins=[str(plugin)])
+    with socket.create_connection(lab.smtp.address, timeout=10, source_address=(ATTACKER, 0)) as sock:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data == b"554 5.7.1 [blocklist] 127.0.66.1 is on the lab blocklist\r\n"
+    send(lab, BANK, "alerts@bank.example", sign(bank_message(), "bank.example"), helo="mail.bank.example")
+    assert len(pop3_messages(lab)) == 1

@@ -66,8 +66,9 @@ class SmtpServer:
         deadline = time.monotonic() + self.limits.session_timeout
         reason = "client quit"
         try:
-            say(pipeline.connect())
-            if core.closed:
+            greeting = pipeline.connect()
+            say(greeting)
+            if greeting.code >= 400:  # refused at connect: say why, then hang up
                 reason = "refused at connect"
                 return
             while not core.closed and not self._server.stopping:
