@@ -57,6 +57,7 @@ class SmtpConnection:
         self._eof = False
         self._pending: object | None = None
         self._discarding_line = False
+        self._discarded_head = b""  # the start of the over-long line being dropped
         self._data = bytearray()
         self._data_scanned = 0
         self._data_overflow = 0  # octets dropped because the message was too big
@@ -97,6 +98,8 @@ class SmtpConnection:
             newline = self._buffer.find(b"\n")
             if newline < 0:
                 if len(self._buffer) > self.limits.max_command_line:
+                    if not self._discarding_line:
+                        self._discarded_head = bytes(self._buffer[:80])
                     self._discarding_line = True  # keep memory bounded: drop it, answer at its end
                     self._buffer.clear()
                 if self._eof:
@@ -106,16 +109,21 @@ class SmtpConnection:
             del self._buffer[:newline + 1]
             if self._discarding_line:
                 self._discarding_line = False
-                self.last_line = "<a line over 512 octets, dropped>"
-                return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"), raw[:80].decode("latin-1"))
+                return self._too_long(self._discarded_head)
             return self._command(raw)
+
+    def _too_long(self, head: bytes):
+        # The same event however the line arrived: whole, or dropped piece by piece.
+        self.last_line = "<a line over 512 octets, dropped>"
+        return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"),
+                               head[:80].decode("utf-8", "replace"))
 
     def _command(self, raw: bytes):
         line_bytes = raw.rstrip(b"\r\n")
         shown = line_bytes[:200].decode("utf-8", "replace")
         self.last_line = shown
         if len(raw) > self.limits.max_command_line:
-            return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"), shown)
+            return self._too_long(raw)
         self.commands += 1
         if self.state is State.AUTH:
             return ev.AuthResponse(line_bytes.decode("ascii", "replace"))
