@@ -9,6 +9,7 @@ import click
 
 RESULT_COLOURS = {"pass": "green", "fail": "red", "softfail": "yellow", "neutral": "blue", "none": "white",
                   "temperror": "magenta", "permerror": "red"}
+SESSION_COLOURS = ("cyan", "blue", "magenta", "bright_cyan", "bright_blue", "bright_magenta")
 ACTION_COLOURS = {"accept": "green", "tag": "yellow", "quarantine": "magenta", "tempfail": "magenta", "reject": "red"}
 
 
@@ -44,7 +45,8 @@ class TerminalView:
         kind = record["kind"]
         sid = record.get("session_id") or record.get("session", {}).get("id", "")
         proto = record.get("protocol", "smtp")
-        tag = self._style(f"[{sid} {proto}]", fg="cyan")
+        # One colour per session, so interleaved sessions read as separate blocks.
+        tag = self._style(f"[{sid} {proto}]", fg=SESSION_COLOURS[sum(map(ord, sid)) % len(SESSION_COLOURS)])
         if kind == "session.open":
             s = record["session"]
             policy = f", policy {record['policy']}" if record.get("policy") else ""

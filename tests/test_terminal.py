@@ -1,0 +1,52 @@
+"""The terminal transcript: readable, coloured on request, and never driven by attacker bytes."""
+import io
+import json
+
+from forgelab.terminal import TerminalView
+
+
+def render(records, **kw):
+    out = io.StringIO()
+    view = TerminalView(out, **kw)
+    for record in records:
+        view(record)
+    return out.getvalue()
+
+
+SESSION = [
+    {"kind": "session.open", "protocol": "smtp", "session": {"id": "s1", "peer_ip": "127.0.66.1", "peer_port": 4000}, "policy": "strict"},
+    {"kind": "session.line", "protocol": "smtp", "session_id": "s1", "direction": "in", "text": "MAIL FROM:<alerts@bank.example>"},
+    {"kind": "verdict", "session_id": "s1", "stage": "mail_from", "action": "reject",
+     "verdict": {"check": "spf", "result": "fail", "reason": "127.0.66.1 is not allowed to send for bank.example"}},
+    {"kind": "message.rejected", "session_id": "s1", "stage": "mail_from", "action": "reject"},
+    {"kind": "session.line", "protocol": "smtp", "session_id": "s1", "direction": "out", "text": "550 5.7.1 [spf] ...\n550 second line"},
+    {"kind": "session.close", "protocol": "smtp", "session_id": "s1", "reason": "client quit"},
+]
+
+
+def test_transcript_shows_verdict_under_the_command_and_the_action():
+    text = render(SESSION, colour=False)
+    lines = text.splitlines()
+    assert lines[0] == "── SMTP session s1 from 127.0.66.1:4000, policy strict"
+    assert lines[1] == "[s1 smtp] C: MAIL FROM:<alerts@bank.example>"
+    assert lines[2] == "[s1 smtp]    spf=fail -> reject: 127.0.66.1 is not allowed to send for bank.example"
+    assert lines[3] == "[s1 smtp]    => REJECT at mail_from"
+    assert lines[5].strip() == "550 second line"
+
+
+def test_colour_only_when_asked():
+    assert "\x1b[" not in render(SESSION, colour=False)
+    assert "\x1b[31m" in render(SESSION, colour=True)
+
+
+def test_attacker_control_characters_are_escaped():
+    evil = {"kind": "session.line", "protocol": "smtp", "session_id": "s1", "direction": "in",
+            "text": "HELO \x1b[2J\x1b]0;pwned\x07 \u202egnp.exe"}
+    text = render([evil], colour=False)
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b[2J" in text
+
+
+def test_json_lines_mode_prints_every_event():
+    lines = render(SESSION, json_lines=True).splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == [r["kind"] for r in SESSION]
