@@ -170,5 +170,15 @@ def keygen(domain, selector, algorithm, bits, out_dir):
     click.echo(pair.zone_line)
 
 
+def _add_commands() -> None:
+    from .cli_attacks import attacks
+    from .cli_forge import forge
+
+    main.add_command(forge)
+    main.add_command(attacks)
+
+
+_add_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()
