@@ -392,6 +392,7 @@ class SmtpPipeline:
 
     def on_message(self, event: ev.Message) -> Reply:
         envelope = self.envelope
+        envelope.data_as_sent = event.wire or event.raw
         try:
             message = email.message_from_bytes(event.raw, policy=email.policy.default)
         except Exception as exc:  # the email package rarely raises, but attacker bytes are endless

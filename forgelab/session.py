@@ -51,6 +51,8 @@ class Envelope:
     mail_params: dict = field(default_factory=dict)
     rcpt_tos: list[str] = field(default_factory=list)
     id: str = field(default_factory=lambda: new_id("m"))
+    # The DATA text exactly as sent, before dot-unstuffing (set at the end of DATA).
+    data_as_sent: bytes = field(default=b"", repr=False)
     # Per-message results shared between defences (parse once, look up once).
     cache: dict = field(default_factory=dict, repr=False)
 

@@ -48,9 +48,11 @@ class Smuggling:
         self.settings = dict(settings or {})
 
     @forgelab.hookimpl
-    def forgelab_message(self, raw):
+    def forgelab_message(self, envelope, raw):
         raw = raw if isinstance(raw, (bytes, bytearray)) else b""
-        sequences, total = self._sequences(raw)
+        # Look at the text as sent: dot-unstuffing would hide the dot of "\r\n.\n".
+        sent = getattr(envelope, "data_as_sent", b"") or raw
+        sequences, total = self._sequences(sent)
         findings = []
         if total > len(sequences):
             findings.append(finding("fail", f"In all, {total} end-of-data look-alikes; the first {len(sequences)} "

@@ -5,6 +5,7 @@ import email.policy
 import pytest
 
 from forgelab.plugins.smuggling import KNOWN, Smuggling
+from forgelab.session import Envelope
 
 HEAD = b"From: <a@shop.example>\r\nTo: <alice@corp.example>\r\nDate: Mon, 17 Jun 1996 11:24:00 -0700\r\n\r\n"
 SECOND = (b"MAIL FROM:<admin@bank.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"
@@ -16,7 +17,7 @@ def check(raw):
         email.message_from_bytes(raw, policy=email.policy.default)  # parsing must not crash either
     except Exception:
         pass
-    return Smuggling({}).forgelab_message(raw=raw)
+    return Smuggling({}).forgelab_message(envelope=Envelope(data_as_sent=raw), raw=raw)
 
 
 @pytest.mark.parametrize("sequence", [
@@ -77,3 +78,11 @@ def test_many_look_alikes_are_counted_not_all_listed():
     assert verdict.result == "fail"
     assert len(verdict.details["sequences"]) == 10
     assert "In all, 50" in verdict.reason
+
+
+def test_dot_unstuffing_does_not_hide_crlf_dot_lf():
+    # The client sends "\r\n.\n"; unstuffing leaves "\r\n\n" in raw, the text as sent keeps the dot.
+    sent = HEAD + b"first\r\n.\n" + SECOND
+    raw = sent.replace(b"\r\n.", b"\r\n")
+    verdict = Smuggling({}).forgelab_message(envelope=Envelope(data_as_sent=sent), raw=raw)
+    assert verdict.result == "fail" and "crlflf" in verdict.reason

@@ -176,7 +176,8 @@ class SmtpConnection:
             return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
         if _longest_line(body) > self.limits.max_text_line - 2:
             return ev.CommandError(Reply(500, "5.5.2", "A text line is longer than 1000 octets; nothing was stored"))
-        return ev.Message(_unstuff(body), ending)
+        raw = _unstuff(body)
+        return ev.Message(raw, ending, wire=body if len(raw) != len(body) else raw)
 
     def _find_end(self):
         if self.lenient_end:

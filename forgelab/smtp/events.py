@@ -64,6 +64,9 @@ class Message:
 
     raw: bytes
     ending: bytes = b"\r\n.\r\n"
+    # The text as sent, before dot-unstuffing (``raw`` itself when no line began with a dot):
+    # unstuffing turns ``\r\n.\n`` into ``\r\n\n``, hiding a smuggling end-of-data.
+    wire: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
