@@ -183,9 +183,9 @@ def test_eof_mid_message_yields_no_message():
 
 
 def test_message_keeps_the_text_as_sent_before_unstuffing():
-    events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nx\r\n..y\r\n.\n.\r\n"])
+    events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nx\r\n..y\r\n.\nz\r\n.\r\n"])
     (msg,) = messages(events)
-    assert msg.raw == b"x\r\n.y\r\n\n" and msg.wire == b"x\r\n..y\r\n.\n"
+    assert msg.raw == b"x\r\n.y\r\n\nz\r\n" and msg.wire == b"x\r\n..y\r\n.\nz\r\n"
     events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nplain\r\n.\r\n"])
     (msg,) = messages(events)
     assert msg.wire is msg.raw
