@@ -430,3 +430,21 @@ def test_the_catalogue_is_sent_to_the_running_server_from_the_api(served):
     # It arrived on this server, so the live list shows it.
     assert wait_for(lambda: client.json("/api/messages")["messages"])
     assert client.json("/api/sessions")["sessions"][0]["peer_ip"] == entry.script.source_ip
+
+
+def test_every_api_route_is_documented(forgelab_server):
+    import re
+    from pathlib import Path
+
+    from starlette.routing import Route
+
+    docs = (Path(__file__).parent.parent / "docs" / "web.md").read_text()
+    web = WebServer(forgelab_server(), port=0)
+    try:
+        for route in web.app.routes:
+            if isinstance(route, Route) and route.path.startswith("/api/"):
+                path = re.sub(r"\{\w+\}", "{id}", route.path)
+                for method in sorted(route.methods - {"HEAD"}):
+                    assert f"{method} {path}" in docs, f"docs/web.md does not document {method} {path}"
+    finally:
+        web.stop()
