@@ -211,6 +211,7 @@ def test_stopping_the_web_view_ends_open_event_streams(forgelab_server):
         pass
     conn.close()
     assert time.monotonic() - started < 5
+    assert not web._thread.is_alive()
 
 
 def test_policy_switch_takes_effect_on_the_next_message(served):
