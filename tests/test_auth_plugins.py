@@ -186,3 +186,20 @@ def test_authserv_id_values_from_attackers_cannot_break_the_header(lab):
     lines = value.split("\r\n")
     assert all(line.startswith("\t") for line in lines[1:]) and "\r" not in value.replace("\r\n\t", "")
     assert value.count(";") == 1 and value.count("(") == value.count(")") == 1
+
+
+@pytest.mark.parametrize("raw", [
+    b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=lists.example; s=lab; b=AAAA\r\n From: x@y.example\r\n\r\nbody\r\n",
+    b"ARC-Message-Signature: i=1\r\nFrom\r\n :x@y.example\r\n\r\nbody\r\n",
+])
+def test_arc_on_a_message_dkimpy_cannot_parse_is_a_fail_not_a_crash(lab, raw):
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    verdict = ARC({}).forgelab_message(envelope=Envelope(mail_from="x@y.example"), raw=raw, lab=lab)
+    assert verdict.check == "arc" and verdict.result in ("fail", "none")
+    assert msg is not None
+
+
+def test_arc_without_any_arc_header_is_none_without_parsing(lab):
+    raw = b"From x\r\nnot a header at all\r\n\r\n"
+    verdict = ARC({}).forgelab_message(envelope=Envelope(mail_from=""), raw=raw, lab=lab)
+    assert verdict.result == "none"

@@ -28,7 +28,13 @@ class ARCResult:
 
 def verify(raw: bytes, view: Lookups) -> ARCResult:
     log, temp = _Collector(), []
-    cv, results, reason = dkim.arc_verify(raw, logger=log, dnsfunc=_dnsfunc(view, temp))
+    head = b"\n" + raw.split(b"\r\n\r\n", 1)[0].lower()
+    if b"\narc-" not in head:
+        return ARCResult("none", "the message carries no ARC set")
+    try:
+        cv, results, reason = dkim.arc_verify(raw, logger=log, dnsfunc=_dnsfunc(view, temp))
+    except (dkim.DKIMException, IndexError, ValueError) as exc:  # dkimpy's parser gives up on hostile headers
+        return ARCResult("fail", f"the ARC chain cannot be checked: the message does not parse ({exc})")
     cv = (cv or b"").decode() if isinstance(cv, bytes) else (cv or "")
     sealers = tuple(r.get("as-domain", b"").decode("utf-8", "replace") if isinstance(r.get("as-domain"), bytes)
                     else str(r.get("as-domain", "")) for r in sorted(results, key=lambda r: r.get("instance", 0)))

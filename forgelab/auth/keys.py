@@ -6,6 +6,8 @@ A key lives in one PEM file named after its DNS name,
 """
 from __future__ import annotations
 
+import functools
+
 import base64
 from dataclasses import dataclass
 from importlib import resources
@@ -126,12 +128,19 @@ def keygen(domain: str, selector: str, out_dir: str | Path | None = None, algori
 
 def held_keys(keys_dir: str | Path = LAB_KEYS) -> list[DomainKey]:
     """Every key in a keys folder, sorted by domain then selector."""
+    folder = Path(keys_dir)
+    # Parsing every PEM costs ~0.3 s: read a folder again only when it changed.
+    return list(_held_keys(str(folder), folder.stat().st_mtime_ns if folder.exists() else 0))
+
+
+@functools.lru_cache(maxsize=32)
+def _held_keys(keys_dir: str, mtime_ns: int) -> tuple[DomainKey, ...]:
     out = []
     for path in sorted(Path(keys_dir).glob(f"*{DOMAINKEY}*{SUFFIX}")):
         selector, _, domain = path.name[: -len(SUFFIX)].partition(DOMAINKEY)
         algorithm, _ = public_record(path.read_bytes())
         out.append(DomainKey(domain.lower(), selector, algorithm, path))
-    return sorted(out, key=lambda k: (k.domain, k.selector))
+    return tuple(sorted(out, key=lambda k: (k.domain, k.selector)))
 
 
 def keys_for(domain: str, selector: str | Sequence[str] | None = None,
