@@ -36,6 +36,7 @@ class Settings:
     tls: bool = True  # offer STARTTLS; with no cert given, a lab certificate is made in data_dir/tls
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    web: str | None = None  # HOST:PORT of the web view, None for none
 
 
 class Forgelab:
@@ -62,6 +63,12 @@ class Forgelab:
         pop3_host, pop3_port = parse_hostport(settings.pop3)
         self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits)
         self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls)
+        self.web = None
+        if settings.web:
+            from .web import WebServer
+
+            # Made before the servers start: it subscribes to the bus and must see every event.
+            self.web = WebServer(self, *parse_hostport(settings.web))
 
     def _attach_resolver(self) -> None:
         if self.settings.dns == "system":
@@ -70,15 +77,21 @@ class Forgelab:
             self.lab.resolver = Resolver.lab(self.settings.zone_file) if self.settings.zone_file else Resolver.lab()
 
     def start(self) -> "Forgelab":
-        self.smtp.start()
+        started = []
         try:
-            self.pop3.start()
+            for server in (self.smtp, self.pop3, self.web):
+                if server:
+                    server.start()
+                    started.append(server)
         except Exception:
-            self.smtp.stop()
+            for server in reversed(started):
+                server.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.web:
+            self.web.stop()
         self.smtp.stop()
         self.pop3.stop()
         if self._log:

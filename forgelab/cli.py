@@ -14,9 +14,14 @@ from . import __version__
 class HostPort(click.ParamType):
     name = "HOST:PORT"
 
+    def __init__(self, allow_off: bool = False):
+        self.allow_off = allow_off
+
     def convert(self, value, param, ctx):
         from .server.base import parse_hostport
 
+        if self.allow_off and value == "off":
+            return None
         try:
             parse_hostport(value)
         except ValueError as exc:
@@ -42,6 +47,7 @@ def banner(lab_app) -> str:
         click.style(f"forgelab {__version__}: a mail-forgery lab (mail never leaves this machine)", bold=True),
         f"  SMTP   {smtp_host}:{smtp_port}    telnet {smtp_host} {smtp_port}",
         f"  POP3   {pop3_host}:{pop3_port}    telnet {pop3_host} {pop3_port}",
+        f"  web    {lab_app.web.url}" if lab_app.web else "  web    off",
         f"  policy {policy.name}: {policy.description}",
         f"  local domain(s): {', '.join(lab.directory.domains)}",
         "  lab users (lab-only passwords):",
@@ -59,7 +65,10 @@ def banner(lab_app) -> str:
         f"    telnet {pop3_host} {pop3_port}   then: USER alice / PASS rabbit-hole / STAT / RETR 1 / QUIT",
         f"  data: {lab_app.data_dir}   (event log: events.jsonl)",
     ]
-    for name, (host, _) in (("SMTP", lab_app.smtp.address), ("POP3", lab_app.pop3.address)):
+    listening = [("SMTP", lab_app.smtp.address), ("POP3", lab_app.pop3.address)]
+    if lab_app.web:
+        listening.append(("web view", lab_app.web.address))
+    for name, (host, _) in listening:
         if not is_loopback(host):
             lines.append(click.style(f"  WARNING: {name} listens on {host}, not loopback: anyone who can reach it can use this lab", fg="red", bold=True))
     return "\n".join(lines)
@@ -86,24 +95,31 @@ def _world_lines(lab) -> list[str]:
 @click.option("--json", "json_lines", is_flag=True, help="Print every event as a JSON line instead of the transcript.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate for STARTTLS/STLS. Default: a lab certificate made in DATA/tls on first start.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key of --tls-cert (if not inside the certificate file).")
-def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key):
+@click.option("--web", default="127.0.0.1:8025", show_default=True, type=HostPort(allow_off=True),
+              help="Web view address, or 'off'.")
+def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from .app import Forgelab, Settings
     from .terminal import TerminalView
 
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
-                        plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key)
+                        plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
+                        web=web)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up still stops cleanly
+        signal.signal(sig, lambda *_: stop.set())
+    view = None if quiet else TerminalView(sys.stdout, json_lines=json_lines)
     try:
         lab_app = Forgelab(settings)
+        if view:
+            view.hold()  # sessions that start before the banner is out are shown after it
+            lab_app.bus.subscribe(view)
         lab_app.start()
     except Exception as exc:  # a start-up problem is one clear line, never a traceback
         raise click.ClickException(str(exc)) from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     click.echo(banner(lab_app))
-    if not quiet:
-        lab_app.bus.subscribe(TerminalView(sys.stdout, json_lines=json_lines))
+    if view:
+        view.release()
     try:
         while not stop.wait(0.5):
             pass

@@ -26,6 +26,19 @@ class TerminalView:
         self.colour = self.stream.isatty() if colour is None else colour
         self.json_lines = json_lines
         self._lock = threading.Lock()
+        self._held: list[str] | None = None
+
+    def hold(self) -> None:
+        """Keep lines back (e.g. until the banner is printed); ``release()`` prints them."""
+        with self._lock:
+            self._held = []
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held or [], None
+            for line in held:
+                self.stream.write(line + "\n")
+            self.stream.flush()
 
     def _style(self, text: str, **kw) -> str:
         return click.style(text, **kw) if self.colour else text
@@ -38,6 +51,9 @@ class TerminalView:
         if line is None:
             return
         with self._lock:
+            if self._held is not None:
+                self._held.append(line)
+                return
             self.stream.write(line + "\n")
             self.stream.flush()
 

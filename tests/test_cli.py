@@ -19,6 +19,7 @@ def free_port() -> int:
 
 
 def serve(*args, data_dir) -> subprocess.Popen:
+    args = args if "--web" in args else (*args, "--web", "off")
     return subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--data", str(data_dir), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -70,8 +71,9 @@ def test_plugins_lists_builtin_defences_and_their_hooks():
 
 
 def test_serve_banner_then_clean_stop_on_sigterm(tmp_path):
-    smtp, pop3 = free_port(), free_port()
-    proc = serve("--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}", "--policy", "strict", data_dir=tmp_path)
+    smtp, pop3, web = free_port(), free_port(), free_port()
+    proc = serve("--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}", "--web", f"127.0.0.1:{web}",
+                 "--policy", "strict", data_dir=tmp_path)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -93,6 +95,19 @@ def test_serve_banner_then_clean_stop_on_sigterm(tmp_path):
     assert "alice@corp.example" in out and "rabbit-hole" in out and "policy strict" in out
     assert "bank.example" in out
     assert "C: QUIT" in out and "forgelab stopped" in out
+    assert f"web    http://127.0.0.1:{web}" in out
+
+
+def test_web_port_in_use_stops_start_up_and_frees_the_mail_ports(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        smtp = free_port()
+        proc = serve("--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{free_port()}", "--web", f"127.0.0.1:{port}",
+                     data_dir=tmp_path)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and f"127.0.0.1:{port}" in err and "Traceback" not in err
 
 
 def test_keygen_prints_a_zone_line(tmp_path):

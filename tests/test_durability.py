@@ -37,7 +37,7 @@ class ServerProcess:
         self.stderr = open(data_dir.parent / f"stderr-{time.monotonic_ns()}.txt", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "forgelab", "serve", "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",
-             "--data", str(data_dir), "--quiet"],
+             "--data", str(data_dir), "--quiet", "--web", "off"],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         self.smtp = self.pop3 = None
         while self.smtp is None or self.pop3 is None:

@@ -50,3 +50,16 @@ def test_attacker_control_characters_are_escaped():
 def test_json_lines_mode_prints_every_event():
     lines = render(SESSION, json_lines=True).splitlines()
     assert [json.loads(line)["kind"] for line in lines] == [r["kind"] for r in SESSION]
+
+
+def test_held_lines_come_out_in_order_after_release():
+    out = io.StringIO()
+    view = TerminalView(out, colour=False)
+    view.hold()
+    view(SESSION[1])
+    assert out.getvalue() == ""
+    out.write("BANNER\n")
+    view.release()
+    view(SESSION[-1])
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "BANNER" and lines[1].startswith("[s1 smtp] C: MAIL FROM") and "closed" in lines[2]
