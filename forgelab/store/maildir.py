@@ -97,6 +97,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _DirSync:
+    """Group commit for one directory: an fsync that starts after my rename makes it durable,
+    so concurrent deliveries share one fsync instead of queueing one each. No lock is held
+    while the fsync runs."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._cond = threading.Condition()
+        self._started = 0  # generation of the last fsync begun
+        self._done = 0     # generation of the last fsync that succeeded
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            need = self._started + 1  # one running now began before my rename: it does not count
+            while self._done < need:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                mine = self._started
+                self._cond.release()
+                try:
+                    _fsync_dir(self.path)
+                except BaseException:
+                    with self._cond:
+                        self._running = False
+                        self._cond.notify_all()  # a waiter retries with its own fsync
+                    raise
+                finally:
+                    self._cond.acquire()
+                self._running = False
+                self._done = max(self._done, mine)
+                self._cond.notify_all()
+
+
 # Process-wide registry of held maildrop locks (flock alone also excludes other processes).
 _held_locks: set[str] = set()
 _held_guard = threading.Lock()
@@ -125,6 +162,8 @@ class MailStore:
         self._counter_lock = threading.Lock()
         self._host = _safe_host()
         self._created: set[Path] = set()
+        self._dir_syncs: dict[str, _DirSync] = {}
+        self._dir_syncs_lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- paths ---------------------------------------------------------------------------
@@ -172,21 +211,35 @@ class MailStore:
 
     def _write(self, maildir: Path, data: bytes) -> str:
         name = self._unique_name(data)
-        tmp, new = maildir / "tmp" / name, maildir / "new" / name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        base = os.fspath(maildir)
+        tmp, new = f"{base}/tmp/{name}", f"{base}/new/{name}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
+            try:  # plain os.write: no buffered file object for one write
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
                 if self.fsync:
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.rename(tmp, new)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
             raise
         if self.fsync:
-            _fsync_dir(maildir / "new")
+            self._dir_sync(f"{base}/new").sync()
         return name
+
+    def _dir_sync(self, path: str) -> _DirSync:
+        syncer = self._dir_syncs.get(path)
+        if syncer is None:
+            with self._dir_syncs_lock:
+                syncer = self._dir_syncs.setdefault(path, _DirSync(path))
+        return syncer
 
     def _store(self, maildir: Path, data: bytes, subfolder: bool = False) -> str:
         for attempt in (1, 2):
