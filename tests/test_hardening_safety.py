@@ -99,7 +99,7 @@ def test_a_loud_warning_when_bound_elsewhere(forgelab_server):
 
     app = forgelab_server()
     assert "WARNING" not in banner(app)
-    exposed = SimpleNamespace(lab=app.lab, context=app.context, data_dir=app.data_dir,
+    exposed = SimpleNamespace(lab=app.lab, context=app.context, data_dir=app.data_dir, web=None,
                               smtp=SimpleNamespace(address=("0.0.0.0", 1025)),
                               pop3=SimpleNamespace(address=("192.0.2.7", 1110)))
     text = banner(exposed)
