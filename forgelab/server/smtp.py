@@ -79,7 +79,9 @@ class SmtpServer:
                         say(Reply(421, "4.4.2", "Session time limit reached, closing"))
                         reason = "session time limit"
                         return
-                    conn.sock.settimeout(min(self.limits.idle_timeout, remaining))
+                    timeout = min(self.limits.idle_timeout, remaining)
+                    if conn.sock.gettimeout() != timeout:  # each settimeout is a syscall; mostly it is the same idle limit
+                        conn.sock.settimeout(timeout)
                     try:
                         data = conn.sock.recv(self.limits.read_size)
                     except socket.timeout:
