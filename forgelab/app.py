@@ -10,6 +10,7 @@ from .events import EventBus, JsonlLog
 from .lab import Lab, load_lab
 from .pipeline import ServerContext
 from .policy import Policy, load_policy
+from .pop3 import LoginThrottle
 from .server.base import Limits, parse_hostport
 from .server.pop3 import Pop3Server
 from .server.smtp import SmtpServer
@@ -55,14 +56,23 @@ class Forgelab:
         limits = Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
                         session_timeout=float(policy.setting("session_timeout", 1800)),
                         max_connections=int(policy.setting("max_connections", 200)),
-                        max_per_ip=int(policy.setting("max_connections_per_ip", 50)))
+                        max_per_ip=int(policy.setting("max_connections_per_ip", 50)),
+                        max_errors=int(policy.setting("max_errors", 20)),
+                        max_commands=int(policy.setting("max_commands", 10_000)))
+        # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
+        throttle = LoginThrottle(free_failures=int(policy.setting("login_free_failures", 3)),
+                                 delay=float(policy.setting("login_delay", 1.0)),
+                                 max_failures=int(policy.setting("login_max_failures", 6)),
+                                 lockout=float(policy.setting("login_lockout", 60.0)))
+        self.context.login_throttle = throttle
         self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)
         smtp_host, smtp_port = parse_hostport(settings.smtp)
         pop3_host, pop3_port = parse_hostport(settings.pop3)
         self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits)
-        self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls)
+        self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls,
+                               throttle=throttle)
         self.web = None
         if settings.web:
             from .web import WebServer

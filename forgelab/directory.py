@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # A mailbox name must be safe as a directory name: no path separators, no dots first, no NUL.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._+-]{0,63}\Z")  # \Z: "$" would let "alice\n" through
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 

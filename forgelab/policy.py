@@ -37,6 +37,7 @@ SERVER_KEYS = {
     "end_of_data": ("strict", "lenient"),
     "address_syntax": ("strict", "lenient"),
     "xclient": (True, False),
+    "require_auth": (True, False),
     "max_message_size": int,
     "max_recipients": int,
     "max_errors": int,
@@ -45,6 +46,10 @@ SERVER_KEYS = {
     "session_timeout": (int, float),
     "max_connections": int,
     "max_connections_per_ip": int,
+    "login_free_failures": int,
+    "login_delay": (int, float),
+    "login_max_failures": int,
+    "login_lockout": (int, float),
 }
 # What a result does when neither the check's table nor the policy's default names it.
 FALLBACK = {"pass": "accept", "none": "accept", "neutral": "accept", "softfail": "tag",

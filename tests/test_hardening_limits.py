@@ -267,3 +267,40 @@ def test_pop3_failed_logins_are_slowed_then_refused_and_never_tell_who_exists(po
         assert c.pop("PASS rabbit-hole") == "-ERR [SYS/TEMP] too many failed logins, try later"
     finally:
         c.close()
+
+
+def test_pop3_closes_after_too_many_errors(forgelab_server, tmp_path):
+    import socket as _socket
+
+    policy = tmp_path / "errs.toml"
+    policy.write_text('extends = "observe"\n[server]\nmax_errors = 3\n')
+    lab = forgelab_server(policy=str(policy))
+    with _socket.create_connection(lab.pop3.address, timeout=10) as sock:
+        sock.sendall(b"FROB\r\n" * 10)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    lines = data.split(b"\r\n")
+    assert lines[0].startswith(b"+OK") and [l[:4] for l in lines[1:5]] == [b"-ERR"] * 4
+    assert lines[5] == b"-ERR [SYS/PERM] too many errors in this session, closing" and lines[6:] == [b""]
+
+
+def test_login_throttle_settings_come_from_the_policy(forgelab_server, tmp_path):
+    import poplib
+
+    policy = tmp_path / "throttle.toml"
+    policy.write_text('extends = "observe"\n[server]\nlogin_free_failures = 1\nlogin_delay = 0.01\n'
+                      'login_max_failures = 2\nlogin_lockout = 60\n')
+    lab = forgelab_server(policy=str(policy))
+    for _ in range(2):
+        client = poplib.POP3(*lab.pop3.address, timeout=10)
+        client.user("alice")
+        with pytest.raises(poplib.error_proto):
+            client.pass_("wrong")
+        client.close()
+    client = poplib.POP3(*lab.pop3.address, timeout=10)
+    client.user("alice")
+    with pytest.raises(poplib.error_proto) as refused:
+        client.pass_("rabbit-hole")  # even the right password: this address is locked out for now
+    client.close()
+    assert b"[SYS/TEMP]" in refused.value.args[0]

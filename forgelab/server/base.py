@@ -27,6 +27,8 @@ class Limits:
     idle_timeout: float = 300.0  # RFC 5321 4.5.3.2 suggests five minutes
     session_timeout: float = 1800.0
     read_size: int = 65536
+    max_errors: int = 20  # error replies in a session before it is closed
+    max_commands: int = 10_000
 
 
 @dataclass

@@ -104,6 +104,7 @@ class _Session:
                                    hostname=server.hostname, throttle=server.throttle,
                                    sleep=server._stopped.wait, tls_available=server.tls is not None)
         self.deadline = time.monotonic() + server.limits.session_timeout
+        self.errors = self.commands = 0
 
     def line(self, direction: str, text: str) -> None:
         self.server._publish("session.line", session_id=self.id, direction=direction, text=text)
@@ -124,6 +125,12 @@ class _Session:
             self.line("in", event.line)
             reply = self.service.handle(event)
             if not self.answer(event, reply):
+                return
+            self.commands += 1
+            self.errors += not reply.positive
+            if self.errors > self.server.limits.max_errors or self.commands > self.server.limits.max_commands:
+                what = "errors" if self.errors > self.server.limits.max_errors else "commands"
+                self.abort(Pop3Reply.err(f"[SYS/PERM] too many {what} in this session, closing"), f"too many {what}")
                 return
             if isinstance(event, ev.Stls) and reply.positive and not self.start_tls():
                 self.reason = "TLS handshake failed"
