@@ -86,8 +86,8 @@ def measure(server, **load) -> dict:
 
 def throughput(servers: dict, args, use_source: bool) -> list[dict]:
     rows = []
-    plan = [("open", size, c, r, False) for size in SIZES for r in RCPTS for c in CONCURRENCY]
-    plan += [("observe", 2048, c, 1, True) for c in CONCURRENCY]
+    plan = [("open", size, c, r, False) for size in args.sizes for r in args.rcpts for c in args.concurrency]
+    plan += [("observe", 2048, c, 1, True) for c in args.concurrency]
     for policy, size, c, r, signed in plan:
         messages = max(int(base_count(size, c) * args.scale), c, 5)
         load = dict(messages=messages, concurrency=c, size=size, rcpts=r, use_source=use_source, signed=signed,
@@ -208,6 +208,10 @@ def targets(result: dict) -> list[tuple[str, bool, str]]:
     return out
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="forgelab vs aiosmtpd on loopback")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every message count (0.01 for a smoke run)")
@@ -217,6 +221,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="limit for one load run, seconds")
     p.add_argument("--workdir", type=Path, help="where the servers keep their mail (default: a new temp dir, removed)")
     p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--concurrency", type=_ints, default=CONCURRENCY, help="comma-separated (default 1,10,50)")
+    p.add_argument("--sizes", type=_ints, default=SIZES, help="message sizes in octets (default 2048,102400)")
+    p.add_argument("--rcpts", type=_ints, default=RCPTS, help="recipients per message (default 1,10)")
     args = p.parse_args(argv)
 
     use_source = args.generator == "smtp-source" or (args.generator == "auto" and smtp_source() is not None)
