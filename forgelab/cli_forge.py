@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .forge import (EXIT_ERROR, LINE_ENDINGS, ForgeError, ForgeResult, Transaction, WireEntry, build_message,
+from .forge import (LINE_ENDINGS, ForgeResult, Transaction, WireEntry, build_message,
                     dkim_sign, escape_bytes, parse_escapes, send, split_wire_lines)
 
 

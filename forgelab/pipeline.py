@@ -16,7 +16,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 
 import pluggy
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import Mapping

@@ -61,6 +61,20 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def listening_socket(name: str, host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket; BindError names the server and the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise BindError(exc.errno, f"{name} cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 class ThreadedServer:
     def __init__(self, name: str, host: str, port: int, handle: Callable[[Connection], None],
                  busy: bytes, limits: Limits | None = None):
@@ -88,15 +102,7 @@ class ThreadedServer:
             return len(self._active)
 
     def start(self) -> "ThreadedServer":
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._host, self._port))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise BindError(exc.errno, f"{self.name}: cannot listen on {self._host}:{self._port}: {exc.strerror}") from None
+        sock = listening_socket(self.name, self._host, self._port)
         sock.settimeout(0.2)  # so the accept loop notices stop() quickly
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept", daemon=True)

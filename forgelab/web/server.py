@@ -8,7 +8,7 @@ import time
 
 import uvicorn
 
-from ..server.base import BindError
+from ..server.base import listening_socket
 from .app import Streams, create_app
 from .attacks import MatrixJob
 from .index import EventIndex
@@ -46,15 +46,7 @@ class WebServer:
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise BindError(f"web view cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        sock = listening_socket("web view", self.host, self.port)
         sock.set_inheritable(True)
         return sock
 
