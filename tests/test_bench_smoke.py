@@ -1,0 +1,41 @@
+"""The bench runs end to end with tiny counts: both servers start, take mail, hold idle
+connections, serve POP3, and everything started is stopped (bench/README.md)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiosmtpd")
+pytest.importorskip("psutil")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(60)
+def test_bench_smoke_run(tmp_path):
+    out = tmp_path / "bench.json"
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "0.001", "--concurrency", "2",
+         "--sizes", "2048", "--rcpts", "1", "--idle", "20", "--pop-scale", "0.01", "--generator", "loadgen",
+         "--workdir", str(work), "--json", str(out), "--timeout", "20"],
+        capture_output=True, text=True, timeout=55, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = result["throughput"]
+    assert [(r["policy"], r["signed"]) for r in rows] == [("open", False), ("observe", True)]
+    for row in rows:
+        for server in ("forgelab", "aiosmtpd"):
+            assert row[server]["ok"] == row["messages"] and row[server]["failed"] == 0, row
+            assert row[server]["rate"] > 0
+    forgelab_idle, aiosmtpd_idle = result["idle"]
+    assert forgelab_idle["held"] == 20 and forgelab_idle["new_client_ok"] == 5
+    assert aiosmtpd_idle["held"] == 20
+    pop1k, pop20k = result["pop3"]
+    assert pop1k["messages"] == 10 and pop20k["messages"] == 200 and pop20k["retr"] == 200
+    assert "| policy | size |" in proc.stdout
+    assert "[met]" in proc.stdout or "[NOT MET]" in proc.stdout
+    # Everything it started is gone: the delivered mail shows the servers really wrote it.
+    assert any((work / "open" / "data" / "mail" / "rcpt" / "new").iterdir())
