@@ -137,7 +137,15 @@ class ForgelabServer(ServerProcess):
         argv = [sys.executable, "-m", "forgelab", "serve", "--quiet", "--web", "off", "--smtp", f"127.0.0.1:{port}",
                 "--pop3", f"127.0.0.1:{self.pop3_port}", "--data", str(self.data),
                 "--policy", str(policy_file), "--users", str(users)]
+        if _serve_has_web():  # the web view is not what is measured, and two servers would share its port
+            argv += ["--web", "off"]
         super().__init__(argv, port, work / "server.log")
+
+
+def _serve_has_web() -> bool:
+    help_text = subprocess.run([sys.executable, "-m", "forgelab", "serve", "--help"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=30).stdout
+    return "--web" in help_text
 
 
 class AiosmtpdServer(ServerProcess):
