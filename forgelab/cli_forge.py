@@ -82,7 +82,7 @@ def _from_attack(name: str, rcpts, source_ip, xclient) -> tuple[Transaction, str
 @click.option("--to", help="The To header, as written.")
 @click.option("--subject", help="The Subject header.")
 @click.option("--header", "headers", multiple=True, type=HeaderParam(), help="Any header NAME:VALUE, repeatable, sent as written.")
-@click.option("--body", help="Message body text.")
+@click.option("--body", help="Message body text; its line breaks are sent as CRLF (see --line-ending).")
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Send this file verbatim as the message (headers and body); '-' is not supported.")
 @click.option("--no-dot-stuff", is_flag=True, help="Do not double leading dots (send the message exactly).")

@@ -116,6 +116,8 @@ def build_message(*, from_: str | None = None, to: str | Sequence[str] | None = 
     """A message from parts, header values as given (UTF-8), nothing escaped or encoded.
 
     ``date`` and ``message_id`` default to now and a fresh id; pass ``""`` to leave one out.
+    A ``str`` body is text: its line endings become CRLF, as swaks does (a ``bytes`` body is
+    sent as given); ``line_ending`` then rewrites every line ending of the message.
     """
     lines: list[str] = []
     if from_ is not None:
@@ -134,7 +136,7 @@ def build_message(*, from_: str | None = None, to: str | Sequence[str] | None = 
         lines.append(f"Message-ID: {message_id}")
     lines.extend(f"{name}: {value}" for name, value in headers)
     head = "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n"
-    raw_body = body.encode("utf-8") if isinstance(body, str) else body
+    raw_body = set_line_endings(body.encode("utf-8"), CRLF) if isinstance(body, str) else body
     if raw_body and not raw_body.endswith((b"\n", b"\r")):
         raw_body += b"\r\n"
     message = head + raw_body

@@ -120,8 +120,32 @@ def test_cli_data_file_custom_ending_and_attack(forgelab_server, tmp_path):
     out = _cli("--server", server, "--data", str(raw), "--rcpt", "alice@corp.example", "--mail-from", "x@phish.example",
                "--source-ip", "127.0.66.1", "--helo", "mail.phish.example", "--eod", r"\n.\n", "--timeout", "2")
     assert "C: hello\\n" in out.output  # sent with bare LFs, as in the file
-    assert out.exit_code == 1 and "no reply" in out.output  # a strict server still waits for CRLF.CRLF
+    # A strict server does not take \n.\n for the end of data: it waits for CRLF.CRLF, or says why and hangs up.
+    assert (out.exit_code, "no reply" in out.output or "521" in out.output) in ((1, True), (3, True)), out.output
+    assert not lab.recorded("message.delivered")
     attack = _cli("--server", server, "--attack", "from-two-headers")
     assert attack.exit_code == 3, attack.output
     assert "C: From: <first@phish.example>\\r\\n" in attack.output
     assert lab.recorded("session.open")[-1]["session"]["peer_ip"] == "127.0.66.1"
+
+
+BANK = ("--from", "Bank <statements@bank.example>", "--to", "alice@corp.example", "--subject", "statement",
+        "--helo", "mail.bank.example", "--dkim-sign", "bank.example")
+
+
+def test_cli_body_newlines_are_sent_as_crlf_and_strict_accepts_them(forgelab_server):
+    lab = forgelab_server(policy="strict")
+    server = "%s:%d" % lab.smtp.address
+    out = _cli("--server", server, *BANK, "--source-ip", "127.0.1.1", "--body", "line one\nline two\n")
+    assert out.exit_code == 0, out.output
+    assert "C: line one\\r\\n" in out.output and "C: line two\\r\\n" in out.output
+    (event,) = lab.recorder.wait_for("message.delivered")
+    assert lab.store.read(*event["locations"][0]).endswith(b"\r\n\r\nline one\r\nline two\r\n")
+    assert forge.build_message(subject="s", body="a\nb\rc\r\nd", date="", message_id="") == \
+        b"Subject: s\r\n\r\na\r\nb\r\nc\r\nd\r\n"
+    assert forge.build_message(subject="s", body=b"a\nb", date="", message_id="") == \
+        b"Subject: s\r\n\r\na\nb\r\n"  # bytes: as given
+    lf = _cli("--server", server, *BANK, "--source-ip", "127.0.1.1", "--body", "x\ny", "--line-ending", "lf",
+              "--timeout", "2")
+    assert "C: x\\n" in lf.output  # --line-ending still rewrites every line ending
+
