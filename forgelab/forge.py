@@ -382,16 +382,36 @@ def _refused(stage: str, reply: Reply, client: ForgeClient) -> ForgeResult:
     return ForgeResult(outcome, stage, reply, transcript=client.transcript)
 
 
-def run_transaction(client: ForgeClient, tx: Transaction) -> ForgeResult:
-    """Drive one transaction on a connected client (banner already read); QUIT at the end."""
-    greet = client.ehlo(tx.helo) if tx.esmtp else client.helo(tx.helo)
-    if not greet.positive:
-        return _refused("helo", greet, client)
-    if tx.xclient:
+def _greet(client: ForgeClient, tx: Transaction) -> Reply:
+    return client.ehlo(tx.helo) if tx.esmtp else client.helo(tx.helo)
+
+
+def _xclient_then_greet(client: ForgeClient, tx: Transaction) -> ForgeResult | None:
+    """XCLIENT straight after the banner, then EHLO: a greeting sent first would be judged as
+    coming from our real address (spf-helo fails the lab's names from 127.0.0.1). A server that
+    wants EHLO before XCLIENT (Postfix answers 503) gets one first, and XCLIENT again."""
+    reply = client.xclient(tx.xclient)
+    if reply.code == 503:
+        greet = _greet(client, tx)
+        if not greet.positive:
+            return _refused("helo", greet, client)
         reply = client.xclient(tx.xclient)
-        if not reply.positive:
-            return _refused("xclient", reply, client)
-        greet = client.ehlo(tx.helo) if tx.esmtp else client.helo(tx.helo)
+    if not reply.positive:
+        return _refused("xclient", reply, client)
+    greet = _greet(client, tx)
+    return None if greet.positive else _refused("helo", greet, client)
+
+
+def run_transaction(client: ForgeClient, tx: Transaction) -> ForgeResult:
+    """Drive one transaction on a connected client (banner already read); QUIT at the end.
+
+    With ``tx.xclient``: XCLIENT first, then EHLO/HELO (see :func:`_xclient_then_greet`)."""
+    if tx.xclient:
+        refused = _xclient_then_greet(client, tx)
+        if refused is not None:
+            return refused
+    else:
+        greet = _greet(client, tx)
         if not greet.positive:
             return _refused("helo", greet, client)
     if tx.pipeline:

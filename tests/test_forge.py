@@ -149,3 +149,14 @@ def test_cli_body_newlines_are_sent_as_crlf_and_strict_accepts_them(forgelab_ser
               "--timeout", "2")
     assert "C: x\\n" in lf.output  # --line-ending still rewrites every line ending
 
+
+def test_cli_xclient_comes_before_ehlo_so_strict_judges_the_helo_from_addr(forgelab_server):
+    lab = forgelab_server(policy="strict")
+    server = "%s:%d" % lab.smtp.address
+    out = _cli("--server", server, *BANK, "--xclient", "127.0.1.1", "--body", "hello")
+    assert out.exit_code == 0, out.output
+    sent = [line for line in out.output.splitlines() if line.startswith("C: ")]
+    assert sent[:2] == ["C: XCLIENT ADDR=127.0.1.1\\r\\n", "C: EHLO mail.bank.example\\r\\n"]
+    assert lab.recorded("session.open")[-1]["session"]["peer_ip"] == "127.0.0.1"
+    helo = [e["verdict"] for e in lab.recorded("verdict") if e["verdict"]["check"] == "spf-helo"]
+    assert helo and all(v["result"] == "pass" for v in helo), helo
