@@ -47,6 +47,10 @@ def _address(header_value: str | None) -> str:
     return email.utils.parseaddr(header_value)[1]
 
 
+def _header(headers, name: str) -> str | None:
+    return next((value for n, value in headers if n.lower() == name), None)
+
+
 def _from_attack(name: str, rcpts, source_ip, xclient) -> tuple[Transaction, str | None]:
     from .attacks.catalogue import get
     from .attacks.runner import can_bind
@@ -76,12 +80,14 @@ def _from_attack(name: str, rcpts, source_ip, xclient) -> tuple[Transaction, str
 @click.option("--server", default="127.0.0.1:1025", show_default=True, help="SMTP server HOST:PORT.")
 @click.option("--helo", help="Name for EHLO/HELO (default: forge.forgelab).")
 @click.option("--smtp-helo", "plain_helo", is_flag=True, help="Say HELO instead of EHLO.")
-@click.option("--mail-from", help="Envelope sender (MAIL FROM); default: the --from address. '' for <>.")
-@click.option("--rcpt", multiple=True, help="Envelope recipient (RCPT TO), repeatable; default: the --to address.")
+@click.option("--mail-from", help="Envelope sender (MAIL FROM); default: the From address (--from or --header). '' for <>.")
+@click.option("--rcpt", multiple=True, help="Envelope recipient (RCPT TO), repeatable; default: the To addresses (--to or --header).")
 @click.option("--from", "from_", help="The From header, as written (e.g. 'CEO <ceo@bank.example>').")
 @click.option("--to", help="The To header, as written.")
 @click.option("--subject", help="The Subject header.")
-@click.option("--header", "headers", multiple=True, type=HeaderParam(), help="Any header NAME:VALUE, repeatable, sent as written.")
+@click.option("--header", "headers", multiple=True, type=HeaderParam(),
+              help="Any header NAME:VALUE, repeatable, sent as written. One named From, To, Subject, Date or "
+                   "Message-ID replaces the one forge writes (repeat it for two).")
 @click.option("--body", help="Message body text; its line breaks are sent as CRLF (see --line-ending).")
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Send this file verbatim as the message (headers and body); '-' is not supported.")
@@ -142,6 +148,9 @@ def _build(helo, plain_helo, mail_from, rcpt, from_, to, subject, headers, body,
             message = dkim_sign(message, dkim_spec)
         except Exception as exc:
             raise click.BadParameter(str(exc), param_hint="--dkim-sign") from None
+    # The envelope follows the From and To headers unless told otherwise, --header ones included.
+    from_ = from_ if from_ is not None else _header(headers, "from")
+    to = to if to is not None else _header(headers, "to")
     if rcpt:
         rcpts = tuple(rcpt)
     else:

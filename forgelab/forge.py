@@ -116,24 +116,20 @@ def build_message(*, from_: str | None = None, to: str | Sequence[str] | None = 
     """A message from parts, header values as given (UTF-8), nothing escaped or encoded.
 
     ``date`` and ``message_id`` default to now and a fresh id; pass ``""`` to leave one out.
+    A header in ``headers`` named From, To, Subject, Date or Message-ID replaces the one built
+    from the other arguments or by default (give it twice in ``headers`` for two).
     A ``str`` body is text: its line endings become CRLF, as swaks does (a ``bytes`` body is
     sent as given); ``line_ending`` then rewrites every line ending of the message.
     """
-    lines: list[str] = []
-    if from_ is not None:
-        lines.append(f"From: {from_}")
-    if to is not None:
-        lines.append(f"To: {to if isinstance(to, str) else ', '.join(to)}")
-    if subject is not None:
-        lines.append(f"Subject: {subject}")
+    headers = list(headers)
+    given = {name.lower() for name, _ in headers}  # exact names: "From :" is another header (a trick)
     if date is None:
         date = format_datetime(_now(), usegmt=True)
-    if date:
-        lines.append(f"Date: {date}")
     if message_id is None:
         message_id = make_msgid(domain="forge.forgelab")
-    if message_id:
-        lines.append(f"Message-ID: {message_id}")
+    own = [("From", from_), ("To", to if to is None or isinstance(to, str) else ", ".join(to)),
+           ("Subject", subject), ("Date", date or None), ("Message-ID", message_id or None)]
+    lines = [f"{name}: {value}" for name, value in own if value is not None and name.lower() not in given]
     lines.extend(f"{name}: {value}" for name, value in headers)
     head = "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n"
     raw_body = set_line_endings(body.encode("utf-8"), CRLF) if isinstance(body, str) else body

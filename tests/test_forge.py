@@ -160,3 +160,24 @@ def test_cli_xclient_comes_before_ehlo_so_strict_judges_the_helo_from_addr(forge
     assert lab.recorded("session.open")[-1]["session"]["peer_ip"] == "127.0.0.1"
     helo = [e["verdict"] for e in lab.recorded("verdict") if e["verdict"]["check"] == "spf-helo"]
     assert helo and all(v["result"] == "pass" for v in helo), helo
+
+
+def test_a_header_option_replaces_the_header_forge_would_write(forgelab_server):
+    built = forge.build_message(from_="<a@b.example>", to="c@d.example", subject="s", date="D", message_id="<m@x>",
+                                headers=[("Date", "Tue, 02 Jan 2024 10:00:00 +0000"), ("message-id", "<own@x>"),
+                                         ("Subject", "mine"), ("From", "<one@x.example>"), ("From", "<two@x.example>"),
+                                         ("From ", "<spaced@x.example>")])
+    head = built.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head == [b"To: c@d.example", b"Date: Tue, 02 Jan 2024 10:00:00 +0000", b"message-id: <own@x>",
+                    b"Subject: mine", b"From: <one@x.example>", b"From: <two@x.example>", b"From : <spaced@x.example>"]
+    lab = forgelab_server(policy="observe")
+    out = _cli("--server", "%s:%d" % lab.smtp.address, "--helo", "mail.phish.example", "--subject", "default",
+               "--header", "Date: Mon, 01 Jan 2024 09:00:00 +0000", "--header", "From: <x@phish.example>",
+               "--header", "To: Alice <alice@corp.example>", "--header", "Subject: given", "--body", "hi")
+    assert out.exit_code == 0, out.output
+    sent = [line for line in out.output.splitlines() if line.startswith("C: ")]
+    for name in ("Date", "From", "To", "Subject", "Message-ID"):
+        assert len([line for line in sent if line.startswith(f"C: {name}:")]) == 1, (name, sent)
+    assert "C: Date: Mon, 01 Jan 2024 09:00:00 +0000\\r\\n" in sent and "C: Subject: given\\r\\n" in sent
+    # The envelope follows the From and To given with --header.
+    assert "C: MAIL FROM:<x@phish.example>\\r\\n" in sent and "C: RCPT TO:<alice@corp.example>\\r\\n" in sent
