@@ -98,7 +98,10 @@ def _from_attack(name: str, rcpts, source_ip, xclient) -> tuple[Transaction, str
 @click.option("--xclient", metavar="ADDR", help="Ask the lab server (XCLIENT) to judge us as ADDR.")
 @click.option("--dkim-sign", metavar="DOMAIN[:SELECTOR]", help="DKIM-sign with the lab key(s) of DOMAIN.")
 @click.option("--pipeline", is_flag=True, help="Send MAIL, RCPT and DATA in one write (RFC 2920).")
-@click.option("--attack", metavar="NAME", help="Send a catalogued attack (see `forgelab attacks list`).")
+@click.option("--attack", metavar="NAME",
+              help="Send a catalogued attack (see `forgelab attacks list`) as written. Only --server, --source-ip, "
+                   "--xclient, --rcpt, --pipeline, --timeout, --color and --quiet apply with it; the options that "
+                   "shape the message or the greeting are refused.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each reply.")
 @click.option("--color/--no-color", "colour", default=None, help="Colour the dialogue (default: when a terminal).")
 @click.option("--quiet", is_flag=True, help="Print only the outcome.")
@@ -118,6 +121,7 @@ def forge(ctx, server, helo, plain_helo, mail_from, rcpt, from_, to, subject, he
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--server") from None
     if attack:
+        _refuse_with_attack(ctx)
         tx, source_ip = _from_attack(attack, rcpt, source_ip, xclient)
     else:
         tx = _build(helo, plain_helo, mail_from, rcpt, from_, to, subject, headers, body, data_file,
@@ -129,6 +133,21 @@ def forge(ctx, server, helo, plain_helo, mail_from, rcpt, from_, to, subject, he
     result = send(host, port, tx, source_ip=source_ip, timeout=timeout, on_wire=on_wire)
     _summary(result, colour)
     ctx.exit(result.exit_status)
+
+
+# What --attack leaves to the command line: where to send, from where, to whom, and how to show it.
+WITH_ATTACK = {"attack", "server", "source_ip", "xclient", "rcpt", "pipeline", "timeout", "colour", "quiet"}
+
+
+def _refuse_with_attack(ctx: click.Context) -> None:
+    """A catalogued attack sends its own bytes: options that would change them are an error, not ignored."""
+    ignored = [param for param in ctx.command.params if param.name not in WITH_ATTACK
+               and ctx.get_parameter_source(param.name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if ignored:
+        names = ", ".join(param.opts[0] for param in ignored)
+        raise click.UsageError(f"--attack sends the catalogued message as written: {names} would be ignored; "
+                               "drop them (only --server, --source-ip, --xclient, --rcpt, --pipeline, --timeout, "
+                               "--color and --quiet apply with --attack)", ctx=ctx)
 
 
 def _build(helo, plain_helo, mail_from, rcpt, from_, to, subject, headers, body, data_file, no_dot_stuff,

@@ -181,3 +181,18 @@ def test_a_header_option_replaces_the_header_forge_would_write(forgelab_server):
     assert "C: Date: Mon, 01 Jan 2024 09:00:00 +0000\\r\\n" in sent and "C: Subject: given\\r\\n" in sent
     # The envelope follows the From and To given with --header.
     assert "C: MAIL FROM:<x@phish.example>\\r\\n" in sent and "C: RCPT TO:<alice@corp.example>\\r\\n" in sent
+
+
+def test_cli_attack_refuses_the_options_it_would_ignore(forgelab_server):
+    lab = forgelab_server(policy="observe")
+    server = "%s:%d" % lab.smtp.address
+    refused = _cli("--server", server, "--attack", "from-two-headers", "--helo", "x.example", "--body", "hi",
+                   "--no-dot-stuff", "--header", "X: y")
+    assert refused.exit_code == 2
+    assert "--helo, --header, --body, --no-dot-stuff would be ignored" in refused.output
+    assert not lab.recorded("session.open")  # nothing was sent
+    applied = _cli("--server", server, "--attack", "from-two-headers", "--xclient", "127.0.66.2",
+                   "--rcpt", "bob@corp.example", "--pipeline", "--timeout", "5", "--quiet")
+    assert applied.exit_code == 0, applied.output
+    assert lab.recorded("session.xclient")[-1]["attributes"]["ADDR"] == "127.0.66.2"
+    assert lab.recorder.wait_for("message.delivered")[-1]["envelope"]["rcpt_tos"] == ["bob@corp.example"]
