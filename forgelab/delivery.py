@@ -41,4 +41,6 @@ def prepare_for_delivery(raw: bytes, session: Session, envelope: Envelope, lab: 
     rcpt = f"{for_rcpt}@{lab.directory.primary_domain}" if for_rcpt and "@" not in for_rcpt else for_rcpt
     received_value = received(session, envelope, lab, rcpt).replace("\x00", " ")
     top.insert(0, f"Received: {received_value}\r\n".encode("utf-8", "replace"))
+    # RFC 5321 4.4: final delivery records the envelope sender, so a student can see it.
+    top.insert(0, header_lines("Return-Path", f"<{envelope.mail_from}>"))
     return b"".join(top) + body

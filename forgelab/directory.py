@@ -52,6 +52,7 @@ class Directory:
     domains: list[str]
     users: dict[str, User]
     lists: dict[str, list[str]]
+    postmaster: str | None = None  # the user or list that postmaster@ reaches
 
     @property
     def primary_domain(self) -> str:
@@ -65,9 +66,30 @@ class Directory:
         return (local, domain.lower()) if local else (address, "")
 
     def local_part(self, address: str) -> str | None:
-        """The local part when ``address`` is in a local domain, else None."""
+        """The local part when ``address`` is in a local domain (or is plain ``postmaster``), else None.
+
+        A quoted local part is the same mailbox unquoted (RFC 5321 4.1.2): ``"alice"`` is alice.
+        """
+        if address.lower() == "postmaster":  # RFC 5321 4.5.1
+            return "postmaster"
         local, domain = self.split(address)
-        return local.lower() if domain and self.is_local_domain(domain) else None
+        if not domain or not self.is_local_domain(domain):
+            return None
+        if len(local) >= 2 and local[0] == local[-1] == '"':
+            local = re.sub(r"\\(.)", r"\1", local[1:-1])
+        return local.lower()
+
+    def recipients(self, local: str) -> list[str] | None:
+        """The users a local part delivers to: a user, a list's members, or for ``postmaster``
+        (which RFC 5321 requires) the users file's ``postmaster`` (default: its first user)."""
+        user = self.user(local)
+        if user:
+            return [user.name]
+        if local in self.lists:
+            return [m for m in self.lists[local] if self.user(m)]
+        if local == "postmaster" and self.postmaster:
+            return self.recipients(self.postmaster)
+        return None
 
     def user(self, name: str) -> User | None:
         return self.users.get(name.lower())
@@ -128,4 +150,8 @@ def parse_directory(data: dict, source: str = "<users>") -> Directory:
         if not NAME_RE.match(name) or not isinstance(members, list):
             raise DirectoryError(f"{source}: key 'lists.{name}' needs a valid name and 'members = [...]'")
         lists[name] = [str(m) for m in members]
-    return Directory(domains=[d.lower().rstrip(".") for d in domains], users=users, lists=lists)
+    postmaster = data.get("postmaster", next(iter(users), None))
+    if postmaster is not None and postmaster not in users and postmaster not in lists:
+        raise DirectoryError(f"{source}: key 'postmaster' must name a user or a list")
+    return Directory(domains=[d.lower().rstrip(".") for d in domains], users=users, lists=lists,
+                     postmaster=postmaster)

@@ -208,6 +208,7 @@ class SmtpPipeline:
         return event.reply
 
     def _greet(self, name: str, esmtp: bool) -> Decision:
+        self.rules = self.context.rules  # a policy switch applies from the next greeting on
         self.session.helo = name
         self.session.esmtp = esmtp
         self._reset()
@@ -271,10 +272,12 @@ class SmtpPipeline:
         return help_reply(event.topic)
 
     def on_vrfy(self, event: ev.Vrfy) -> Reply:
+        self.rules = self.context.rules
         reply = self.rules.pm.hook.forgelab_vrfy(session=self.session, argument=event.argument, lab=self.lab)
         return reply or Reply(252, "2.5.0", "Cannot VRFY user, but will accept the message and try")
 
     def on_expn(self, event: ev.Expn) -> Reply:
+        self.rules = self.context.rules
         reply = self.rules.pm.hook.forgelab_expn(session=self.session, argument=event.argument, lab=self.lab)
         return reply or Reply(502, "5.5.1", "EXPN is not available")
 
@@ -394,11 +397,9 @@ class SmtpPipeline:
         local = directory.local_part(address)
         members: list[str] = []
         if local is not None:
-            user = directory.user(local)
-            listed = directory.lists.get(local)
-            if user is None and listed is None:
+            members = directory.recipients(local)
+            if members is None:
                 return Reply(550, "5.1.1", f"No such user here: <{address}>")
-            members = [user.name] if user else [m for m in listed if directory.user(m)]
         decision = self._run_stage("rcpt_to", address=address)
         if local is None and not any(v.check == "relay" for v in decision.verdicts):
             # No relay defence loaded: still never an open relay.

@@ -21,8 +21,9 @@ class Disclosure:
     def _same_for_everyone(self, verb: str) -> Reply | None:
         if self.mode == "disable":
             return Reply(502, "5.5.1", f"{verb} is disabled here")
-        if self.mode == "hide":
-            return Reply(252, "2.5.0", "Cannot confirm or deny that user, but will accept the message and try")
+        if self.mode == "hide":  # the same words for every argument: no oracle
+            what = "that user" if verb == "VRFY" else "what that list holds"
+            return Reply(252, "2.5.0", f"Cannot confirm or deny {what}, but will accept the message and try")
         return None
 
     @hookimpl

@@ -16,9 +16,9 @@ class Relay:
     @hookimpl
     def forgelab_rcpt_to(self, session, address, lab):
         directory = lab.directory
-        _, domain = directory.split(address)
-        if domain and directory.is_local_domain(domain):
+        if directory.local_part(address) is not None:
             return None
+        _, domain = directory.split(address)
         if session.authenticated:
             return Verdict(self.name, "pass", f"{session.authenticated} is logged in, so may send to {domain or address}; it will be held, never sent")
         local = ", ".join(directory.domains)

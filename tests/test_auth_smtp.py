@@ -183,6 +183,7 @@ def test_passwords_never_reach_the_transcript_or_the_event_log(lab, client):
     lab.recorder.wait_for("session.close", 2)
     secrets = [PASSWORD, PLAIN, b64(PASSWORD), PLAIN[:20]]
     shown = json.dumps(lab.recorder.events)
+    lab.bus.flush()  # the log is written by its own thread
     log = (lab.data_dir / "events.jsonl").read_text()
     for secret in secrets:
         assert secret not in shown
@@ -247,3 +248,15 @@ def test_require_auth_answers_530_until_logged_in(tmp_path):
     assert (reply.code, reply.enhanced) == (530, "5.7.0")
     assert pipeline.handle(ev.Auth("PLAIN", PLAIN)).code == 235
     assert pipeline.handle(ev.MailFrom("alice@corp.example")).code == 250
+
+
+@pytest.mark.parametrize("line", [f"AUTH PLAIN {PLAIN}", f"auth plain {PLAIN} extra", f"AUTH PLAIN\t{PLAIN}"])
+def test_a_refused_auth_line_never_shows_its_credential(forgelab_server, line):
+    lab = forgelab_server()
+    client = Client(lab.smtp.address)
+    assert client.cmd(line)[0] in (501, 503)  # before EHLO: out of sequence, or bad syntax
+    client.cmd("QUIT")
+    lab.recorder.wait_for("session.close")
+    texts = [e.get("text", "") for e in lab.recorder.events if e["kind"] == "session.line"]
+    assert not any(PLAIN in t for t in texts) and any("****" in t for t in texts)
+    assert PLAIN not in (lab.data_dir / "events.jsonl").read_text()

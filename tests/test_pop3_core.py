@@ -442,3 +442,15 @@ def test_capa_lists_the_capabilities(world):
     assert lines[0] == b"+OK capability list follows"
     assert {b"TOP", b"UIDL", b"USER", b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"} <= set(lines)
     assert lines[-2:] == [b".", b""]
+
+
+@pytest.mark.parametrize("typed", [b" PASS secret\r\n", b"pass\tsecret\r\n", b"PASS  secret\r\n"])
+def test_password_lines_are_masked_however_mistyped(typed):
+    from forgelab.pop3 import Pop3Connection
+    from forgelab.pop3.replies import Pop3Reply
+
+    conn = Pop3Connection()
+    conn.send(Pop3Reply.ok("hi"))
+    conn.receive_data(typed)
+    event = conn.next_event()
+    assert "secret" not in event.line and "****" in event.line

@@ -56,7 +56,8 @@ def test_source_route_is_kept_apart():
 @pytest.mark.parametrize("data, code, enhanced", [
     (b"MAIL FROM:<a@b.example>\r\n", 503, b"5.5.1"),
     (b"HELO h\r\nRCPT TO:<a@b.example>\r\n", 503, b"5.5.1"),
-    (b"HELO h\r\nMAIL FROM:<>\r\nDATA\r\n", 503, b"5.5.1"),
+    (b"HELO h\r\nMAIL FROM:<>\r\nDATA\r\n", 554, b"5.5.1"),
+    (b"HELO h\r\nMAIL FROM:<>\r\nMAIL FROM:<>\r\n", 503, b"5.5.1 Bad sequence of commands: sender already given"),
     (b"HELO h\r\nMAIL FROM:<a(b@c.example>\r\n", 501, b"5.1.7"),
     (b"HELO h\r\nMAIL FROM:<a@b.example\r\n", 501, b"5.1.7"),
     (b"HELO h\r\nMAIL FROM:<a@b.example> FOO=\x01\r\n", 501, b"5.5.4"),
@@ -145,7 +146,7 @@ def test_refused_rcpt_keeps_transaction_and_refused_data_returns_to_ready():
         from smtp_helpers import answer
         return answer(event)
     events, out = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<bad@x.example>\r\nDATA\r\nRCPT TO:<ok@x.example>\r\nDATA\r\nhi\r\n.\r\nMAIL FROM:<>\r\n"], respond=respond)
-    assert codes(out) == [220, 250, 250, 550, 503, 250, 354, 250, 250]
+    assert codes(out) == [220, 250, 250, 550, 554, 250, 354, 250, 250]
 
 
 def test_several_messages_per_session():
@@ -189,3 +190,24 @@ def test_message_keeps_the_text_as_sent_before_unstuffing():
     events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nplain\r\n.\r\n"])
     (msg,) = messages(events)
     assert msg.wire is msg.raw
+
+
+def test_lf_only_client_gets_521_and_close_instead_of_waiting_forever():
+    conn = SmtpConnection()
+    events, out = run([b"HELO h\nMAIL FROM:<>\nRCPT TO:<a@b.example>\nDATA\n", b"Subject: x\n\n.. dots\n.\n", b"QUIT\n"], conn)
+    assert not messages(events) and conn.closed
+    assert out.split(b"\r\n")[-2].startswith(b"521 5.5.2 Bare <LF> line endings")
+    assert b"221" not in out  # nothing after the bare <LF>.<LF> is read as a command
+
+
+def test_lf_dot_lf_inside_a_crlf_message_is_text_not_an_end():
+    events, _ = run([b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\nSubject: x\r\n\r\nhi\n.\nstill\r\n.\r\n"])
+    (msg,) = messages(events)
+    assert msg.raw.endswith(b"hi\n.\nstill\r\n")
+
+
+def test_lenient_mode_unstuffs_lf_lines_and_keeps_their_endings():
+    conn = SmtpConnection(end_of_data="lenient")
+    events, _ = run([b"HELO h\nMAIL FROM:<>\nRCPT TO:<a@b.example>\nDATA\nSubject: x\n\n.. Count the dots\n.\n"], conn)
+    (msg,) = messages(events)
+    assert msg.raw == b"Subject: x\n\n. Count the dots\n"

@@ -153,6 +153,7 @@ def test_transcript_and_event_log_record_each_verdict_under_its_command(forgelab
              if e["kind"] in ("session.line", "verdict")]
     mail = next(i for i, k in enumerate(kinds) if k[0] == "session.line" and k[1].startswith("mail FROM:<alerts@bank.example>"))
     assert kinds[mail + 1] == ("verdict", "spf")
+    lab.bus.flush()  # the log is written by its own thread
     log = [json.loads(line) for line in (lab.data_dir / "events.jsonl").read_text().splitlines()]
     assert any(e["kind"] == "verdict" and e["verdict"]["check"] == "spf" and e["verdict"]["result"] == "fail" for e in log)
 
@@ -172,3 +173,30 @@ def test_swaks_sends_through_forgelab(forgelab_server):
                               "--to", "alice@corp.example", "--local-interface", "127.0.66.1"],
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "550 5.7.1 [spf]" in refused.stdout
+
+
+def test_postmaster_is_always_accepted_and_quoted_local_parts_match(forgelab_server):
+    lab = forgelab_server(policy="strict")
+    out = raw_session(lab.smtp.address, b"EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\n"
+                      b"RCPT TO:<PostMaster@corp.example>\r\nRCPT TO:<\"bob\"@corp.example>\r\nDATA\r\n"
+                      b"From: <nobody@news.example>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nSubject: abuse report\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    codes = [line[:3] for line in out.split(b"\r\n") if line[3:4] == b" "]
+    assert codes == [b"220", b"250", b"250", b"250", b"250", b"250", b"354", b"250", b"221"], out
+    assert len(stored(lab, "alice")) == 1 and len(stored(lab, "bob")) == 1
+
+
+def test_unknown_esmtp_parameter_is_555(forgelab_server):
+    lab = forgelab_server()
+    out = raw_session(lab.smtp.address, b"EHLO c\r\nMAIL FROM:<a@shop.example> FOO=bar\r\nMAIL FROM:<a@shop.example> BODY=8BITMIME\r\n"
+                      b"RCPT TO:<alice@corp.example> NOTIFY=NEVER\r\nQUIT\r\n")
+    assert b"555 5.5.4 Unsupported parameter FOO" in out and b"555 5.5.4 Unsupported parameter NOTIFY" in out
+    assert b"250 2.1.0 Sender <a@shop.example> OK" in out
+
+
+def test_nc_without_crlf_gets_a_clear_reply_not_a_hang(forgelab_server):
+    lab = forgelab_server(policy="observe")
+    out = raw_session(lab.smtp.address, b"HELO some.where.com\nMAIL FROM <>\nRCPT TO <alice@corp.example>\nDATA\n"
+                      b"Subject: hi\n\n.. Count the dots\n.\nQUIT\n")
+    assert out.rstrip().endswith(b"521 5.5.2 " + b"Bare <LF> line endings: the line holding only a dot ended with <LF>, but "
+                                 b"DATA ends with <CR><LF>.<CR><LF>. Nothing was stored; closing. (telnet and nc -C send <CR><LF>.)")
+    assert stored(lab) == []

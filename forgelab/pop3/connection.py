@@ -144,7 +144,9 @@ class Pop3Connection:
         text = raw[:-1].removesuffix(b"\r").decode("utf-8", "surrogateescape")
         typed, _, rest = text.partition(" ")
         verb = typed.upper() if typed.isascii() else ""  # "ſtat".upper() is "STAT": refuse it
-        line = printable(f"{typed} ****" if verb == "PASS" else text)
+        first = text.split(None, 1)[0] if text.strip() else ""
+        # However it was mistyped (" PASS x", "pass\tx"), a password line is never echoed.
+        line = printable(f"{first} ****" if first.upper() == "PASS" else text)
         if verb not in COMMANDS:
             return ev.Rejected(self._unknown(typed, verb), verb=verb, line=line), stay
         step = TABLE[state].get(verb)

@@ -97,8 +97,9 @@ class SmtpServer:
                     return
                 assert event is not PAUSED, "every event is answered before the next"
                 shown = _describe(event) or core.last_line
-                if isinstance(event, ev.Auth) and event.initial:
-                    shown = f"AUTH {event.mechanism} ****"
+                words = shown.split(None, 2)
+                if len(words) > 2 and words[0].upper() == "AUTH":  # refused or not, never echo a credential
+                    shown = f"{words[0]} {words[1]} ****"
                 elif core.state is State.AUTH:  # any line inside an AUTH exchange may hold a password
                     shown = "<AUTH response ****>"
                 bus.publish("session.line", session_id=session.id, protocol="smtp", direction="in", text=shown)

@@ -74,6 +74,8 @@ def parse_path(rest: str, keyword: str, allow_null: bool, strict: bool) -> tuple
         raise _syntax("A recipient address is required" if keyword == "TO" else "Syntax error in the address", code)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or " " in path and not path.startswith('"'):
         raise _syntax("Bad address syntax: control characters or spaces", code)
+    if keyword == "TO" and path.lower() == "postmaster":  # RFC 5321 4.5.1: always accepted, no domain
+        return path, _params(tail), route
     if strict and not MAILBOX_RE.match(path):
         raise _syntax(f"Bad address syntax: {path}", code)
     if "@" not in path and keyword == "FROM":
@@ -105,6 +107,17 @@ def _params(tail: str) -> dict:
     return params
 
 
+# The ESMTP parameters of the extensions advertised (SIZE, 8BITMIME) and AUTH= (RFC 4954).
+MAIL_PARAMS = {"SIZE", "BODY", "AUTH"}
+RCPT_PARAMS: set[str] = set()
+
+
+def _known_params(params: dict, known: set[str]) -> None:
+    unknown = [name for name in params if name not in known]
+    if unknown:  # RFC 5321 4.1.1.11: parameters not recognized
+        raise SyntaxProblem(Reply(555, "5.5.4", f"Unsupported parameter {unknown[0][:40]}"))
+
+
 def parse_xclient(rest: str) -> dict:
     attrs = {}
     for word in rest.split():
@@ -130,9 +143,11 @@ def parse_command(line: str, strict_addresses: bool = True):
         return ev.Helo(rest) if verb == "HELO" else ev.Ehlo(rest)
     if verb == "MAIL":
         address, params, route = parse_path(rest, "FROM", allow_null=True, strict=strict_addresses)
+        _known_params(params, MAIL_PARAMS)
         return ev.MailFrom(address, params, route)
     if verb == "RCPT":
         address, params, route = parse_path(rest, "TO", allow_null=False, strict=strict_addresses)
+        _known_params(params, RCPT_PARAMS)
         return ev.RcptTo(address, params, route)
     if verb in ("DATA", "RSET", "QUIT", "STARTTLS"):
         if rest:

@@ -23,14 +23,30 @@ STRICT_END = b"\r\n.\r\n"
 # What lenient (vulnerable) servers also take as the end of data: the SMTP smuggling endings.
 LENIENT_END = re.compile(rb"(\r\n|\r|\n)(\x00?)\.(\x00?)(\r\n|\r|\n)")
 
-_SEQUENCE_HINTS = {
-    ev.MailFrom: "send HELO or EHLO first" ,
-    ev.RcptTo: "send MAIL FROM first",
-    ev.Data: "send RCPT TO first",
-    ev.StartTls: "STARTTLS is allowed only after EHLO, outside a message",
-    ev.XClient: "XCLIENT is allowed only outside a message",
-    ev.Auth: "AUTH is allowed only after EHLO, outside a message",
+_BEFORE_HELO = "send HELO or EHLO first"
+# What to say when a command comes out of sequence: by (command, state), else by command.
+_SEQUENCE_REPLIES = {
+    (ev.MailFrom, State.GREETING): (503, _BEFORE_HELO),
+    (ev.MailFrom, State.MAIL): (503, "sender already given: send RSET to start a new message"),
+    (ev.MailFrom, State.RCPT): (503, "sender already given: send RSET to start a new message"),
+    (ev.RcptTo, State.GREETING): (503, _BEFORE_HELO),
+    (ev.Data, State.GREETING): (503, _BEFORE_HELO),
+    (ev.Data, State.READY): (503, "send MAIL FROM first"),
+    # RFC 2920 3.1: DATA after every RCPT TO was refused.
+    (ev.Data, State.MAIL): (554, "no valid recipients: every RCPT TO was refused, or none was sent"),
+    ev.RcptTo: (503, "send MAIL FROM first"),
+    ev.StartTls: (503, "STARTTLS is allowed only after EHLO, outside a message"),
+    ev.XClient: (503, "XCLIENT is allowed only outside a message"),
+    ev.Auth: (503, "AUTH is allowed only after EHLO, outside a message"),
 }
+BARE_LF_END = ("Bare <LF> line endings: the line holding only a dot ended with <LF>, but DATA ends with "
+               "<CR><LF>.<CR><LF>. Nothing was stored; closing. (telnet and nc -C send <CR><LF>.)")
+
+
+def _sequence_error(state: State, event) -> Reply:
+    kind = type(event)
+    code, hint = _SEQUENCE_REPLIES.get((kind, state)) or _SEQUENCE_REPLIES.get(kind, (503, "not allowed now"))
+    return Reply(code, "5.5.1", f"Bad sequence of commands: {hint}" if code == 503 else hint.capitalize())
 
 
 @dataclass
@@ -62,6 +78,7 @@ class SmtpConnection:
         self._data_scanned = 0
         self._data_overflow = 0  # octets dropped because the message was too big
         self.last_line = ""  # the last command line as typed (cut short), for transcripts
+        self._crlf_in_data = False
 
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -143,16 +160,21 @@ class SmtpConnection:
         except SyntaxProblem as problem:
             return ev.CommandError(problem.reply, shown)
         if not allowed(self.state, type(event)):
-            hint = _SEQUENCE_HINTS.get(type(event), "not allowed now")
-            return ev.CommandError(Reply(503, "5.5.1", f"Bad sequence of commands: {hint}"), shown)
+            return ev.CommandError(_sequence_error(self.state, event), shown)
         return event
 
     def _next_data_event(self):
         if self._buffer:
             self._data += self._buffer
             self._buffer.clear()
+        scanned_from = self._data_scanned
         found = self._find_end()
         if found is None:
+            if not self.lenient_end and self._lf_only_end(scanned_from):
+                # An LF-only client (nc without -C) would wait here forever: say why and hang up.
+                self._data.clear()
+                self._data_scanned = self._data_overflow = 0
+                return ev.CommandError(Reply(521, "5.5.2", BARE_LF_END))
             limit = self.limits.max_message_size + 2
             if len(self._data) > limit + 8:
                 # Too big: keep only the tail needed to spot the end of data.
@@ -163,8 +185,8 @@ class SmtpConnection:
             if self._eof:
                 return ev.ConnectionClosed()
             return ev.NEED_DATA
-        start, end, ending = found
-        body = bytes(self._data[2:start]) + b"\r\n" if start >= 2 else b""
+        start, end, ending, line_end = found
+        body = bytes(self._data[2:start]) + line_end if start >= 2 else b""
         self._buffer[:0] = self._data[end:]  # pipelined commands after the message
         overflow = self._data_overflow
         self._data.clear()
@@ -176,7 +198,7 @@ class SmtpConnection:
             return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
         if _longest_line(body) > self.limits.max_text_line - 2:
             return ev.CommandError(Reply(500, "5.5.2", "A text line is longer than 1000 octets; nothing was stored"))
-        raw = _unstuff(body)
+        raw = _unstuff(body, self.lenient_end)
         return ev.Message(raw, ending, wire=body if len(raw) != len(body) else raw)
 
     def _find_end(self):
@@ -185,14 +207,24 @@ class SmtpConnection:
             for m in LENIENT_END.finditer(self._data, max(self._data_scanned - 6, 0)):
                 if m.end() == len(self._data) and self._data.endswith(b"\r") and not self._eof:
                     break
-                return m.start(), m.end(), m.group(0)
+                return m.start(), m.end(), m.group(0), m.group(1)
             self._data_scanned = len(self._data)
             return None
         i = self._data.find(STRICT_END, max(self._data_scanned - 4, 0))
         if i < 0:
             self._data_scanned = len(self._data)
             return None
-        return i, i + len(STRICT_END), STRICT_END
+        return i, i + len(STRICT_END), STRICT_END, b"\r\n"
+
+    def _lf_only_end(self, scanned_from: int) -> bool:
+        """``<LF>.<LF>`` from a client that has sent no CRLF in this message at all."""
+        if self._crlf_in_data:
+            return False
+        start = max(scanned_from - 3, 1)  # index 1: the LF of the line that said DATA
+        if self._data.find(b"\r\n", max(start, 2)) >= 0:
+            self._crlf_in_data = True
+            return False
+        return self._data.find(b"\n.\n", start) >= 0
 
     # -- output ------------------------------------------------------------
     def send(self, reply: Reply) -> bytes:
@@ -203,12 +235,13 @@ class SmtpConnection:
                                     intermediate=reply.code == 334)
             if self.state is State.DATA:
                 self._data[:] = b"\r\n"  # the CRLF that ended DATA belongs to the end marker
+                self._crlf_in_data = False
         elif self.state is State.DATA and isinstance(event, ev.CommandError):
             self.state = State.READY  # a refused message ends the transaction
         out = reply.to_bytes()
         if reply.code >= 500:
             self.errors += 1
-        if reply.code == 421:
+        if reply.code in (421, 521):  # both say "closing" (RFC 5321 3.8, RFC 7504)
             self.state = State.CLOSED
         elif self.errors > self.limits.max_errors and self.state is not State.CLOSED:
             self.state = State.CLOSED
@@ -219,8 +252,16 @@ class SmtpConnection:
         return out
 
 
-def _unstuff(body: bytes) -> bytes:
-    """RFC 5321 4.5.2: remove the first dot of every line that starts with one."""
+_LINE_START_DOT = re.compile(rb"(?:^|(?<=[\r\n]))\.")
+
+
+def _unstuff(body: bytes, lenient: bool = False) -> bytes:
+    """RFC 5321 4.5.2: remove the first dot of every line that starts with one.
+
+    A lenient server also takes a bare LF or CR as the end of a line.
+    """
+    if lenient:
+        return _LINE_START_DOT.sub(b"", body)
     if body.startswith(b"."):
         body = body[1:]
     return body.replace(b"\r\n.", b"\r\n")
