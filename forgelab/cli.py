@@ -160,9 +160,12 @@ def policies_cmd(ctx):
 def policies_show(name):
     """Print a policy (a shipped name or a file) with `extends` resolved."""
     from .policy import load_policy
+    from .registry import build_plugin_manager
 
     try:
-        click.echo(load_policy(name).as_toml())
+        policy = load_policy(name)
+        build_plugin_manager(policy)  # the defences it names must exist, as `serve` requires
+        click.echo(policy.as_toml())
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -174,10 +177,14 @@ def policies_show(name):
 @click.option("--bits", type=click.IntRange(1024, 8192), default=2048, show_default=True, help="RSA key size.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
               help="Folder for the private key (SELECTOR._domainkey.DOMAIN.pem) and its record.")
-def keygen(domain, selector, algorithm, bits, out_dir):
+@click.option("--force", is_flag=True, help="Replace a key that is already there.")
+def keygen(domain, selector, algorithm, bits, out_dir, force):
     """Write a DKIM key pair for DOMAIN and print the TXT record to publish in the zone."""
     from .auth.keys import keygen as make_key
 
+    existing = out_dir / f"{selector}._domainkey.{domain.strip('.').lower()}.pem"
+    if existing.exists() and not force:
+        raise click.ClickException(f"{existing} exists; --force replaces it")
     try:
         pair = make_key(domain, selector, out_dir, algorithm=algorithm, bits=bits)
     except ValueError as exc:

@@ -5,6 +5,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -67,10 +68,14 @@ def import_plugin(spec: str):
             sys.modules.pop(name, None)
             raise PluginError(f"--plugin {spec}: {type(exc).__name__}: {exc}") from exc
         return module
+    # Like `python -m`: a module in the current directory can be named (examples.greylist).
+    sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(spec)
     except ImportError as exc:
         raise PluginError(f"--plugin {spec}: cannot import: {exc}") from exc
+    finally:
+        sys.path.remove(os.getcwd())
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
@@ -108,12 +113,27 @@ def build_plugin_manager(policy: Policy, extra: list[str] | tuple[str, ...] = ()
     for name, (spec, obj) in given.items():
         if pm.has_plugin(name):
             raise PluginError(f"--plugin {spec}: a plugin named {name!r} is already loaded")
-        pm.register(_instantiate(obj, policy.defences.get(name, {})), name=name)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"{exc} (a misspelt hook name? hooks are listed in docs/plugins.md)") from None
+        plugin = _instantiate(obj, policy.defences.get(name, {}))
+        pm.register(plugin, name=name)
+        if not pm.get_hookcallers(plugin):
+            raise PluginError(f"--plugin {spec}: it implements no forgelab hook (see docs/plugins.md)")
+    misspelt = [(name, hook) for name, plugin in pm.list_name_plugin()
+                for hook in _hook_names(plugin) if not hasattr(hookspecs, hook)]
+    if misspelt:
+        name, hook = misspelt[0]
+        raise PluginError(f"plugin {name}: {hook} is not a forgelab hook (misspelt? the hooks are listed in docs/plugins.md)")
+    pm.check_pending()  # anything the check above missed
     return pm
+
+
+def _hook_names(plugin) -> list[str]:
+    """Names the plugin marked with @hookimpl."""
+    names = []
+    for attr in dir(plugin):
+        options = getattr(getattr(plugin, attr, None), "forgelab_impl", None)
+        if isinstance(options, dict):
+            names.append(options.get("specname") or attr)
+    return names
 
 
 def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:

@@ -59,7 +59,7 @@ def test_misspelt_hook_in_a_plugin_stops_start_up(tmp_path):
     plugin = tmp_path / "typo.py"
     plugin.write_text("from forgelab import hookimpl\n\n@hookimpl\ndef forgelab_mesage(message):\n    pass\n")
     result = CliRunner().invoke(main, ["plugins", "--plugin", str(plugin)])
-    assert result.exit_code == 1 and "forgelab_mesage" in result.output
+    assert result.exit_code == 1 and "forgelab_mesage is not a forgelab hook" in result.output and "object at 0x" not in result.output
 
 
 def test_plugins_lists_builtin_defences_and_their_hooks():
@@ -116,3 +116,31 @@ def test_keygen_prints_a_zone_line(tmp_path):
     assert result.exit_code == 0
     assert result.stdout.startswith('s9._domainkey.shop.example. 3600 IN TXT "v=DKIM1; k=ed25519; p=')
     assert (tmp_path / "s9._domainkey.shop.example.pem").exists()
+
+
+def test_keygen_does_not_overwrite_a_key_without_force(tmp_path):
+    args = ["keygen", "shop.example", "--selector", "s1", "--algorithm", "ed25519", "--out", str(tmp_path)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    before = (tmp_path / "s1._domainkey.shop.example.pem").read_bytes()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "exists; --force replaces it" in again.output
+    assert (tmp_path / "s1._domainkey.shop.example.pem").read_bytes() == before
+    assert CliRunner().invoke(main, args + ["--force"]).exit_code == 0
+    assert (tmp_path / "s1._domainkey.shop.example.pem").read_bytes() != before
+
+
+def test_policies_show_refuses_an_unknown_defence_as_serve_does(tmp_path):
+    bad = tmp_path / "b7.toml"
+    bad.write_text('extends = "strict"\n[defences.nosuch]\n')
+    result = CliRunner().invoke(main, ["policies", "show", str(bad)])
+    assert result.exit_code == 1 and "unknown defence 'nosuch'" in result.output
+
+
+def test_plugin_with_no_hook_and_plugin_module_from_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "mydefence.py").write_text("from forgelab import Verdict, hookimpl\nname = 'mine'\n\n"
+                                           "@hookimpl\ndef forgelab_message(message):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    found = CliRunner().invoke(main, ["plugins", "--plugin", "mydefence"])
+    assert found.exit_code == 0 and "mine" in found.output
+    empty = CliRunner().invoke(main, ["plugins", "--plugin", "json"])
+    assert empty.exit_code == 1 and "implements no forgelab hook" in empty.output
