@@ -32,7 +32,8 @@ def printer(stream=None, colour: bool | None = None):
 
     def show(entry: WireEntry) -> None:
         for line in split_wire_lines(entry.data):
-            text = escape_bytes(line)
+            # Our bytes with every backslash doubled (unambiguous); the server's text as it wrote it.
+            text = escape_bytes(line, double_backslash=entry.direction == "C")
             if entry.direction == "C":
                 click.secho(f"C: {text}", fg="cyan", file=stream, color=colour)
             else:
@@ -186,8 +187,8 @@ def _summary(result: ForgeResult, colour) -> None:
     colours = {"accepted": "green", "rejected": "red", "tempfailed": "yellow", "error": "magenta"}
     where = f" at {result.stage}" if result.outcome in ("rejected", "tempfailed") else ""
     detail = result.error if result.outcome == "error" else (str(result.reply) if result.reply else "")
-    click.secho(f"outcome: {result.outcome}{where}: {escape_bytes(detail.encode('utf-8'))}",
+    click.secho(f"outcome: {result.outcome}{where}: {escape_bytes(detail.encode('utf-8'), double_backslash=False)}",
                 fg=colours.get(result.outcome), bold=True, color=colour)
     for extra in result.extra_replies:
-        click.secho(f"  and the server answered more than we asked (smuggled commands?): {escape_bytes(extra.raw)}",
+        click.secho(f"  and the server answered more than we asked (smuggled commands?): {escape_bytes(extra.raw, double_backslash=False)}",
                     fg="yellow", color=colour)

@@ -63,18 +63,26 @@ class WireEntry:
     at: float = field(default_factory=time.monotonic, compare=False)
 
 
-def escape_bytes(data: bytes) -> str:
-    """Bytes made readable and safe to print: CR, LF, NUL and other controls shown as escapes."""
+def escape_bytes(data: bytes, double_backslash: bool = True) -> str:
+    """Bytes made readable and safe to print: CR, LF, NUL, other controls and bytes that are
+    not UTF-8 shown as escapes (``\\r \\n \\x00 \\xff \\u202e``).
+
+    ``double_backslash`` shows a backslash that was sent as ``\\\\``, so the bytes we send
+    read unambiguously; ``False`` shows a backslash as it is, for text such as a server's
+    reply that writes ``\\n`` as prose (real control characters are still escaped).
+    """
     out = []
-    for ch in data.decode("utf-8", "backslashreplace"):
-        if ch == "\r":
+    for ch in data.decode("utf-8", "surrogateescape"):
+        if "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch == "\r":
             out.append("\\r")
         elif ch == "\n":
             out.append("\\n")
         elif ch == "\t":
             out.append("\\t")
         elif ch == "\\":
-            out.append("\\\\")
+            out.append("\\\\" if double_backslash else ch)
         elif not ch.isprintable():
             out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
         else:
@@ -241,7 +249,7 @@ class ForgeClient:
             text = line.rstrip(b"\r\n").decode("utf-8", "replace")
             if len(text) < 3 or not text[:3].isdigit():
                 self._record("S", raw)
-                raise ForgeError(f"not an SMTP reply: {escape_bytes(line)[:80]}")
+                raise ForgeError(f"not an SMTP reply: {escape_bytes(line, double_backslash=False)[:80]}")
             lines.append(text[4:])
             if text[3:4] != "-":
                 break

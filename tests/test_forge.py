@@ -22,6 +22,8 @@ def test_helpers_are_exact():
     assert forge.parse_escapes(r"\r\n.\n") == b"\r\n.\n"
     assert forge.parse_escapes(r"\x00.\r") == b"\x00.\r"
     assert forge.escape_bytes(b"a\r\n\x00\xe2\x80\xae") == "a\\r\\n\\x00\\u202e"
+    assert forge.escape_bytes(b"\\n\xff") == "\\\\n\\xff"  # our bytes: a sent backslash shows doubled
+    assert forge.escape_bytes(b"(\\n without \\r)\r\n\x1b\xff", double_backslash=False) == "(\\n without \\r)\\r\\n\\x1b\\xff"
     assert forge.set_line_endings(b"a\r\nb\nc\rd", b"\n") == b"a\nb\nc\nd"
     assert ForgeClient.payload(b"x\r\n") == b"x\r\n.\r\n"
     assert ForgeClient.payload(b"x\r\n", end=b"\n.\n") == b"x\r\n\n.\n"
@@ -196,3 +198,18 @@ def test_cli_attack_refuses_the_options_it_would_ignore(forgelab_server):
     assert applied.exit_code == 0, applied.output
     assert lab.recorded("session.xclient")[-1]["attributes"]["ADDR"] == "127.0.66.2"
     assert lab.recorder.wait_for("message.delivered")[-1]["envelope"]["rcpt_tos"] == ["bob@corp.example"]
+
+
+def test_cli_shows_server_replies_as_written(forgelab_server, tmp_path):
+    lab = forgelab_server(policy="strict")
+    raw = tmp_path / "m.eml"
+    raw.write_bytes(MESSAGE.replace(b"hello\r\n", b"one\ntwo\r\n"))  # a bare LF in the body
+    out = _cli("--server", "%s:%d" % lab.smtp.address, "--data", str(raw), "--rcpt", "alice@corp.example",
+               "--mail-from", "x@phish.example", "--source-ip", "127.0.66.1", "--helo", "mail.phish.example")
+    assert out.exit_code == 3, out.output
+    refusal = next(line for line in out.output.splitlines() if line.startswith("S: 5"))
+    assert "[bare-newline]" in refusal and "(\\n without \\r)" in refusal and "\\\\" not in refusal
+    assert refusal.endswith("\\r\\n")  # the real line ending is still shown as an escape
+    outcome = next(line for line in out.output.splitlines() if line.startswith("outcome:"))
+    assert "(\\n without \\r)" in outcome and "\\\\" not in outcome
+    assert "C: one\\n" in out.output
