@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -12,49 +13,145 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[dict], None]
 
+BATCH_DELAY = 0.003  # seconds the log writer waits after the first record of a batch
+
 
 class EventBus:
-    """Publish small dict records to every subscriber, in order, from any thread."""
+    """Publish small dict records to every subscriber, in order, from any thread.
+
+    Subscribers are called under the bus lock (so each sees records in ``seq`` order) and
+    must be quick: anything slow (a file, a socket) belongs on a thread of its own, as
+    ``JsonlLog`` does.
+    """
 
     def __init__(self):
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: tuple[Subscriber, ...] = ()  # replaced, never changed in place
         self._lock = threading.Lock()
         self._seq = 0
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         with self._lock:
-            self._subscribers.append(fn)
+            self._subscribers += (fn,)
         return lambda: self.unsubscribe(fn)
 
     def unsubscribe(self, fn: Subscriber) -> None:
         with self._lock:
             if fn in self._subscribers:
-                self._subscribers.remove(fn)
+                subscribers = list(self._subscribers)
+                subscribers.remove(fn)
+                self._subscribers = tuple(subscribers)
 
     def publish(self, kind: str, **fields) -> dict:
         with self._lock:
             self._seq += 1
             record = {"seq": self._seq, "ts": time.time(), "kind": kind, **fields}
-            subscribers = list(self._subscribers)
             # Deliver inside the lock so every subscriber sees records in seq order.
-            for fn in subscribers:
+            for fn in self._subscribers:
                 try:
                     fn(record)
                 except Exception:  # a broken viewer must never break the mail server
                     log.exception("event subscriber %r failed", fn)
         return record
 
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every subscriber that buffers (has ``flush``) has written what it was given."""
+        for fn in self._subscribers:
+            flush = getattr(fn, "flush", None)
+            if callable(flush):
+                flush(timeout)
+
 
 class JsonlLog:
-    """Appends every event as one JSON line (``events.jsonl`` in the data directory)."""
+    """Appends every event as one JSON line (``events.jsonl`` in the data directory).
+
+    Publishing only queues the record: a writer thread encodes and writes whatever has
+    queued up, in order, with one ``write`` per batch, so no mail thread waits on the file
+    or on the bus lock while another one writes. A batch reaches the file within
+    milliseconds of the bus going quiet; ``flush()`` waits for it, ``close()`` writes the
+    rest and stops the thread.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._pending: deque[dict] = deque()
+        self._queued = 0        # records handed to us (only the bus, under its lock, adds)
+        self._written = 0       # records written to the file
+        self._idle = True       # the writer sleeps until woken
+        self._closing = False
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="forgelab-event-log", daemon=True)
+        self._thread.start()
 
     def __call__(self, record: dict) -> None:
-        self._file.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        if self._closing:
+            return
+        self._pending.append(record)
+        self._queued += 1
+        if self._idle:  # wake the writer once per batch, not once per record
+            self._idle = False
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if not self._closing:
+                time.sleep(BATCH_DELAY)  # let a batch gather: one write for many records
+            while True:
+                self._drain()
+                self._idle = True
+                # A record queued between the drain and _idle = True found _idle False and
+                # did not wake us: look once more before sleeping.
+                if not self._pending:
+                    break
+                self._idle = False
+            if self._closing:
+                return
+
+    def _drain(self) -> None:
+        lines = []
+        pending = self._pending
+        while pending:
+            try:
+                record = pending.popleft()
+            except IndexError:
+                break
+            try:
+                lines.append(json.dumps(record, default=str, ensure_ascii=False))
+            except Exception:  # one odd record must not stop the log
+                log.exception("event %r could not be logged", record.get("kind"))
+                lines.append(json.dumps({"seq": record.get("seq"), "kind": record.get("kind"),
+                                         "error": "not serialisable"}))
+        if not lines:
+            return
+        try:
+            self._file.write("\n".join(lines) + "\n")
+            self._file.flush()
+        except (OSError, ValueError):
+            log.exception("event log %s could not be written", self.path)
+        with self._done:
+            self._written += len(lines)
+            self._done.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record queued before this call is in the file; False on timeout."""
+        target = self._queued
+        with self._done:
+            if self._written >= target:
+                return True
+            self._idle = False
+            self._wake.set()
+            return self._done.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout)
 
     def close(self) -> None:
-        self._file.close()
+        """Write what is queued, stop the writer thread, close the file. Safe to call twice."""
+        if not self._closing:
+            self._closing = True
+            self._wake.set()
+            self._thread.join(10)
+        if not self._file.closed:
+            self._drain()  # the writer is gone (or stuck): the rest, if any, from here
+            self._file.close()

@@ -1,0 +1,98 @@
+"""The event bus and its JSONL log: order kept, nothing lost, written off the publisher's thread."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from forgelab.events import EventBus, JsonlLog
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def read(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_record_from_many_threads_is_logged_once_in_seq_order(tmp_path):
+    bus = EventBus()
+    log = JsonlLog(tmp_path / "events.jsonl")
+    bus.subscribe(log)
+
+    def publisher(n):
+        for i in range(500):
+            bus.publish("session.line", session_id=f"s{n}", text=f"line {i}")
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bus.flush()
+    records = read(tmp_path / "events.jsonl")
+    assert [r["seq"] for r in records] == list(range(1, 4001))
+    for n in range(8):  # each thread's own records keep their order too
+        assert [r["text"] for r in records if r["session_id"] == f"s{n}"] == [f"line {i}" for i in range(500)]
+    log.close()
+
+
+def test_flush_waits_for_the_writer_and_the_log_catches_up_on_its_own(tmp_path):
+    bus = EventBus()
+    log = JsonlLog(tmp_path / "events.jsonl")
+    bus.subscribe(log)
+    bus.publish("session.open", session={"id": "s1"})
+    assert log.flush(5)
+    assert [r["kind"] for r in read(tmp_path / "events.jsonl")] == ["session.open"]
+    bus.publish("session.close", session_id="s1", reason="client quit")
+    deadline = time.monotonic() + 5  # no flush: the writer gets there by itself, soon
+    while len(read(tmp_path / "events.jsonl")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r["kind"] for r in read(tmp_path / "events.jsonl")] == ["session.open", "session.close"]
+    log.close()
+
+
+def test_close_writes_what_is_queued_and_stops_the_thread(tmp_path):
+    bus = EventBus()
+    log = JsonlLog(tmp_path / "events.jsonl")
+    bus.subscribe(log)
+    for i in range(200):
+        bus.publish("verdict", n=i, text="attacker \u202e text \x00")
+    log.close()
+    log.close()  # twice is harmless
+    records = read(tmp_path / "events.jsonl")
+    assert [r["n"] for r in records] == list(range(200))
+    assert records[0]["text"] == "attacker \u202e text \x00"
+    assert not log._thread.is_alive()
+    bus.publish("after.close")  # a late record is dropped, not an error
+    assert len(read(tmp_path / "events.jsonl")) == 200
+
+
+def test_an_unencodable_record_is_logged_as_such_and_the_rest_still_are(tmp_path):
+    bus = EventBus()
+    log = JsonlLog(tmp_path / "events.jsonl")
+    bus.subscribe(log)
+    bus.publish("ok", n=1)
+    bus.publish("odd", n=2, loop=float("nan"), key={(1, 2): "tuple keys cannot be JSON"})
+    bus.publish("ok", n=3)
+    log.close()
+    records = read(tmp_path / "events.jsonl")
+    assert [r["kind"] for r in records] == ["ok", "odd", "ok"]
+    assert records[1]["error"] == "not serialisable"
+
+
+def test_a_failing_subscriber_does_not_stop_the_others(tmp_path):
+    bus = EventBus()
+    seen = []
+
+    def broken(record):
+        raise RuntimeError("viewer bug")
+
+    bus.subscribe(broken)
+    unsubscribe = bus.subscribe(seen.append)
+    bus.publish("a")
+    unsubscribe()
+    bus.publish("b")
+    assert [r["kind"] for r in seen] == ["a"]
+    bus.flush()  # no subscriber buffers: returns at once
