@@ -352,17 +352,36 @@ def test_attack_run_request_is_checked_and_reports_its_state(served):
     assert status == 415
 
 
-def test_the_catalogue_runs_from_the_api(served):
-    pytest.importorskip("forgelab.attacks.runner", reason="the attack runner has not landed yet")
-    from forgelab.attacks import catalogue
-
+@pytest.mark.parametrize("body, named", [
+    ({"only": ["nope"]}, "unknown attack id 'nope'"),
+    ({"mode": "send", "only": ["from-two-headers", "nope"]}, "unknown attack id 'nope'"),
+    ({"policies": "open"}, "'policies' must be a list of names"),
+    ({"mode": "send", "policies": ["open"]}, "'policies' is for mode matrix"),
+    (["from-two-headers"], "send a JSON object"),
+])
+def test_attack_run_names_what_is_unknown_and_starts_nothing(served, body, named):
     lab, web, client = served()
-    first = catalogue.attacks()[0].id
-    status, answer = client.post_json("/api/attacks", {"policies": ["open"], "only": [first]})
-    assert status == 202 and answer["state"] == "running"
-    job = wait_for(lambda: (j := client.json("/api/attacks"))["state"] != "running" and j, timeout=40)
-    assert job["state"] == "done", job["error"]
-    assert first in job["matrix"]
+    status, answer = client.post_json("/api/attacks", body)
+    assert status == 400 and named in answer["error"], answer
+    assert "Traceback" not in answer["error"] and "\n" not in answer["error"]
+    assert client.json("/api/attacks")["state"] == "idle"
+
+
+def test_a_failed_run_shows_one_line_and_logs_the_traceback(caplog):
+    from forgelab.web.attacks import MatrixJob
+
+    def broken(policies, only):
+        raise RuntimeError("the runner broke\nsecond line")
+
+    job = MatrixJob()
+    with caplog.at_level("ERROR", logger="forgelab.web.attacks"):
+        assert job._launch("matrix", broken, None, None)
+        job.join(10)
+    status = job.status()
+    assert status["state"] == "error"
+    assert status["error"].startswith("RuntimeError: the runner broke (")
+    assert "\n" not in status["error"] and "Traceback" not in status["error"]
+    assert "Traceback" in caplog.text and "second line" in caplog.text  # the details stay on the server
 
 
 def test_port_in_use_is_a_clear_error(forgelab_server):

@@ -88,6 +88,10 @@ def _sse(record: dict) -> bytes:
     return f"id: {record.get('seq', 0)}\ndata: {data}\n\n".encode("utf-8")
 
 
+class BadRequest(Exception):
+    """A request the API refuses with 400 and this one-line message."""
+
+
 def _int(text, default: int, low: int = 0, high: int = 10**12) -> int:
     try:
         return min(max(int(text), low), high)
@@ -244,14 +248,10 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
         body, refusal = await _guarded_json(request)
         if refusal:
             return refusal
-        body = body if isinstance(body, dict) else {}
-        mode, policies, only = body.get("mode", "matrix"), body.get("policies"), body.get("only")
-        if mode not in ("matrix", "send"):
-            return JSON({"error": "'mode' is matrix (throw-away servers) or send (to this server)"}, status_code=400)
-        for key, value, allowed in (("policies", policies, shipped_policies()), ("only", only, None)):
-            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-                                      or (allowed is not None and not set(value) <= set(allowed))):
-                return JSON({"error": f"'{key}' must be a list of names"}, status_code=400)
+        try:
+            mode, policies, only = _run_request(body)
+        except BadRequest as exc:
+            return JSON({"error": str(exc)}, status_code=400)
         if mode == "send":
             started = job.start_send(_reachable(lab_app.smtp.address), only or None)
         else:
@@ -284,6 +284,36 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
     app = Starlette(routes=routes, middleware=middleware)
     app.state.index, app.state.job, app.state.streams = index, job, streams
     return app
+
+
+def _run_request(body) -> tuple[str, list[str] | None, list[str] | None]:
+    """``(mode, policies, only)`` of a POST /api/attacks body, every name checked before a run starts."""
+    from ..attacks.catalogue import all_entries
+
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object: {\"mode\", \"policies\", \"only\"}")
+    mode, policies, only = body.get("mode", "matrix"), body.get("policies"), body.get("only")
+    if mode not in ("matrix", "send"):
+        raise BadRequest("'mode' is matrix (throw-away servers) or send (to this server)")
+    for key, value in (("policies", policies), ("only", only)):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise BadRequest(f"'{key}' must be a list of names")
+    if mode == "send" and policies:
+        raise BadRequest("'policies' is for mode matrix: send plays the catalogue under this server's policy")
+    shipped = shipped_policies()
+    unknown = [p for p in policies or () if p not in shipped]
+    if unknown:
+        raise BadRequest("'policies' must be a list of names")
+    known = {a.id for a in all_entries()}
+    unknown = [i for i in only or () if i not in known]
+    if unknown:
+        raise BadRequest(f"unknown attack id {_names(unknown)}; see `forgelab attacks list`")
+    return mode, policies or None, only or None
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(n[:60]) for n in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _reachable(address: tuple) -> tuple[str, int]:

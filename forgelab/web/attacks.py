@@ -7,9 +7,11 @@ running server, so each attack arrives on the live page with its verdicts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
-import traceback
+
+log = logging.getLogger(__name__)
 
 
 def _plain(value):
@@ -33,6 +35,14 @@ def _describe(item) -> str:
     caught = getattr(item, "caught_by", None)
     mark = "" if getattr(item, "ok", True) else "  ! not as the catalogue expects"
     return f"{policy:<8} {attack}: {outcome}" + (f" [{', '.join(caught)}]" if caught else "") + mark
+
+
+def _one_line(exc: BaseException) -> str:
+    """What the page shows of a failure: its kind and the first line of its message, no traceback."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    shown = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return (shown[:300] + "…" if len(shown) > 300 else shown) + " (details in the server's log)"
 
 
 class MatrixJob:
@@ -90,8 +100,9 @@ class MatrixJob:
             fields = target(policies, only)
         except ImportError as exc:
             fields = {"error": f"the attack runner is not available: {exc}"}
-        except Exception as exc:  # shown on the page: a run that fails says why
-            fields = {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"}
+        except Exception as exc:  # the page gets one line saying why; the traceback goes to the server's log
+            log.exception("the %s run from the web view failed", self._state["mode"])
+            fields = {"error": _one_line(exc)}
         with self._lock:
             self._state.update(state="error" if fields.get("error") else "done", finished=time.time(), **fields)
 
