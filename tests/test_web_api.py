@@ -347,7 +347,7 @@ def test_attack_run_request_is_checked_and_reports_its_state(served):
     lab, web, client = served()
     assert client.json("/api/attacks")["state"] == "idle"
     status, answer = client.post_json("/api/attacks", {"policies": ["nonesuch"]})
-    assert status == 400 and answer["error"]
+    assert status == 400 and "unknown policy 'nonesuch'" in answer["error"] and "strict" in answer["error"]
     status, _, _ = client.request("POST", "/api/attacks", b"policies=open", {"Content-Type": "text/plain"})
     assert status == 415
 
@@ -355,6 +355,7 @@ def test_attack_run_request_is_checked_and_reports_its_state(served):
 @pytest.mark.parametrize("body, named", [
     ({"only": ["nope"]}, "unknown attack id 'nope'"),
     ({"mode": "send", "only": ["from-two-headers", "nope"]}, "unknown attack id 'nope'"),
+    ({"policies": ["open", "nope"], "only": ["from-two-headers"]}, "unknown policy 'nope'"),
     ({"policies": "open"}, "'policies' must be a list of names"),
     ({"mode": "send", "policies": ["open"]}, "'policies' is for mode matrix"),
     (["from-two-headers"], "send a JSON object"),

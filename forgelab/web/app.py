@@ -303,7 +303,7 @@ def _run_request(body) -> tuple[str, list[str] | None, list[str] | None]:
     shipped = shipped_policies()
     unknown = [p for p in policies or () if p not in shipped]
     if unknown:
-        raise BadRequest("'policies' must be a list of names")
+        raise BadRequest(f"unknown policy {_names(unknown)}; shipped: {', '.join(shipped)}")
     known = {a.id for a in all_entries()}
     unknown = [i for i in only or () if i not in known]
     if unknown:
