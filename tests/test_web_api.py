@@ -385,6 +385,40 @@ def test_a_failed_run_shows_one_line_and_logs_the_traceback(caplog):
     assert "Traceback" in caplog.text and "second line" in caplog.text  # the details stay on the server
 
 
+@pytest.mark.parametrize("path", ["/api/messages?limit=0", "/api/messages?limit=1001", "/api/messages?limit=abc",
+                                  "/api/messages?limit=-5", "/api/sessions?limit=0", "/api/sessions?limit=1_000",
+                                  "/api/events?since=abc", "/api/events?since=-1"])
+def test_bad_limit_and_since_are_refused(served, path):
+    lab, web, client = served()
+    status, headers, body = client.get(path)
+    assert status == 400 and headers["content-type"].startswith("application/json"), (status, body)
+    error = json.loads(body)["error"]
+    name = "limit" if "limit" in path else "since"
+    assert f"'{name}' must be a whole number" in error and (name == "since" or "from 1 to 1000" in error)
+
+
+def test_good_limits_are_honoured(served):
+    lab, web, client = served()
+    for n in range(3):
+        send(lab, plain(f"m{n}"))
+    delivered(lab, 3)
+    assert len(client.json("/api/messages?limit=2")["messages"]) == 2
+    assert len(client.json("/api/sessions?limit=1000")["sessions"]) == 3
+
+
+def test_the_catalogue_runs_from_the_api(served):
+    pytest.importorskip("forgelab.attacks.runner", reason="the attack runner has not landed yet")
+    from forgelab.attacks import catalogue
+
+    lab, web, client = served()
+    first = catalogue.attacks()[0].id
+    status, answer = client.post_json("/api/attacks", {"policies": ["open"], "only": [first]})
+    assert status == 202 and answer["state"] == "running"
+    job = wait_for(lambda: (j := client.json("/api/attacks"))["state"] != "running" and j, timeout=40)
+    assert job["state"] == "done", job["error"]
+    assert first in job["matrix"]
+
+
 def test_port_in_use_is_a_clear_error(forgelab_server):
     lab = forgelab_server()
     with socket.socket() as taken:

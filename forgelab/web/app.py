@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from importlib import resources
@@ -92,11 +93,29 @@ class BadRequest(Exception):
     """A request the API refuses with 400 and this one-line message."""
 
 
-def _int(text, default: int, low: int = 0, high: int = 10**12) -> int:
-    try:
-        return min(max(int(text), low), high)
-    except (TypeError, ValueError):
+def _whole_number(text: str | None, name: str, default: int | None, low: int, high: int) -> int | None:
+    """A query parameter that must be a whole number in [low, high]; absent -> ``default``."""
+    if text is None:
         return default
+    # Digits only: int() would also take "+5", " 5" and "1_000".
+    if not re.fullmatch(r"[0-9]{1,18}", text) or not low <= int(text) <= high:
+        wanted = f"from {low} to {high}" if high < 10**18 else f"{low} or more"
+        raise BadRequest(f"'{name}' must be a whole number {wanted}, not {text[:40]!r}")
+    return int(text)
+
+
+def _limit(request: Request) -> int:
+    return _whole_number(request.query_params.get("limit"), "limit", 100, 1, 1000)
+
+
+def _bad_request(handler):
+    """Turn a BadRequest raised while reading the request into a 400 answer."""
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return JSON({"error": str(exc)}, status_code=400)
+    return guarded
 
 
 def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_host: str = "127.0.0.1",
@@ -152,8 +171,9 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
         return page(request, "lab.html", world=lab_world(lab_app, is_loopback_client(_client(request))))
 
     # -- API -----------------------------------------------------------------
+    @_bad_request
     async def api_messages(request: Request) -> Response:
-        return JSON({"messages": index.messages(_int(request.query_params.get("limit"), 100, 1, 1000))})
+        return JSON({"messages": index.messages(_limit(request))})
 
     async def api_message(request: Request) -> Response:
         entry = index.message(request.path_params["message_id"])
@@ -170,8 +190,9 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
             return PlainTextResponse(detail["source_note"] or "no source", status_code=404)
         return PlainTextResponse(detail["source"], headers={"content-disposition": "inline"})
 
+    @_bad_request
     async def api_sessions(request: Request) -> Response:
-        return JSON({"sessions": index.sessions(_int(request.query_params.get("limit"), 100, 1, 1000))})
+        return JSON({"sessions": index.sessions(_limit(request))})
 
     async def api_session(request: Request) -> Response:
         session = index.session(request.path_params["session_id"])
@@ -179,10 +200,13 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
             return JSON({"error": "no such session"}, status_code=404)
         return JSON(session)
 
+    @_bad_request
     async def api_events(request: Request) -> Response:
         # A reconnecting EventSource says where it stopped; that beats the page's first ?since=.
-        since = request.headers.get("last-event-id") or request.query_params.get("since")
-        since = _int(since, -1) if since is not None else None
+        if request.headers.get("last-event-id"):
+            since = _whole_number(request.headers["last-event-id"], "Last-Event-ID", None, 0, 10**18)
+        else:
+            since = _whole_number(request.query_params.get("since"), "since", None, 0, 10**18)
         only_session = request.query_params.get("session")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue(maxsize=STREAM_QUEUE)
