@@ -113,6 +113,7 @@ def test_messages_and_sessions_show_a_delivered_message_with_verdicts_and_source
     assert checks["spf"]["result"] == "fail" and checks["spf"]["reason"]
     assert checks["spf"]["stage"] == "mail_from" and checks["spf"]["policy_action"] == "tag"
     assert "Subject: Quarterly statement" in detail["source"]
+    assert detail["rejections"] == []  # docs/web.md lists it for every message
     highlighted = {h["name"].lower() for h in detail["headers"] if h["highlight"]}
     assert {"authentication-results", "x-forgelab-verdict"} <= highlighted
     assert detail["display"]["views"][0]["shows"] == "Bank"
@@ -144,6 +145,8 @@ def test_a_refused_message_is_listed_with_its_reply_and_what_was_asked(served):
     assert message["mail_from"] == "x@phish.example" and message["rcpt_tos"] == ["someone@elsewhere.example"]
     detail = client.json(f"/api/messages/{message['id']}")
     assert detail["source"] is None and "refused" in detail["source_note"]
+    (refusal,) = detail["rejections"]
+    assert refusal["stage"] == "rcpt_to" and refusal["reply"].startswith("550") and refusal["message_id"] == message["id"]
 
 
 def read_events(response, until, timeout=10.0):

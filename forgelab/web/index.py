@@ -160,7 +160,7 @@ class EventIndex:
             message = {"id": message_id, "session_id": r.get("session_id"), "peer_ip": session.get("peer_ip"),
                        "helo": session.get("helo"), "ts": r.get("ts"), "status": None, "action": None,
                        "stage": None, "reply": None, "envelope": None, "subject": None, "from": None,
-                       "size": None, "ending": None, "locations": [], "verdicts": [],
+                       "size": None, "ending": None, "locations": [], "verdicts": [], "rejections": [],
                        "stage_verdicts": [s for s in session["steps"]
                                           if s["type"] == "verdict" and s.get("message_id") == message_id],
                        "seq": r.get("seq")}
@@ -191,7 +191,7 @@ class EventIndex:
         if not r.get("message_id"):
             return  # refused at connect or HELO: a session event, no message yet
         message = self._message(r, session)
-        message.setdefault("rejections", []).append({k: v for k, v in step.items() if k != "type"})
+        message["rejections"].append({k: v for k, v in step.items() if k != "type"})
         if message["status"] != "delivered":  # a refused RCPT does not undo a later delivery
             message.update(status="rejected", action=r.get("action"), stage=r.get("stage"),
                            reply=_clip(r.get("reply")), ts=r.get("ts"), seq=r.get("seq"))
@@ -252,7 +252,8 @@ class EventIndex:
         with self._lock:
             message = self._messages.get(message_id)
             return None if message is None else {**message, "verdicts": list(message["verdicts"]),
-                                                 "stage_verdicts": list(message["stage_verdicts"])}
+                                                 "stage_verdicts": list(message["stage_verdicts"]),
+                                                 "rejections": list(message["rejections"])}
 
     def counts(self) -> dict:
         with self._lock:
