@@ -39,3 +39,20 @@ def test_the_plugin_written_in_the_docs_works_with_plugin_option(forgelab_server
         with pytest.raises(smtplib.SMTPDataError) as refused:
             client.sendmail("a@news.example", ["alice@corp.example"], friday)
     assert b"[no-friday] mail written on Fri is not welcome" in refused.value.smtp_error
+
+
+def test_the_plugin_test_written_in_the_docs_passes(tmp_path):
+    """The "Testing a plugin" example, run by pytest as a user would, beside the plugin it tests."""
+    import subprocess
+    import sys
+
+    text = (DOCS / "plugins.md").read_text()
+    plugin = re.search(r"```python\n(# my_defence.py\n.*?)```", text, re.DOTALL).group(1)
+    test = re.search(r"```python\n(# test_my_defence.py.*?)```", text, re.DOTALL).group(1)
+    assert "pytest.raises" in test and "[no-friday]" in test
+    (tmp_path / "my_defence.py").write_text(plugin)
+    (tmp_path / "test_my_defence.py").write_text(test)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_defence.py"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "1 passed" in run.stdout
