@@ -56,3 +56,14 @@ def test_the_plugin_test_written_in_the_docs_passes(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "1 passed" in run.stdout
+
+
+def test_the_limits_defaults_agree_where_docs_security_md_sends_the_reader():
+    """security.md says the defaults are in its table and in policies.md (policies show omits them)."""
+    security = (DOCS / "security.md").read_text()
+    example = (DOCS / "policies.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| ([0-9]+)\b", security, re.MULTILINE)
+    assert len(rows) >= 8, rows
+    for key, default in rows:
+        assert re.search(rf"^{key} = {default}\b", example, re.MULTILINE), f"docs/policies.md: {key} = {default}?"
+    assert not re.search(r"policies show \w+`\s+prints them", security)
