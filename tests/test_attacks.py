@@ -75,6 +75,21 @@ def test_docs_are_up_to_date():
     assert "Hello, a question about my order.\\r\\n" in text and "\n.\\n\n" in text  # bytes, escaped
 
 
+def test_quarantined_mail_goes_where_the_docs_say(forgelab_server):
+    from forgelab.attacks.runner import can_bind, play
+
+    assert "Junk" not in render() and "`.Quarantine` Maildir++ folder, which POP3 does not show" in render()
+    lab = forgelab_server(policy="strict")
+    attack = catalogue.get("null-sender")
+    assert attack.expected_for("strict") == "quarantined"
+    play(attack, *lab.smtp.address, bind=can_bind(attack.script.source_ip))
+    (event,) = lab.recorder.wait_for("message.delivered")
+    assert event["action"] == "quarantine"
+    (user, folder, key), = event["locations"]
+    assert folder == "quarantine" and lab.store.folder_dir(user, folder).name == ".Quarantine"
+    assert lab.store.list(user, "inbox") == []  # POP3 serves the inbox only
+
+
 @pytest.fixture(scope="module")
 def outcomes():
     return run_catalogue()

@@ -22,8 +22,9 @@ Run them all against fresh in-process servers with
     forgelab forge --attack from-two-headers --server 127.0.0.1:1025
 
 Outcomes: *accepted* (delivered as if nothing were wrong), *tagged* (delivered with
-failing verdicts stamped on it), *quarantined* (delivered to the Junk folder),
-*tempfailed* (4xx), *rejected* (5xx). For VRFY/EXPN probes, *accepted* means the
+failing verdicts stamped on it), *quarantined* (delivered to the recipient's Quarantine
+folder, the `.Quarantine` Maildir++ folder, which POP3 does not show), *tempfailed* (4xx),
+*rejected* (5xx). For VRFY/EXPN probes, *accepted* means the
 server disclosed a user. The check `smtp` is the SMTP core's own address syntax.
 The legitimate messages at the end run with the catalogue: no policy may refuse
 them or mark them as failed.
