@@ -30,13 +30,13 @@ def list_cmd(cls):
 def show_cmd(attack_id):
     """Explain one attack and print the bytes it sends."""
     from .attacks.catalogue import get
-    from .attacks.docs import _attack
+    from .attacks.text import as_text
 
     try:
         attack = get(attack_id)
     except KeyError:
         raise click.ClickException(f"no attack {attack_id!r}; see `forgelab attacks list`") from None
-    click.echo("\n".join(_attack(attack)))
+    click.echo(as_text(attack))
 
 
 @attacks.command("run")

@@ -148,3 +148,21 @@ def test_cli_list_and_run():
     assert unknown.exit_code == 1 and "no-such-attack" in unknown.output
     show = _cli("show", "smuggling-lflf")
     assert show.exit_code == 0 and "\\n.\\n" in show.output
+
+
+def test_cli_show_prints_plain_text_not_markdown():
+    for attack_id in ("smuggling-lflf", "smuggling-nullbefore", "unicode-rtl-override"):
+        out = _cli("show", attack_id)
+        assert out.exit_code == 0, out.output
+        text = out.output
+        for markup in ("<a id=", "###", "**", "```", "\\\\n", "\\\\r"):  # anchors, headings, bold, fences, \\n
+            assert markup not in text, (attack_id, markup)
+        assert text.startswith(f"{attack_id}: ")
+        assert "Expected:     open: " in text and "Class:" in text and "Reference:" in text
+        assert "\u202e" not in text  # a bidi control is shown as an escape, never sent to the terminal
+    lflf = _cli("show", "smuggling-lflf").output
+    assert "smuggling-lflf: SMTP smuggling with \\n.\\n\n" in lflf
+    assert "\n  Hello, a question about my order.\\n\n  .\\n\n" in lflf
+    assert "U+202E" in _cli("show", "unicode-rtl-override").output
+    assert "  \\r\\n\\x00.\\r\\n" not in lflf and "\\x00" in _cli("show", "smuggling-nullbefore").output
+    assert _cli("show", "nope").exit_code == 1
