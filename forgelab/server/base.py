@@ -1,19 +1,28 @@
 """A threaded TCP server: one thread per connection, connection caps, clean shutdown.
 
 No protocol logic lives here; a driver supplies ``handle(conn)`` and the bytes
-to send when the server is full.
+to send when the server is full. A thread serves one connection at a time; when it
+is done it waits for the next one (a pool that grows with the connections and
+shrinks when they go), so a new client costs no thread start.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
+import queue
 import socket
+import ssl
+import struct
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 log = logging.getLogger(__name__)
+
+IDLE_WORKER_SECONDS = 30.0  # a pool thread with no connection for this long ends
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")  # SO_RCVTIMEO takes a struct timeval of two longs
 
 
 class BindError(OSError):
@@ -38,6 +47,41 @@ class Connection:
     peer_port: int
     local_ip: str
     local_port: int
+    timeout: float | None = None  # the read/write timeout now in force
+    kernel_timeout: bool = False  # timeout kept by the kernel (SO_RCVTIMEO), not by a poll per call
+
+    def set_timeout(self, seconds: float, kernel: bool = False) -> None:
+        """Limit each read and write to ``seconds``; does nothing when it is already the limit.
+
+        ``kernel=True`` (Linux, plain sockets) leaves the socket blocking and lets the kernel
+        time out reads and writes, so each recv/send is one syscall instead of poll + call;
+        ``recv`` then turns the kernel's EAGAIN into ``socket.timeout`` like a socket timeout.
+        """
+        kernel = kernel and _KERNEL_TIMEOUTS and not isinstance(self.sock, ssl.SSLSocket)
+        if seconds == self.timeout and kernel == self.kernel_timeout:
+            return
+        if kernel:
+            if self.sock.gettimeout() is not None:
+                self.sock.settimeout(None)
+            whole = int(seconds)
+            timeval = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 1 if not whole else 0))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        else:
+            self.sock.settimeout(seconds)
+        self.timeout, self.kernel_timeout = seconds, kernel
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            raise socket.timeout("timed out") from None
+
+    def sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise socket.timeout("timed out") from None
 
 
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -76,12 +120,19 @@ def listening_socket(name: str, host: str, port: int) -> socket.socket:
 
 
 class ThreadedServer:
+    """Accepts on ``host:port`` and runs ``handle(conn)`` for each connection on a pool thread.
+
+    :param kernel_timeouts: the idle limit is kept by the kernel (see ``Connection.set_timeout``);
+        the handler then reads with ``conn.recv`` and writes with ``conn.sendall``.
+    """
+
     def __init__(self, name: str, host: str, port: int, handle: Callable[[Connection], None],
-                 busy: bytes, limits: Limits | None = None):
+                 busy: bytes, limits: Limits | None = None, *, kernel_timeouts: bool = False):
         self.name = name
         self.handle = handle
         self.busy = busy
         self.limits = limits or Limits()
+        self.kernel_timeouts = kernel_timeouts
         self._host, self._port = host, port
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -90,6 +141,8 @@ class ThreadedServer:
         self._active: dict[int, Connection] = {}
         self._per_ip: Counter[str] = Counter()
         self._threads: set[threading.Thread] = set()
+        self._handoff: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self._idle = 0  # pool threads waiting for a connection, minus connections queued for them
 
     @property
     def address(self) -> tuple[str, int]:
@@ -101,10 +154,15 @@ class ThreadedServer:
         with self._lock:
             return len(self._active)
 
+    @property
+    def threads(self) -> int:
+        """Pool threads alive: busy with a connection or waiting for one."""
+        with self._lock:
+            return len(self._threads)
+
     def start(self) -> "ThreadedServer":
-        sock = listening_socket(self.name, self._host, self._port)
-        sock.settimeout(0.2)  # so the accept loop notices stop() quickly
-        self._sock = sock
+        # A blocking accept: one syscall per client; stop() wakes it by shutting the socket down.
+        self._sock = listening_socket(self.name, self._host, self._port)
         self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept", daemon=True)
         self._thread.start()
         return self
@@ -113,16 +171,18 @@ class ThreadedServer:
         while not self._stopping.is_set():
             try:
                 client, addr = self._sock.accept()
-            except socket.timeout:
-                continue
             except OSError:
-                if self._stopping.is_set():
+                if self._stopping.wait(0.05):  # e.g. out of file descriptors: do not spin
                     return
                 continue
+            if self._stopping.is_set():
+                client.close()
+                return
             self._admit(client, addr)
 
     def _admit(self, client: socket.socket, addr) -> None:
         peer_ip = addr[0]
+        spawn = False
         with self._lock:
             full = (len(self._active) >= self.limits.max_connections
                     or self._per_ip[peer_ip] >= self.limits.max_per_ip)
@@ -131,6 +191,10 @@ class ThreadedServer:
                 conn = Connection(client, peer_ip, addr[1], local[0], local[1])
                 self._active[id(conn)] = conn
                 self._per_ip[peer_ip] += 1
+                if self._idle > 0:
+                    self._idle -= 1  # a waiting pool thread takes it
+                else:
+                    spawn = True
         if full:
             try:
                 client.settimeout(2)
@@ -140,28 +204,66 @@ class ThreadedServer:
             finally:
                 client.close()
             return
-        thread = threading.Thread(target=self._run, args=(conn,), name=f"{self.name}-{peer_ip}:{addr[1]}", daemon=True)
+        if not spawn:
+            self._handoff.put(conn)
+            return
+        thread = threading.Thread(target=self._worker, args=(conn,), name=f"{self.name}-worker", daemon=True)
         with self._lock:
             self._threads.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (resource limit): drop this client
+            log.error("%s: cannot start a thread for %s", self.name, peer_ip)
+            with self._lock:
+                self._threads.discard(thread)
+            self._finish(conn)
+
+    def _worker(self, conn: Connection | None) -> None:
+        """Serve ``conn``, then whatever connection comes next; end after a quiet spell or at stop."""
+        try:
+            while conn is not None:
+                self._run(conn)
+                conn = None
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._idle += 1
+                while True:
+                    try:
+                        conn = self._handoff.get(timeout=IDLE_WORKER_SECONDS)
+                        break
+                    except queue.Empty:
+                        with self._lock:
+                            if self._idle > 0:  # no connection is on its way to us: end
+                                self._idle -= 1
+                                return
+                        # every waiting thread is spoken for: one is queued for us, take it
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
 
     def _run(self, conn: Connection) -> None:
         try:
-            conn.sock.settimeout(self.limits.idle_timeout)
+            if self.kernel_timeouts:
+                conn.set_timeout(self.limits.idle_timeout, kernel=True)
+            else:
+                conn.sock.settimeout(self.limits.idle_timeout)
             self.handle(conn)
         except Exception:
             log.exception("%s: connection from %s failed", self.name, conn.peer_ip)
         finally:
-            try:
-                conn.sock.close()
-            except OSError:
-                pass
-            with self._lock:
-                self._active.pop(id(conn), None)
-                self._per_ip[conn.peer_ip] -= 1
-                if self._per_ip[conn.peer_ip] <= 0:
-                    del self._per_ip[conn.peer_ip]
-                self._threads.discard(threading.current_thread())
+            self._finish(conn)
+
+    def _finish(self, conn: Connection) -> None:
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            self._active.pop(id(conn), None)
+            self._per_ip[conn.peer_ip] -= 1
+            if self._per_ip[conn.peer_ip] <= 0:
+                del self._per_ip[conn.peer_ip]
 
     @property
     def stopping(self) -> bool:
@@ -170,6 +272,8 @@ class ThreadedServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every open connection, wait for the threads."""
         self._stopping.set()
+        if self._sock:
+            self._wake_accept()
         if self._thread:
             self._thread.join(timeout)
         if self._sock:
@@ -182,5 +286,25 @@ class ThreadedServer:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        for _ in threads:  # one end-marker for each thread that may be waiting for a connection
+            self._handoff.put(None)
         for thread in threads:
             thread.join(timeout)
+
+    def _wake_accept(self) -> None:
+        """Get the accept loop out of its blocking accept()."""
+        try:  # Linux: shutting a listening socket down makes accept() fail at once
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self._thread is None or not self._thread.is_alive():
+            return
+        self._thread.join(0.2)
+        if self._thread.is_alive():  # elsewhere: a connection of our own wakes it
+            host, port = self._sock.getsockname()[:2]
+            if host in ("0.0.0.0", "::"):
+                host = "::1" if host == "::" else "127.0.0.1"
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+            except OSError:
+                pass

@@ -29,7 +29,7 @@ class SmtpServer:
                  limits: Limits | None = None):
         self.context = context
         self.limits = limits or Limits()
-        self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits)
+        self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits, kernel_timeouts=True)
 
     def start(self) -> "SmtpServer":
         self._server.start()
@@ -61,7 +61,7 @@ class SmtpServer:
             data = core.send(reply)
             bus.publish("session.line", session_id=session.id, protocol="smtp", direction="out",
                         text=data.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
-            conn.sock.sendall(data)
+            conn.sendall(data)
 
         deadline = time.monotonic() + self.limits.session_timeout
         reason = "client quit"
@@ -79,11 +79,10 @@ class SmtpServer:
                         say(Reply(421, "4.4.2", "Session time limit reached, closing"))
                         reason = "session time limit"
                         return
-                    timeout = min(self.limits.idle_timeout, remaining)
-                    if conn.sock.gettimeout() != timeout:  # each settimeout is a syscall; mostly it is the same idle limit
-                        conn.sock.settimeout(timeout)
+                    # A no-op unless it changed (mostly it is the same idle limit): no syscall per read.
+                    conn.set_timeout(min(self.limits.idle_timeout, remaining), kernel=True)
                     try:
-                        data = conn.sock.recv(self.limits.read_size)
+                        data = conn.recv(self.limits.read_size)
                     except socket.timeout:
                         if deadline - time.monotonic() <= 0:
                             continue  # answered as the session limit above
@@ -122,7 +121,8 @@ class SmtpServer:
         if dropped:
             bus.publish("session.line", session_id=session.id, protocol="smtp", direction="in",
                         text=f"<{dropped} octets sent after STARTTLS before the handshake: discarded (CVE-2011-0411)>")
-        conn.sock.settimeout(max(min(self.limits.idle_timeout, deadline - time.monotonic()), 0.001))
+        # The handshake and TLS reads need Python's own timeouts (poll), not the kernel's.
+        conn.set_timeout(max(min(self.limits.idle_timeout, deadline - time.monotonic()), 0.001), kernel=False)
         try:
             conn.sock = self.context.tls.wrap_socket(conn.sock, server_side=True)
         except (ssl.SSLError, OSError) as exc:
