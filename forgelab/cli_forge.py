@@ -99,16 +99,18 @@ def _from_attack(name: str, rcpts, source_ip, xclient) -> tuple[Transaction, str
 @click.option("--xclient", metavar="ADDR", help="Ask the lab server (XCLIENT) to judge us as ADDR.")
 @click.option("--dkim-sign", metavar="DOMAIN[:SELECTOR]", help="DKIM-sign with the lab key(s) of DOMAIN.")
 @click.option("--pipeline", is_flag=True, help="Send MAIL, RCPT and DATA in one write (RFC 2920).")
+@click.option("--auth", metavar="USER:PASSWORD", help="Log in with AUTH PLAIN after the greeting (loopback or TLS).")
 @click.option("--attack", metavar="NAME",
               help="Send a catalogued attack (see `forgelab attacks list`) as written. Only --server, --source-ip, "
-                   "--xclient, --rcpt, --pipeline, --timeout, --color and --quiet apply with it; the options that "
+                   "--xclient, --rcpt, --pipeline, --auth, --timeout, --color and --quiet apply with it; the options that "
                    "shape the message or the greeting are refused.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each reply.")
 @click.option("--color/--no-color", "colour", default=None, help="Colour the dialogue (default: when a terminal).")
 @click.option("--quiet", is_flag=True, help="Print only the outcome.")
 @click.pass_context
 def forge(ctx, server, helo, plain_helo, mail_from, rcpt, from_, to, subject, headers, body, data_file,
-          no_dot_stuff, line_ending, eod, source_ip, xclient, dkim_sign, pipeline, attack, timeout, colour, quiet):
+          no_dot_stuff, line_ending, eod, source_ip, xclient, dkim_sign, pipeline, auth, attack, timeout, colour,
+          quiet):
     """Forge one message, swaks-style: the envelope (--mail-from, --rcpt, --helo) and the headers
     (--from, --to, --subject, --header) are separate, so they can disagree.
 
@@ -128,6 +130,11 @@ def forge(ctx, server, helo, plain_helo, mail_from, rcpt, from_, to, subject, he
         tx = _build(helo, plain_helo, mail_from, rcpt, from_, to, subject, headers, body, data_file,
                     no_dot_stuff, line_ending, eod, xclient, dkim_sign)
     tx.pipeline = pipeline or tx.pipeline
+    if auth:
+        user, colon, password = auth.partition(":")
+        if not colon or not user:
+            raise click.BadParameter("give USER:PASSWORD", param_hint="--auth")
+        tx.auth = (user, password)
     if not tx.rcpts and not tx.rcpt_args:
         raise click.UsageError("no recipient: give --rcpt or --to")
     on_wire = None if quiet else printer(colour=colour)
@@ -137,7 +144,7 @@ def forge(ctx, server, helo, plain_helo, mail_from, rcpt, from_, to, subject, he
 
 
 # What --attack leaves to the command line: where to send, from where, to whom, and how to show it.
-WITH_ATTACK = {"attack", "server", "source_ip", "xclient", "rcpt", "pipeline", "timeout", "colour", "quiet"}
+WITH_ATTACK = {"attack", "server", "source_ip", "xclient", "rcpt", "pipeline", "auth", "timeout", "colour", "quiet"}
 
 
 def _refuse_with_attack(ctx: click.Context) -> None:
@@ -147,7 +154,7 @@ def _refuse_with_attack(ctx: click.Context) -> None:
     if ignored:
         names = ", ".join(param.opts[0] for param in ignored)
         raise click.UsageError(f"--attack sends the catalogued message as written: {names} would be ignored; "
-                               "drop them (only --server, --source-ip, --xclient, --rcpt, --pipeline, --timeout, "
+                               "drop them (only --server, --source-ip, --xclient, --rcpt, --pipeline, --auth, --timeout, "
                                "--color and --quiet apply with --attack)", ctx=ctx)
 
 

@@ -12,6 +12,8 @@ Every byte in and out is kept in ``client.transcript`` for display.
 """
 from __future__ import annotations
 
+import base64
+
 import socket
 import time
 from dataclasses import dataclass, field
@@ -353,6 +355,12 @@ class Transaction:
     stuff: bool = True
     end: bytes = END_OF_DATA
     pipeline: bool = False
+    auth: tuple[str, str] | None = None  # (user, password): AUTH PLAIN after the greeting
+
+    def auth_line(self) -> bytes:
+        user, password = self.auth
+        token = base64.b64encode(f"\0{user}\0{password}".encode("utf-8")).decode()
+        return f"AUTH PLAIN {token}".encode() + CRLF
 
     def mail_line(self) -> bytes:
         arg = self.mail_from_arg if self.mail_from_arg is not None else f"<{self.mail_from}>"
@@ -418,6 +426,11 @@ def run_transaction(client: ForgeClient, tx: Transaction) -> ForgeResult:
         greet = _greet(client, tx)
         if not greet.positive:
             return _refused("helo", greet, client)
+    if tx.auth:
+        client.send_raw(tx.auth_line())
+        reply = client.read_reply()
+        if not reply.positive:
+            return _refused("auth", reply, client)
     if tx.pipeline:
         result = _pipelined(client, tx)
     else:

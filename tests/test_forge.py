@@ -213,3 +213,17 @@ def test_cli_shows_server_replies_as_written(forgelab_server, tmp_path):
     outcome = next(line for line in out.output.splitlines() if line.startswith("outcome:"))
     assert "(\\n without \\r)" in outcome and "\\\\" not in outcome
     assert "C: one\\n" in out.output
+
+
+def test_cli_auth_logs_in_so_a_local_user_may_send_as_corp_example(forgelab_server):
+    lab = forgelab_server(policy="strict")
+    server = "%s:%d" % lab.smtp.address
+    args = ("--server", server, "--from", "Alice Liddell <alice@corp.example>", "--to", "bob@corp.example",
+            "--subject", "lunch", "--body", "Friday?\n", "--helo", "workstation.corp.example")
+    anonymous = _cli(*args)
+    assert anonymous.exit_code == 3 and "[mismatch]" in anonymous.output
+    logged_in = _cli(*args, "--auth", "alice:rabbit-hole")
+    assert logged_in.exit_code == 0, logged_in.output
+    assert "C: AUTH PLAIN " in logged_in.output and "235 2.7.0" in logged_in.output
+    wrong = _cli(*args, "--auth", "alice:nope")
+    assert wrong.exit_code == 3 and "535" in wrong.output

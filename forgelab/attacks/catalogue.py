@@ -74,11 +74,12 @@ class Script:
     stuff: bool = True
     probes: tuple[str, ...] = ()
     esmtp: bool = True
+    auth: tuple[str, str] | None = None  # log in (AUTH PLAIN) before MAIL FROM
 
     def transaction(self) -> Transaction:
         return Transaction(mail_from=self.mail_from, rcpts=self.rcpts, message=self.message, helo=self.helo,
                            esmtp=self.esmtp, mail_params=self.mail_params, mail_from_arg=self.mail_from_arg,
-                           rcpt_args=self.rcpt_args, stuff=self.stuff)
+                           rcpt_args=self.rcpt_args, stuff=self.stuff, auth=self.auth)
 
     def client_bytes(self) -> bytes:
         """Every byte the client sends after reading the banner, QUIT included."""
@@ -86,6 +87,8 @@ class Script:
         if self.probes:
             return greet + b"".join(p.encode("utf-8") + CRLF for p in self.probes) + b"QUIT" + CRLF
         tx = self.transaction()
+        if tx.auth:
+            greet += tx.auth_line()
         return (greet + tx.mail_line() + b"".join(tx.rcpt_lines()) + b"DATA" + CRLF
                 + ForgeClient.payload(self.message, self.stuff, END_OF_DATA) + b"QUIT" + CRLF)
 
@@ -618,6 +621,10 @@ def _legitimate() -> list[Attack]:
     relayed = _sign(_arc_seal(relayed, "lists.example", "mail.lists.example"), "lists.example",
                     headers=[*DEFAULT_SIGNED_HEADERS, "sender", "sender", "list-id", "list-id"])
 
+    corp = _sign(_msg("From: Alice Liddell <alice@corp.example>",
+                      *_std("Lunch on Friday?", "l6@corp.example", to="Bob Cratchit <bob@corp.example>"),
+                      body="Shall we try the new place on Friday?\r\n"), "corp.example")
+
     def legit(id_, title, script, note=""):
         return Attack(id_, title, "legitimate", "forgelab lab world (forgelab/lab/world.py)", why + note,
                       (), LEGIT, script, legit=True)
@@ -630,6 +637,10 @@ def _legitimate() -> list[Attack]:
         legit("legit-insure-utf8", "Insurer mail with a UTF-8 body (8BITMIME)",
               Script(INSURE_IP, "mail.insure.example", mail_from="claims@insure.example", message=insure,
                      mail_params="BODY=8BITMIME")),
+        legit("legit-corp-auth", "A local user, logged in (AUTH PLAIN), writes to a colleague",
+              Script("127.0.0.1", "workstation.corp.example", mail_from="alice@corp.example", message=corp,
+                     rcpts=("bob@corp.example",), auth=("alice", "rabbit-hole")),
+              " Only a logged-in local user may send as corp.example: this is how alice does it."),
         legit("legit-lists-own", "The list server's own announcement",
               Script(LISTS_IP, "mail.lists.example", mail_from="announce@lists.example", message=lists_own)),
         legit("legit-list-arc", "A shop message through the mailing list, ARC-sealed and re-signed by the list",
