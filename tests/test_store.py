@@ -306,3 +306,85 @@ def test_delivery_recreates_a_maildir_removed_behind_its_back(store):
     shutil.rmtree(store.root / "alice")
     key = store.deliver("alice", MSG)
     assert store.list("alice") == [(key, len(MSG))]
+
+
+# -- one message for several users --------------------------------------------------------
+
+def test_deliver_many_writes_once_and_links_the_same_file_into_each_inbox(store):
+    keys = store.deliver_many(["alice", "bob", "carol"], MSG)
+    assert len(keys) == 3
+    inodes = set()
+    for user, key in zip(["alice", "bob", "carol"], keys):
+        assert store.read(user, "inbox", key) == MSG
+        assert files(store.root / user / "tmp") == []
+        inodes.add(os.stat(store.root / user / "new" / key).st_ino)
+    assert len(inodes) == 1  # one file on disk, three names
+    with store.open_maildrop("bob") as drop:  # POP3 sees an ordinary message
+        assert drop.retrieve(1) == MSG
+        drop.delete(1)
+        drop.commit()
+    assert store.list("bob") == [] and store.read("alice", "inbox", keys[0]) == MSG
+
+
+def test_deliver_many_flushes_the_file_once_then_every_new_directory(store, monkeypatch):
+    calls = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        calls.append("fsync-dir" if stat.S_ISDIR(st.st_mode) else ("fsync-file", st.st_size))
+        real_fsync(fd)
+
+    def link(src, dst):
+        calls.append(("link", os.path.basename(os.path.dirname(src)), os.path.basename(os.path.dirname(dst))))
+        real_link(src, dst)
+
+    store.deliver_many(["alice", "bob"], b"warm up")  # creates the Maildirs
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    store.deliver_many(["alice", "bob", "carol"], MSG, "quarantine")
+    creating = calls.index(("fsync-file", len(MSG)))  # carol's quarantine folder is made first
+    assert calls[creating + 1:] == [("link", "tmp", "new")] * 3 + ["fsync-dir"] * 3
+    assert all(files(store.root / u / ".Quarantine" / "tmp") == [] for u in ("alice", "bob", "carol"))
+    assert all(store.list(u, "quarantine") for u in ("alice", "bob", "carol"))
+
+
+def test_deliver_many_leaves_nothing_when_one_copy_fails(store, monkeypatch):
+    store.deliver_many(["alice", "bob", "carol"], b"first")
+    real_link = os.link
+    made = []
+
+    def link(src, dst):
+        if len(made) == 2:
+            raise OSError(28, "No space left on device")
+        made.append(dst)
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(OSError):
+        store.deliver_many(["alice", "bob", "carol"], MSG)
+    for user in ("alice", "bob", "carol"):
+        assert len(store.list(user)) == 1  # only the first message: all or nothing
+        assert files(store.root / user / "tmp") == []
+
+
+def test_deliver_many_copies_where_a_hard_link_is_not_possible(store, monkeypatch):
+    real_link = os.link
+
+    def link(src, dst):
+        if "/bob/" in dst:
+            raise OSError(18, "Invalid cross-device link")  # EXDEV
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    keys = store.deliver_many(["alice", "bob"], MSG)
+    assert [store.read(u, "inbox", k) for u, k in zip(["alice", "bob"], keys)] == [MSG, MSG]
+    alice, bob = (os.stat(store.root / u / "new" / k) for u, k in zip(["alice", "bob"], keys))
+    assert alice.st_ino != bob.st_ino
+    assert files(store.root / "alice" / "tmp") == [] and files(store.root / "bob" / "tmp") == []
+
+
+def test_deliver_many_checks_every_name_before_writing(store):
+    with pytest.raises(ValueError):
+        store.deliver_many(["alice", "../evil"], MSG)
+    assert not (store.root / "alice").exists() or store.list("alice") == []

@@ -89,6 +89,13 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -209,11 +216,9 @@ class MailStore:
         return (f"{sec}.M{usec:06d}P{os.getpid()}Q{counter}.{self._host}"
                 f",S={len(data)},W={wire_size(data)}")
 
-    def _write(self, maildir: Path, data: bytes) -> str:
-        name = self._unique_name(data)
-        base = os.fspath(maildir)
-        tmp, new = f"{base}/tmp/{name}", f"{base}/new/{name}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    def _write_tmp(self, path: str, data: bytes) -> None:
+        """Create ``path`` with ``data``, flushed to disk when fsync is on; nothing is left on failure."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:  # plain os.write: no buffered file object for one write
                 view = memoryview(data)
@@ -223,15 +228,54 @@ class MailStore:
                     os.fsync(fd)
             finally:
                 os.close(fd)
+        except BaseException:
+            _unlink_quietly(path)
+            raise
+
+    def _write(self, maildir: Path, data: bytes, name: str | None = None) -> str:
+        name = name or self._unique_name(data)
+        base = os.fspath(maildir)
+        tmp, new = f"{base}/tmp/{name}", f"{base}/new/{name}"
+        self._write_tmp(tmp, data)
+        try:
             os.rename(tmp, new)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _unlink_quietly(tmp)
             raise
         if self.fsync:
             self._dir_sync(f"{base}/new").sync()
+        return name
+
+    def _write_linked(self, maildirs: list[Path], data: bytes) -> str:
+        """One file, written and flushed once, hard-linked into every maildir's new/; returns its name.
+
+        A maildir the link cannot reach (another file system) gets a copy of its own. Each
+        new/ is fsynced before this returns, so every copy is on disk. On failure none is left.
+        """
+        name = self._unique_name(data)
+        first = os.fspath(maildirs[0])
+        tmp = f"{first}/tmp/{name}"
+        self._write_tmp(tmp, data)
+        placed: list[str] = []
+        try:
+            for maildir in maildirs:
+                new = f"{os.fspath(maildir)}/new/{name}"
+                try:
+                    os.link(tmp, new)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    self._write(maildir, data, name)  # no hard link here: a copy, flushed on its own
+                placed.append(new)
+        except BaseException:
+            for path in placed:
+                _unlink_quietly(path)
+            _unlink_quietly(tmp)
+            raise
+        _unlink_quietly(tmp)  # the links hold the data; tmp/ leftovers are never read anyway
+        if self.fsync:
+            for maildir in maildirs:
+                self._dir_sync(f"{os.fspath(maildir)}/new").sync()
         return name
 
     def _dir_sync(self, path: str) -> _DirSync:
@@ -256,6 +300,32 @@ class MailStore:
     def deliver(self, user: str, data: bytes, folder: str = "inbox") -> str:
         """Store ``data`` for ``user``; on return it is on disk in ``new/``. Returns its key."""
         return self._store(self.folder_dir(user, folder), data, subfolder=folder != "inbox")
+
+    def deliver_many(self, users: list[str], data: bytes, folder: str = "inbox") -> list[str]:
+        """Store the same ``data`` for every user in ``users``; the key of each copy, in order.
+
+        The message is written and flushed once and hard-linked into each user's ``new/``;
+        on return every copy is on disk, as with ``deliver``. Either every user gets it or
+        (on an error) none does.
+        """
+        users = list(users)
+        if len(users) <= 1:
+            return [self.deliver(user, data, folder) for user in users]
+        subfolder = folder != "inbox"
+        maildirs = list(dict.fromkeys(self.folder_dir(user, folder) for user in users))  # names checked first
+        data = bytes(data)
+        for attempt in (1, 2):
+            for maildir in maildirs:
+                self._ensure(maildir.parent if subfolder else maildir)
+                self._ensure(maildir, subfolder)
+            try:
+                return [self._write_linked(maildirs, data)] * len(users)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                for maildir in maildirs:  # removed behind our back
+                    self._created.difference_update({maildir, maildir.parent})
+        raise AssertionError("unreachable")
 
     def hold_relay(self, data: bytes) -> str:
         """Keep mail an open relay would have sent to a remote domain (it is never sent)."""
