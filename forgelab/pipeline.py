@@ -465,9 +465,14 @@ class SmtpPipeline:
             extra.extend(returned or [])
         folder = "quarantine" if action == "quarantine" else "inbox"
         locations = []
-        for user in self.local_recipients:
-            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=user)
-            locations.append((user, folder, self.context.store.deliver(user, data, folder)))
+        users = self.local_recipients
+        if len(users) == 1:
+            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=users[0])
+            locations.append((users[0], folder, self.context.store.deliver(users[0], data, folder)))
+        elif users:  # as Postfix: "for <rcpt>" only with one recipient, so every copy is the same file
+            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
+            keys = self.context.store.deliver_many(users, data, folder)
+            locations.extend((user, folder, key) for user, key in zip(users, keys))
         if self.relay_recipients:
             data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
             locations.append(("_relay-hold", "inbox", self.context.store.hold_relay(data)))

@@ -35,7 +35,13 @@ def test_several_recipients_and_a_list_each_get_one_copy(forgelab_server):
                                   b"Subject: hi\r\n\r\nhello\r\n")
     assert refused == {}
     assert [len(stored(lab, u)) for u in ("alice", "bob", "carol")] == [1, 1, 1]
-    assert b"for <alice@corp.example>" in stored(lab, "alice")[0]
+    # As Postfix: "for <rcpt>" only when there is one recipient, so the copies are one file.
+    copies = [stored(lab, u)[0] for u in ("alice", "bob", "carol")]
+    assert copies[0] == copies[1] == copies[2] and b"\tfor <" not in copies[0]
+    assert copies[0].startswith(b"Return-Path: <orders@shop.example>\r\nReceived: ")
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        client.sendmail("orders@shop.example", ["bob@corp.example"], b"Subject: one\r\n\r\nhello\r\n")
+    assert b"for <bob@corp.example>" in stored(lab, "bob")[1]
 
 
 def test_several_messages_in_one_session(forgelab_server):
