@@ -252,7 +252,7 @@ class SmtpConnection:
         return out
 
 
-_LINE_START_DOT = re.compile(rb"(?:^|(?<=[\r\n]))\.")
+_LINE_START_DOT = re.compile(rb"([\r\n])\.")
 
 
 def _unstuff(body: bytes, lenient: bool = False) -> bytes:
@@ -260,10 +260,10 @@ def _unstuff(body: bytes, lenient: bool = False) -> bytes:
 
     A lenient server also takes a bare LF or CR as the end of a line.
     """
-    if lenient:
-        return _LINE_START_DOT.sub(b"", body)
     if body.startswith(b"."):
         body = body[1:]
+    if lenient:
+        return _LINE_START_DOT.sub(rb"\1", body)
     return body.replace(b"\r\n.", b"\r\n")
 
 

@@ -20,4 +20,8 @@ def to_crlf(data: bytes) -> bytes:
 
 def wire_size(data: bytes) -> int:
     """Octets of ``data`` as RETR sends it, before dot-stuffing (what STAT and LIST report)."""
-    return len(to_crlf(data))
+    if not data:
+        return 0
+    # What to_crlf would give, counted instead of built: every bare LF gains a CR.
+    size = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    return size if data.endswith(b"\n") else size + 2
