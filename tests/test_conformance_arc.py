@@ -6,7 +6,7 @@ import pytest
 from forgelab.auth import arc
 from forgelab.dns import Resolver
 
-yaml = pytest.importorskip("yaml")
+import yaml  # noqa: E402  (a test dependency)
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 SUITE = ROOT / "arc-valimail" / "arc-draft-validation-tests.yml"
 STALWART = ROOT / "dkim-arc-stalwart-mail-auth" / "arc"

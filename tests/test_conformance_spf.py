@@ -12,7 +12,7 @@ from dns.rdtypes.ANY.TXT import TXT
 from forgelab.auth import spf
 from forgelab.dns import LabBackend, Resolver
 
-yaml = pytest.importorskip("yaml")
+import yaml  # noqa: E402  (a test dependency)
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "spf-openspf" / "rfc7208-tests.yml"
 if not SUITE.exists():
     pytest.skip(f"conformance data not found at {SUITE} (../shared/conformance is not in this checkout)",

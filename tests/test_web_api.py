@@ -410,7 +410,6 @@ def test_good_limits_are_honoured(served):
 
 
 def test_the_catalogue_runs_from_the_api(served):
-    pytest.importorskip("forgelab.attacks.runner", reason="the attack runner has not landed yet")
     from forgelab.attacks import catalogue
 
     lab, web, client = served()
@@ -475,7 +474,6 @@ def test_from_views_show_what_clients_show_and_warn():
 
 
 def test_the_catalogue_is_sent_to_the_running_server_from_the_api(served):
-    pytest.importorskip("forgelab.attacks.runner", reason="the attack runner has not landed yet")
     from forgelab.attacks import catalogue
 
     lab, web, client = served()
