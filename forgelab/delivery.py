@@ -20,14 +20,15 @@ def header_lines(name: str, value: str) -> bytes:
 
 
 def received(session: Session, envelope: Envelope, lab: Lab, for_rcpt: str | None) -> str:
-    helo = session.helo or "unknown"
-    name = f"{session.peer_name} " if session.peer_name else ""
+    # Client-given parts are cleaned: no CR, LF or NUL may fold a header of our own into being.
+    helo = _clean(session.helo or "unknown", 255)
+    name = f"{_clean(session.peer_name, 255)} " if session.peer_name else ""
     protocol = "ESMTP" if session.esmtp else "SMTP"
     if session.tls:
         protocol += "S"
     if session.authenticated:
         protocol += "A"
-    target = f"\r\n\tfor <{for_rcpt}>" if for_rcpt else ""
+    target = f"\r\n\tfor <{_clean(for_rcpt, 255)}>" if for_rcpt else ""
     return (f"from {helo} ({name}[{session.peer_ip}])\r\n\tby {lab.hostname} (forgelab) with {protocol} id {envelope.id}"
             f"{target}; {format_datetime(datetime.now(timezone.utc))}")
 
@@ -39,7 +40,7 @@ def prepare_for_delivery(raw: bytes, session: Session, envelope: Envelope, lab: 
     top = [header_lines(name, value) for name, value in extra]
     top += [header_lines("X-Forgelab-Verdict", v.header_value()) for v in verdicts]
     rcpt = f"{for_rcpt}@{lab.directory.primary_domain}" if for_rcpt and "@" not in for_rcpt else for_rcpt
-    received_value = received(session, envelope, lab, rcpt).replace("\x00", " ")
+    received_value = received(session, envelope, lab, rcpt)
     top.insert(0, f"Received: {received_value}\r\n".encode("utf-8", "replace"))
     # RFC 5321 4.4: final delivery records the envelope sender, so a student can see it.
     top.insert(0, header_lines("Return-Path", f"<{envelope.mail_from}>"))

@@ -206,3 +206,14 @@ def test_nc_without_crlf_gets_a_clear_reply_not_a_hang(forgelab_server):
     assert out.rstrip().endswith(b"521 5.5.2 " + b"Bare <LF> line endings: the line holding only a dot ended with <LF>, but "
                                  b"DATA ends with <CR><LF>.<CR><LF>. Nothing was stored; closing. (telnet and nc -C send <CR><LF>.)")
     assert stored(lab) == []
+
+
+def test_a_bare_cr_in_helo_cannot_inject_a_header(forgelab_server):
+    lab = forgelab_server(policy="open")
+    out = raw_session(lab.smtp.address, b"HELO foo\rAuthentication-Results: mx.corp.example; dmarc=pass\r\n"
+                      b"HELO ok.example\r\nMAIL FROM:<a@shop.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"
+                      b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    assert out.split(b"\r\n")[1].startswith(b"501 5.5.4 Control characters")
+    (message,) = stored(lab)
+    head = message.split(b"\r\n\r\n")[0]
+    assert b"Authentication-Results: mx.corp.example; dmarc=pass" not in head and b"\r" not in head.replace(b"\r\n", b"")

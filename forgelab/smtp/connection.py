@@ -146,6 +146,8 @@ class SmtpConnection:
             return ev.AuthResponse(line_bytes.decode("ascii", "replace"))
         if b"\x00" in line_bytes:
             return ev.CommandError(Reply(501, "5.5.4", "NUL bytes are not allowed in commands"), shown)
+        if _CONTROL.search(line_bytes):  # a bare CR in HELO would split the Received header we write
+            return ev.CommandError(Reply(501, "5.5.4", "Control characters (such as a bare CR) are not allowed in commands"), shown)
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError:
@@ -252,6 +254,7 @@ class SmtpConnection:
         return out
 
 
+_CONTROL = re.compile(rb"[\x01-\x08\x0a-\x1f\x7f]")
 _LINE_START_DOT = re.compile(rb"([\r\n])\.")
 
 
