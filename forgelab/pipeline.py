@@ -141,21 +141,43 @@ class SmtpPipeline:
         return self.rules.policy
 
     # -- hooks -------------------------------------------------------------
+    def _call(self, hook_name: str, **kwargs):
+        """Each implementation of a hook on its own, in pluggy's order (tryfirst/trylast honoured):
+        yields (plugin name, returned value, exception or None). One plugin that raises never
+        stops the others, nor the session."""
+        hook = getattr(self.rules.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):
+            name = plugin_name(self.rules.pm, impl.plugin)
+            try:
+                yield name, impl.function(*[kwargs[arg] for arg in impl.argnames]), None
+            except Exception as exc:
+                log.exception("plugin %s failed in %s", name, hook_name)
+                yield name, None, exc
+
     def _run_stage(self, stage: str, **kwargs) -> Decision:
         kwargs.setdefault("session", self.session)
         kwargs.setdefault("lab", self.lab)
         kwargs.setdefault("envelope", self.envelope)
-        hook = getattr(self.rules.pm.hook, STAGE_HOOKS[stage])
         verdicts: list[Verdict] = []
-        for impl in hook.get_hookimpls():  # the order the policy lists the defences in
-            try:
-                returned = impl.function(*[kwargs[name] for name in impl.argnames])
-                verdicts.extend(collect([returned]))
-            except Exception as exc:
-                name = plugin_name(self.rules.pm, impl.plugin)
-                log.exception("plugin %s failed in %s", name, STAGE_HOOKS[stage])
+        for name, returned, exc in self._call(STAGE_HOOKS[stage], **kwargs):
+            if exc is not None:
                 verdicts.append(Verdict(name, "temperror", f"the {name} defence failed: {type(exc).__name__}: {exc}"))
+                continue
+            try:
+                verdicts.extend(collect([returned]))
+            except TypeError as bad:  # a plugin returned something that is not a Verdict
+                verdicts.append(Verdict(name, "temperror", f"the {name} defence returned nonsense: {bad}"))
         return self._decide(stage, verdicts)
+
+    def _notify(self, hook_name: str, **kwargs) -> None:
+        for _ in self._call(hook_name, **kwargs):
+            pass
+
+    def _first_reply(self, hook_name: str, **kwargs) -> Reply | None:
+        for _, returned, _ in self._call(hook_name, **kwargs):
+            if returned is not None:
+                return returned
+        return None
 
     def _decide(self, stage: str, verdicts: list[Verdict]) -> Decision:
         decision = Decision("accept", verdicts)
@@ -185,7 +207,7 @@ class SmtpPipeline:
                                  message_id=self.envelope.id if self.envelope else None,
                                  stage=stage, reply=str(reply), action=decision.action,
                                  verdicts=[v.as_dict() for v in decision.verdicts])
-        self.rules.pm.hook.forgelab_rejected(session=self.session, envelope=self.envelope, stage=stage,
+        self._notify("forgelab_rejected", session=self.session, envelope=self.envelope, stage=stage,
                                              reply=reply, verdicts=decision.verdicts, lab=self.lab)
         return reply
 
@@ -273,12 +295,12 @@ class SmtpPipeline:
 
     def on_vrfy(self, event: ev.Vrfy) -> Reply:
         self.rules = self.context.rules
-        reply = self.rules.pm.hook.forgelab_vrfy(session=self.session, argument=event.argument, lab=self.lab)
+        reply = self._first_reply("forgelab_vrfy", session=self.session, argument=event.argument, lab=self.lab)
         return reply or Reply(252, "2.5.0", "Cannot VRFY user, but will accept the message and try")
 
     def on_expn(self, event: ev.Expn) -> Reply:
         self.rules = self.context.rules
-        reply = self.rules.pm.hook.forgelab_expn(session=self.session, argument=event.argument, lab=self.lab)
+        reply = self._first_reply("forgelab_expn", session=self.session, argument=event.argument, lab=self.lab)
         return reply or Reply(502, "5.5.1", "EXPN is not available")
 
     def on_xclient(self, event: ev.XClient) -> Reply:
@@ -450,7 +472,7 @@ class SmtpPipeline:
             envelope=envelope.as_dict(), action=total.action, verdicts=[v.as_dict() for v in every],
             locations=[list(loc) for loc in locations], subject=_header(message, "Subject"),
             from_=_header(message, "From"), size=len(event.raw), ending=event.ending.decode("latin-1"))
-        self.rules.pm.hook.forgelab_delivered(session=self.session, envelope=envelope, message=message,
+        self._notify("forgelab_delivered", session=self.session, envelope=envelope, message=message,
                                               action=total.action, verdicts=every, locations=locations, lab=self.lab)
         self._reset()
         where = "quarantined" if total.action == "quarantine" else "queued"
@@ -460,8 +482,8 @@ class SmtpPipeline:
         from .delivery import prepare_for_delivery
 
         extra = []
-        for returned in self.rules.pm.hook.forgelab_add_headers(session=self.session, envelope=self.envelope,
-                                                               message=message, verdicts=verdicts, lab=self.lab):
+        for _, returned, _ in self._call("forgelab_add_headers", session=self.session, envelope=self.envelope,
+                                         message=message, verdicts=verdicts, lab=self.lab):
             extra.extend(returned or [])
         folder = "quarantine" if action == "quarantine" else "inbox"
         locations = []

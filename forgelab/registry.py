@@ -52,12 +52,17 @@ def _instantiate(obj, settings: dict):
     return factory(settings) if callable(factory) else obj
 
 
+_file_plugins: dict[Path, object] = {}  # a policy switch rebuilds plugins but must not re-run their files
+
+
 def import_plugin(spec: str):
     """``path/to/file.py`` or ``package.module`` -> module."""
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
             raise PluginError(f"--plugin {spec}: no such file")
+        if path.resolve() in _file_plugins:
+            return _file_plugins[path.resolve()]
         name = f"forgelab_user_plugin_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
@@ -67,6 +72,7 @@ def import_plugin(spec: str):
         except Exception as exc:
             sys.modules.pop(name, None)
             raise PluginError(f"--plugin {spec}: {type(exc).__name__}: {exc}") from exc
+        _file_plugins[path.resolve()] = module
         return module
     # Like `python -m`: a module in the current directory can be named (examples.greylist).
     sys.path.insert(0, os.getcwd())
@@ -98,8 +104,18 @@ def build_plugin_manager(policy: Policy, extra: list[str] | tuple[str, ...] = ()
     given = {}  # --plugin objects by the name they go by, so the policy's settings reach them
     for spec in extra:
         obj = entry_points[spec].load() if spec in entry_points else import_plugin(spec)
-        given[getattr(obj, "name", None) or getattr(_instantiate(obj, {}), "name", None) or spec] = (spec, obj)
-    for name, settings in policy.enabled_defences().items():
+        name = getattr(obj, "name", None) or getattr(_instantiate(obj, {}), "name", None) or spec
+        if name in given:
+            raise PluginError(f"--plugin {spec}: a plugin named {name!r} is already loaded")
+        given[name] = (spec, obj)
+    for name, (spec, obj) in reversed(given.items()):
+        plugin = _instantiate(obj, policy.defences.get(name, {}))
+        pm.register(plugin, name=name)
+        if not pm.get_hookcallers(plugin):
+            raise PluginError(f"--plugin {spec}: it implements no forgelab hook (see docs/plugins.md)")
+    # pluggy calls the last registered first: registering the policy's defences backwards makes
+    # them run in the order the policy lists them, before the --plugin ones.
+    for name, settings in reversed(policy.enabled_defences().items()):
         if name in given:
             continue
         if name in BUILTIN:
@@ -110,13 +126,11 @@ def build_plugin_manager(policy: Policy, extra: list[str] | tuple[str, ...] = ()
             raise PluginError(f"policy {policy.name} ({policy.source}): unknown defence {name!r}; "
                               f"built-in: {', '.join(sorted(BUILTIN))}")
         pm.register(_instantiate(obj, settings), name=name)
-    for name, (spec, obj) in given.items():
-        if pm.has_plugin(name):
-            raise PluginError(f"--plugin {spec}: a plugin named {name!r} is already loaded")
-        plugin = _instantiate(obj, policy.defences.get(name, {}))
-        pm.register(plugin, name=name)
-        if not pm.get_hookcallers(plugin):
-            raise PluginError(f"--plugin {spec}: it implements no forgelab hook (see docs/plugins.md)")
+    for hook_name in (n for n in dir(hookspecs) if n.startswith("forgelab_")):
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                raise PluginError(f"plugin {plugin_name(pm, impl.plugin)}: {hook_name} is a hook wrapper; forgelab "
+                                  "calls each implementation on its own, so wrappers are not supported")
     misspelt = [(name, hook) for name, plugin in pm.list_name_plugin()
                 for hook in _hook_names(plugin) if not hasattr(hookspecs, hook)]
     if misspelt:

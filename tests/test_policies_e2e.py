@@ -190,3 +190,37 @@ def test_connect_stage_refusal_is_554_and_the_connection_closes(forgelab_server,
     assert data == b"554 5.7.1 [blocklist] 127.0.66.1 is on the lab blocklist\r\n"
     send(lab, BANK, "alerts@bank.example", sign(bank_message(), "bank.example"), helo="mail.bank.example")
     assert len(pop3_messages(lab)) == 1
+
+
+def test_a_plugin_raising_in_any_hook_never_ends_the_session(forgelab_server, tmp_path):
+    plugin = tmp_path / "clumsy.py"
+    plugin.write_text(
+        "from forgelab import hookimpl\n\nclass Clumsy:\n    name = 'clumsy'\n    def __init__(self, settings):\n        pass\n"
+        + "".join(f"    @hookimpl\n    def {hook}(self):\n        raise RuntimeError('oops')\n"
+                  for hook in ("forgelab_delivered", "forgelab_rejected", "forgelab_vrfy", "forgelab_expn",
+                               "forgelab_add_headers"))
+        + "\ndef forgelab_plugin(settings):\n    return Clumsy(settings)\n")
+    lab = forgelab_server(policy="observe", plugins=[str(plugin)])
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        client.ehlo("client.example")
+        assert client.verify("alice")[0] == 250  # the disclosure defence still answers
+        assert client.sendmail("a@shop.example", ["alice@corp.example"], b"Subject: x\r\n\r\nhi\r\n") == {}
+        client.mail("a@shop.example")
+        code, _ = client.rcpt("victim@elsewhere.example")  # refused: forgelab_rejected raises
+        assert code == 550 and client.noop()[0] == 250
+    assert len(lab.store.list("alice")) == 1
+
+
+def test_tryfirst_is_honoured_and_policy_order_kept(forgelab_server, tmp_path):
+    plugin = tmp_path / "early.py"
+    plugin.write_text("from forgelab import Verdict, hookimpl\n\nname = 'early'\n\n"
+                      "@hookimpl(tryfirst=True)\ndef forgelab_mail_from(address):\n"
+                      "    return Verdict('early', 'pass', 'ran first')\n")
+    lab = forgelab_server(policy="observe", plugins=[str(plugin)])
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        client.sendmail("a@shop.example", ["alice@corp.example"], b"Subject: x\r\n\r\nhi\r\n")
+    (delivered,) = lab.recorder.wait_for("message.delivered")
+    mail_from = [e["verdict"]["check"] for e in lab.recorded("verdict") if e["stage"] == "mail_from"]
+    assert mail_from == ["early", "spf"]
+    message = [e["verdict"]["check"] for e in lab.recorded("verdict") if e["stage"] == "message"]
+    assert message.index("dkim") < message.index("dmarc") < message.index("smuggling")  # the policy's order
