@@ -200,6 +200,9 @@ class SystemBackend:
         return Answer(key, rdt, records, False, tuple(cnames), ttl)
 
 
+CACHE_SIZE = 10_000  # answers kept across messages
+
+
 class Resolver(_Helpers):
     """One resolver for every lookup, with a TTL cache shared across messages (thread-safe)."""
 
@@ -252,6 +255,12 @@ class Resolver(_Helpers):
         answer = self.backend.lookup(*key)  # DNSTempError is not cached
         with self._lock:
             self.queries += 1
+            if len(self._cache) >= CACHE_SIZE:
+                # Attackers choose the names asked (HELO, MAIL FROM, selectors): never grow without end.
+                for stale in [k for k, (expires, _) in self._cache.items() if expires <= now]:
+                    del self._cache[stale]
+                while len(self._cache) >= CACHE_SIZE:
+                    del self._cache[next(iter(self._cache))]  # the oldest entry
             self._cache[key] = (now + max(0, answer.ttl), answer)
         return answer
 

@@ -95,3 +95,17 @@ def test_zone_without_ttl_reports_the_right_line(tmp_path):
     with pytest.raises(ZoneError) as err:
         load_zone(path)
     assert f"{path}:3" in str(err.value)
+
+
+def test_the_cache_is_bounded_whatever_names_are_asked(monkeypatch):
+    import forgelab.dns as fdns
+
+    monkeypatch.setattr(fdns, "CACHE_SIZE", 50)
+    resolver = fdns.Resolver.lab()
+    for n in range(500):
+        resolver.query(f"host{n}.attacker-chosen.example", "TXT")
+    assert len(resolver._cache) <= 50
+    resolver.query("bank.example", "TXT")
+    before = resolver.queries
+    resolver.query("bank.example", "TXT")
+    assert resolver.queries == before  # still a cache
