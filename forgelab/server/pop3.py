@@ -17,7 +17,7 @@ from ..pop3.connection import Pop3Connection
 from ..pop3.replies import IDLE_TIMEOUT, SESSION_TIMEOUT, TOO_MANY_CONNECTIONS, Pop3Reply
 from ..pop3.service import LoginThrottle, Pop3Service
 from ..pop3.state import State
-from ..pop3.wire import to_crlf
+from ..pop3.wire import wire_size
 from ..session import new_id
 from ..store import MailStore
 from .base import Connection, Limits, ThreadedServer
@@ -196,7 +196,7 @@ class _Session:
         if not reply.multiline:
             self.line("out", reply.status_line)
         elif isinstance(event, (ev.Retr, ev.Top)):  # message text: only its size
-            self.line("out", f"{reply.status_line} [{len(to_crlf(reply.body))} octets of message text not shown]")
+            self.line("out", f"{reply.status_line} [{wire_size(reply.body)} octets of message text not shown]")
         else:
             lines = reply.body.decode("utf-8", "replace").splitlines()
             self.line("out", reply.status_line)
