@@ -390,15 +390,9 @@ class SmtpPipeline:
         self.rules = self.context.rules  # a policy switch applies from the next message on
         if self.policy.setting("require_auth", False) and not self.session.authenticated:
             return Reply(530, "5.7.0", "Authentication required: this is a submission server, log in with AUTH first")
-        size = event.params.get("SIZE")
-        if size is not None:
-            if size is True or not str(size).isdigit():
-                return Reply(501, "5.5.4", "SIZE needs a number")
-            if int(size) > self.max_message_size:
-                return Reply(552, "5.3.4", f"Message too big: {size} octets; the limit is {self.max_message_size}")
-        body = event.params.get("BODY")
-        if body is not None and str(body).upper() not in ("7BIT", "8BITMIME"):
-            return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        size = event.params.get("SIZE")  # its syntax was checked by the core
+        if size is not None and int(size) > self.max_message_size:
+            return Reply(552, "5.3.4", f"Message too big: {size} octets; the limit is {self.max_message_size}")
         self._reset()
         self.envelope = Envelope(mail_from=event.address, mail_params=dict(event.params))
         decision = self._run_stage("mail_from", address=event.address, params=dict(event.params))

@@ -211,3 +211,10 @@ def test_lenient_mode_unstuffs_lf_lines_and_keeps_their_endings():
     events, _ = run([b"HELO h\nMAIL FROM:<>\nRCPT TO:<a@b.example>\nDATA\nSubject: x\n\n.. Count the dots\n.\n"], conn)
     (msg,) = messages(events)
     assert msg.raw == b"Subject: x\n\n. Count the dots\n"
+
+
+@pytest.mark.parametrize("params, text", [(b"SIZE=big", b"501 5.5.4 SIZE needs a number"), (b"SIZE", b"501 5.5.4 SIZE"),
+                                          (b"BODY=BINARYMIME", b"501 5.5.4 BODY must be")])
+def test_mail_parameter_syntax_is_checked_by_the_core(params, text):
+    _, out = run([b"HELO h\r\nMAIL FROM:<a@b.example> " + params + b"\r\n"])
+    assert out.split(b"\r\n")[2].startswith(text)

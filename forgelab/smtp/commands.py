@@ -116,6 +116,11 @@ def _known_params(params: dict, known: set[str]) -> None:
     unknown = [name for name in params if name not in known]
     if unknown:  # RFC 5321 4.1.1.11: parameters not recognized
         raise SyntaxProblem(Reply(555, "5.5.4", f"Unsupported parameter {unknown[0][:40]}"))
+    size, body = params.get("SIZE"), params.get("BODY")
+    if size is not None and (size is True or not str(size).isdigit() or len(str(size)) > 20):
+        raise _syntax("SIZE needs a number of octets")
+    if body is not None and (body is True or str(body).upper() not in ("7BIT", "8BITMIME")):
+        raise _syntax("BODY must be 7BIT or 8BITMIME")
 
 
 def parse_xclient(rest: str) -> dict:
