@@ -1,6 +1,7 @@
 """Local domains, users and mailing lists, loaded from a TOML users file."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -33,6 +34,12 @@ def check_password(password: str, stored: str) -> bool:
         return False
     got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, **_SCRYPT)
     return hmac.compare_digest(got.hex(), digest)
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Made once: checked against for unknown users, so a login costs the same either way."""
+    return hash_password("forgelab-no-such-user")
 
 
 @dataclass
@@ -105,6 +112,14 @@ class Directory:
             return user
         matches = [u for u in self.users.values() if u.full_name.lower() == text.lower()]
         return matches[0] if len(matches) == 1 else None
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user when the password is right. One scrypt check whether the user exists or not,
+        so neither the answer nor the time taken tells who exists."""
+        local = self.local_part(name) if "@" in name else name.lower()
+        user = self.user(local) if local else None
+        good = check_password(password, user.password_hash if user else _dummy_hash())
+        return user if good and user else None
 
     def address(self, user: User) -> str:
         return f"{user.name}@{self.primary_domain}"

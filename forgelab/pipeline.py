@@ -360,7 +360,7 @@ class SmtpPipeline:
         if isinstance(step, Challenge):
             return Reply(334, None, step.text)
         mechanism, self.sasl = self.sasl.mechanism, None
-        user = self._check_login(step.username, step.password)
+        user = self.lab.directory.authenticate(step.username, step.password)
         if user is not None and step.authzid and step.authzid.lower() not in (step.username.lower(), user.name):
             user = None  # no proxy logins: one may only act as oneself
         ip = self.session.real_peer_ip
@@ -374,16 +374,6 @@ class SmtpPipeline:
         self.context.login_throttle.success(ip)
         self.session.authenticated = user.name
         return Reply(235, "2.7.0", f"Authentication successful: you are {user.name}")
-
-    def _check_login(self, username: str, password: str):
-        from .directory import check_password
-
-        directory = self.lab.directory
-        name = directory.local_part(username) if "@" in username else username.lower()
-        user = directory.user(name) if name else None
-        # Hash even for unknown users, so the time taken does not tell who exists.
-        good = check_password(password, user.password_hash if user else _dummy_hash())
-        return user if good and user else None
 
     # -- transaction -------------------------------------------------------
     def on_mailfrom(self, event: ev.MailFrom) -> Reply:
@@ -496,12 +486,6 @@ class SmtpPipeline:
 
 
 @functools.cache
-def _dummy_hash() -> str:
-    from .directory import hash_password
-
-    return hash_password("forgelab-no-such-user")
-
-
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback

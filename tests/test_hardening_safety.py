@@ -146,3 +146,18 @@ def test_plugins_load_only_when_named(monkeypatch):
     pm = registry.build_plugin_manager(load_policy("strict"))
     names = {name for name, _ in registry.describe(pm)}
     assert names <= set(registry.BUILTIN)
+
+
+def test_a_login_for_an_unknown_user_costs_one_scrypt_like_a_known_one(monkeypatch):
+    import forgelab.directory as directory_module
+
+    directory = parse_directory({"domains": ["corp.example"], "users": {"alice": {"name": "A", "password": "right"}}})
+    directory.authenticate("warm-up", "x")  # the dummy hash is made once, not per login
+    calls = []
+    real = directory_module.hashlib.scrypt
+    monkeypatch.setattr(directory_module.hashlib, "scrypt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert directory.authenticate("alice", "right").name == "alice"
+    assert directory.authenticate("alice", "wrong") is None
+    assert directory.authenticate("mallory", "right") is None
+    assert directory.authenticate("mallory@corp.example", "right") is None
+    assert calls == [1, 1, 1, 1]

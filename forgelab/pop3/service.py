@@ -6,7 +6,6 @@ per server.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
@@ -15,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..directory import Directory, User, check_password, hash_password
+from ..directory import Directory, User
 from ..store import Maildrop, MaildropLocked, MailStore, MessageDeleted, NoSuchMessage
 from . import events as ev
 from . import replies as r
@@ -82,11 +81,6 @@ class LoginThrottle:
 
 def _messages(count: int) -> str:
     return f"{count} message" if count == 1 else f"{count} messages"
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    return hash_password("forgelab-no-such-user")
 
 
 _stamp_lock = threading.Lock()
@@ -166,10 +160,7 @@ class Pop3Service:
         name, self._name = self._name, None
         if self.throttle and self.throttle.locked(self.peer_ip):
             return r.TOO_MANY_FAILURES
-        user = self.directory.user(name or "")
-        # Check a dummy hash for unknown users so the time taken tells nothing either.
-        good = check_password(event.password, user.password_hash if user else _dummy_hash())
-        return self._login(user if good else None)
+        return self._login(self.directory.authenticate(name or "", event.password))
 
     def _on_apop(self, event: ev.Apop) -> Pop3Reply:
         if self.throttle and self.throttle.locked(self.peer_ip):
