@@ -8,7 +8,6 @@ import time
 from ..pipeline import ServerContext, SmtpPipeline
 from ..session import Session
 from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
-from ..smtp.state import State
 from .base import Connection, Limits, ThreadedServer
 
 BUSY = Reply(421, "4.7.0", "Too many connections, try again later").to_bytes()
@@ -19,8 +18,6 @@ def _describe(event) -> str:
     if isinstance(event, ev.Message):
         ending = event.ending.decode("latin-1").encode("unicode_escape").decode()
         return f"<message of {len(event.raw)} octets, ended by {ending}>"
-    if isinstance(event, ev.AuthResponse):
-        return "<AUTH response ****>"
     return ""
 
 
@@ -95,12 +92,7 @@ class SmtpServer:
                     reason = "client closed the connection"
                     return
                 assert event is not PAUSED, "every event is answered before the next"
-                shown = _describe(event) or core.last_line
-                words = shown.split(None, 2)
-                if len(words) > 2 and words[0].upper() == "AUTH":  # refused or not, never echo a credential
-                    shown = f"{words[0]} {words[1]} ****"
-                elif core.state is State.AUTH:  # any line inside an AUTH exchange may hold a password
-                    shown = "<AUTH response ****>"
+                shown = _describe(event) or core.last_line  # the core masks credentials
                 bus.publish("session.line", session_id=session.id, protocol="smtp", direction="in", text=shown)
                 reply = pipeline.handle(event)
                 say(reply)

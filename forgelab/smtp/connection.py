@@ -137,7 +137,7 @@ class SmtpConnection:
 
     def _command(self, raw: bytes):
         line_bytes = raw.rstrip(b"\r\n")
-        shown = line_bytes[:200].decode("utf-8", "replace")
+        shown = _safe_to_show(line_bytes[:200].decode("utf-8", "replace"), self.state)
         self.last_line = shown
         if len(raw) > self.limits.max_command_line:
             return self._too_long(raw)
@@ -256,6 +256,16 @@ class SmtpConnection:
 
 _CONTROL = re.compile(rb"[\x01-\x08\x0a-\x1f\x7f]")
 _LINE_START_DOT = re.compile(rb"([\r\n])\.")
+
+
+def _safe_to_show(line: str, state: State) -> str:
+    """The line for transcripts: a credential is never shown, however the AUTH was typed."""
+    if state is State.AUTH:
+        return "<AUTH response ****>"
+    words = line.split(None, 2)
+    if len(words) > 2 and words[0].upper() == "AUTH":
+        return f"{words[0]} {words[1]} ****"
+    return line
 
 
 def _unstuff(body: bytes, lenient: bool = False) -> bytes:
