@@ -10,7 +10,6 @@ import email
 import email.headerregistry
 import email.policy
 import functools
-import ipaddress
 import logging
 import ssl
 import threading
@@ -23,6 +22,7 @@ from .events import EventBus
 from .lab import Lab
 from .policy import Policy
 from .registry import build_plugin_manager, plugin_name
+from .server.base import is_loopback
 from .session import Envelope, Session
 from .smtp import Reply, events as ev, help_reply
 from .smtp.sasl import Challenge, SaslExchange, SaslProblem
@@ -264,7 +264,7 @@ class SmtpPipeline:
     @property
     def auth_allowed(self) -> bool:
         """AUTH sends passwords: only inside TLS, or in plain text from this machine (RFC 4954 4)."""
-        return self.session.tls or _is_loopback(self.session.real_peer_ip)
+        return self.session.tls or is_loopback(self.session.real_peer_ip)
 
     @property
     def max_message_size(self) -> int:
@@ -486,13 +486,6 @@ class SmtpPipeline:
 
 
 @functools.cache
-def _is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
 def _header(message, name: str) -> str | None:
     try:
         value = message.get(name)

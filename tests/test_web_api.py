@@ -11,7 +11,7 @@ import pytest
 from forgelab.server.base import BindError
 from forgelab.web import EventIndex, WebServer
 from forgelab.web.display import from_views
-from forgelab.web.security import is_loopback_client
+from forgelab.server.base import is_loopback as is_loopback_client
 
 pytestmark = pytest.mark.timeout(60)
 

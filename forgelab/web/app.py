@@ -23,7 +23,8 @@ from ..policy import PolicyError, load_policy, shipped_policies
 from .attacks import MatrixJob
 from .index import EventIndex
 from .message import MAX_SHOWN, message_detail
-from .security import SecurityHeaders, allowed_hosts, is_loopback_client
+from ..server.base import is_loopback as is_loopback_client
+from .security import SecurityHeaders, allowed_hosts
 
 WEB_DIR = Path(str(resources.files(__name__.rpartition(".")[0])))
 MAX_BODY = 4096          # a policy switch or a run request is a few bytes of JSON

@@ -1,7 +1,6 @@
 """What keeps attacker-written mail from running in the trainer's browser, and who may change the server."""
 from __future__ import annotations
 
-import ipaddress
 
 # No inline script or style, nothing from elsewhere, no frames, no plugins; the page talks only to us.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -39,18 +38,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def is_loopback_client(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def allowed_hosts(bind_host: str) -> list[str]:
