@@ -52,19 +52,19 @@ class Forgelab:
         self.store = MailStore(self.data_dir / "mail")
         self.tls = (lab_server_context(self.data_dir, self.lab.hostname, settings.tls_cert, settings.tls_key)
                     if settings.tls else None)
-        self.context = ServerContext(self.lab, self.store, self.bus, policy, settings.plugins, tls=self.tls)
+        # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
+        throttle = LoginThrottle(free_failures=int(policy.setting("login_free_failures", 3)),
+                                 delay=float(policy.setting("login_delay", 1.0)),
+                                 max_failures=int(policy.setting("login_max_failures", 6)),
+                                 lockout=float(policy.setting("login_lockout", 60.0)))
+        self.context = ServerContext(self.lab, self.store, self.bus, policy, settings.plugins, tls=self.tls,
+                                     login_throttle=throttle)
         limits = Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
                         session_timeout=float(policy.setting("session_timeout", 1800)),
                         max_connections=int(policy.setting("max_connections", 200)),
                         max_per_ip=int(policy.setting("max_connections_per_ip", 50)),
                         max_errors=int(policy.setting("max_errors", 20)),
                         max_commands=int(policy.setting("max_commands", 10_000)))
-        # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
-        throttle = LoginThrottle(free_failures=int(policy.setting("login_free_failures", 3)),
-                                 delay=float(policy.setting("login_delay", 1.0)),
-                                 max_failures=int(policy.setting("login_max_failures", 6)),
-                                 lockout=float(policy.setting("login_lockout", 60.0)))
-        self.context.login_throttle = throttle
         self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)

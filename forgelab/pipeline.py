@@ -87,7 +87,7 @@ class ServerContext:
     """
 
     def __init__(self, lab: Lab, store, bus: EventBus | None = None, policy: Policy | None = None,
-                 plugins: tuple[str, ...] = (), tls: ssl.SSLContext | None = None):
+                 plugins: tuple[str, ...] = (), tls: ssl.SSLContext | None = None, login_throttle=None):
         from .policy import load_policy
         from .pop3.service import LoginThrottle
 
@@ -95,7 +95,7 @@ class ServerContext:
         self.store = store
         self.bus = bus or EventBus()
         self.tls = tls
-        self.login_throttle = LoginThrottle()
+        self.login_throttle = login_throttle or LoginThrottle()
         self._lock = threading.Lock()
         self._rules = Rules(policy or load_policy("observe"), None, tuple(plugins))
         self._rules.pm = build_plugin_manager(self._rules.policy, plugins)
