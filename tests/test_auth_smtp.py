@@ -4,9 +4,10 @@ from __future__ import annotations
 import base64
 import json
 import smtplib
-import socket
 
 import pytest
+
+from line_client import LineClient
 
 from forgelab.lab import load_lab
 from forgelab.pipeline import ServerContext, SmtpPipeline
@@ -22,35 +23,12 @@ PASSWORD = "rabbit-hole"
 PLAIN = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
 
 
+def Client(address) -> LineClient:
+    return LineClient(address, greet="smtp")
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-class Client:
-    """A telnet-like SMTP client: one line out, one (possibly multi-line) reply back."""
-
-    def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self) -> tuple[int, str]:
-        lines = []
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise EOFError(lines)
-            lines.append(line.decode().rstrip("\r\n"))
-            if line[3:4] != b"-":
-                return int(line[:3]), "\n".join(x[4:] for x in lines)
-
-    def cmd(self, line: str) -> tuple[int, str]:
-        self.sock.sendall(line.encode() + b"\r\n")
-        return self.reply()
-
-    def close(self):
-        self.file.close()
-        self.sock.close()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Every limit, set small in a policy, hit for real over 127.0.0.1 (SMTP and POP3)."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -14,56 +13,13 @@ from forgelab.pop3 import LoginThrottle
 pytestmark = pytest.mark.timeout(30)
 
 
+from line_client import LineClient as Client
+
+
 def policy(**server):
     p = load_policy("observe")
     p.server.update(server)
     return p
-
-
-class Client:
-    """Telnet-like: send a line, read one SMTP reply (or one POP3 status line)."""
-
-    def __init__(self, address, source: str | None = None, timeout: float = 10):
-        self.sock = socket.create_connection(address, timeout=timeout,
-                                             source_address=(source, 0) if source else None)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> tuple[int, str]:
-        lines = []
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise EOFError(lines)
-            lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
-            if line[3:4] != b"-":
-                return int(line[:3]), "\n".join(x[4:] for x in lines)
-
-    def line(self) -> str:
-        data = self.file.readline()
-        if not data:
-            raise EOFError
-        return data.decode().rstrip("\r\n")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, text: str | bytes) -> tuple[int, str]:
-        self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
-        return self.reply()
-
-    def pop(self, text: str) -> str:
-        self.send(text.encode() + b"\r\n")
-        return self.line()
-
-    def closed_by_server(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self):
-        self.file.close()
-        self.sock.close()
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 
 import pytest
+
+from line_client import LineClient
 
 from forgelab.app import Forgelab, Settings
 from forgelab.tls import (TlsError, client_context, ensure_lab_certificate, generate_certificate,
@@ -14,39 +15,22 @@ from forgelab.tls import (TlsError, client_context, ensure_lab_certificate, gene
 pytestmark = pytest.mark.timeout(30)
 
 
-class Client:
-    """A telnet-like SMTP client that can switch to TLS in the middle."""
+def Client(address) -> LineClient:
+    return LineClient(address, greet="smtp")
 
+
+class Pop3Client(LineClient):
     def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
+        super().__init__(address, greet="pop3")
 
-    def reply(self) -> tuple[int, str]:
+    cmd = LineClient.pop
+
+    def listing(self, text: str) -> list[str]:
+        assert self.cmd(text).startswith("+OK")
         lines = []
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise EOFError(lines)
-            lines.append(line.decode().rstrip("\r\n"))
-            if line[3:4] != b"-":
-                return int(line[:3]), "\n".join(x[4:] for x in lines)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, line: str) -> tuple[int, str]:
-        self.send(line.encode() + b"\r\n")
-        return self.reply()
-
-    def start_tls(self, context: ssl.SSLContext, hostname: str = "127.0.0.1") -> None:
-        self.file.close()
-        self.sock = context.wrap_socket(self.sock, server_hostname=hostname)
-        self.file = self.sock.makefile("rb")
-
-    def close(self):
-        self.file.close()
-        self.sock.close()
+        while (line := self.line()) != ".":
+            lines.append(line)
+        return lines
 
 
 @pytest.fixture
@@ -171,39 +155,6 @@ def test_unusable_certificate_settings_are_one_clear_error(tmp_path):
 
 
 # -- POP3 STLS (RFC 2595) -----------------------------------------------------------------------
-
-class Pop3Client:
-    def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.line()
-
-    def line(self) -> str:
-        data = self.file.readline()
-        if not data:
-            raise EOFError
-        return data.decode().rstrip("\r\n")
-
-    def cmd(self, text: str) -> str:
-        self.sock.sendall(text.encode() + b"\r\n")
-        return self.line()
-
-    def listing(self, text: str) -> list[str]:
-        assert self.cmd(text).startswith("+OK")
-        lines = []
-        while (line := self.line()) != ".":
-            lines.append(line)
-        return lines
-
-    def start_tls(self, context: ssl.SSLContext) -> None:
-        self.file.close()
-        self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
-        self.file = self.sock.makefile("rb")
-
-    def close(self):
-        self.file.close()
-        self.sock.close()
-
 
 def test_pop3_stls_then_login_inside_tls(lab):
     lab.store.deliver("alice", b"Subject: one\r\n\r\nbody\r\n")

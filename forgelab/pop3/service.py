@@ -226,24 +226,26 @@ class Pop3Service:
             return self._message(event.msg) or Pop3Reply.ok(f"{event.msg} {md.uid(event.msg)}")
         return Pop3Reply.listing("unique-id listing follows", (f"{n} {md.uid(n)}" for n in md.numbers()))
 
-    def _on_retr(self, event: ev.Retr) -> Pop3Reply:
-        refused = self._message(event.msg)
+    def _retrieve(self, n: int) -> bytes | Pop3Reply:
+        """Message ``n``, or the error reply that says why not."""
+        refused = self._message(n)
         if refused:
             return refused
         try:
-            data = self.maildrop.retrieve(event.msg)
+            return self.maildrop.retrieve(n)
         except OSError:
-            return Pop3Reply.err(f"message {event.msg} is no longer available")
+            return Pop3Reply.err(f"message {n} is no longer available")
+
+    def _on_retr(self, event: ev.Retr) -> Pop3Reply:
+        data = self._retrieve(event.msg)
+        if isinstance(data, Pop3Reply):
+            return data
         return Pop3Reply.ok(f"{self.maildrop.size(event.msg)} octets", body=data)
 
     def _on_top(self, event: ev.Top) -> Pop3Reply:
-        refused = self._message(event.msg)
-        if refused:
-            return refused
-        try:
-            data = self.maildrop.retrieve(event.msg)
-        except OSError:
-            return Pop3Reply.err(f"message {event.msg} is no longer available")
+        data = self._retrieve(event.msg)
+        if isinstance(data, Pop3Reply):
+            return data
         return Pop3Reply.ok("top of message follows", body=top(data, event.lines))
 
     def _on_dele(self, event: ev.Dele) -> Pop3Reply:
