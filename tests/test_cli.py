@@ -144,3 +144,28 @@ def test_plugin_with_no_hook_and_plugin_module_from_the_current_directory(tmp_pa
     assert found.exit_code == 0 and "mine" in found.output
     empty = CliRunner().invoke(main, ["plugins", "--plugin", "json"])
     assert empty.exit_code == 1 and "implements no forgelab hook" in empty.output
+
+
+def test_an_installed_entry_point_plugin_loads_only_when_the_policy_names_it(tmp_path, monkeypatch):
+    import sys
+
+    from forgelab.policy import load_policy
+    from forgelab.registry import build_plugin_manager, describe
+
+    (tmp_path / "labdefence.py").write_text(
+        "from forgelab import Verdict, hookimpl\n\nclass LabDefence:\n    name = 'lab-defence'\n"
+        "    def __init__(self, settings):\n        self.word = settings.get('word', 'x')\n"
+        "    @hookimpl\n    def forgelab_message(self, message):\n        return Verdict(self.name, 'pass', self.word)\n")
+    info = tmp_path / "labdefence-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labdefence\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[forgelab]\nlab-defence = labdefence:LabDefence\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plain = build_plugin_manager(load_policy("strict"))
+    assert "lab-defence" not in dict(describe(plain))
+    policy = tmp_path / "with.toml"
+    policy.write_text('extends = "strict"\n[defences.lab-defence]\nword = "hello"\n')
+    named = build_plugin_manager(load_policy(str(policy)))
+    assert dict(describe(named))["lab-defence"] == ["forgelab_message"]
+    assert named.get_plugin("lab-defence").word == "hello"
+    sys.modules.pop("labdefence", None)
