@@ -198,3 +198,23 @@ def test_pop3_stls_without_tls_is_refused(forgelab_server):
         assert c.cmd("USER alice").startswith("+OK")
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_the_server_ends_tls_with_close_notify_not_a_truncation(lab, protocol):
+    if protocol == "smtp":
+        c = Client(lab.smtp.address)
+        c.cmd("EHLO me.example")
+        assert c.cmd("STARTTLS")[0] == 220
+    else:
+        c = Pop3Client(lab.pop3.address)
+        assert c.cmd("STLS").startswith("+OK")
+    c.file.close()
+    # suppress_ragged_eofs=False: a connection dropped without close_notify raises SSLEOFError.
+    tls = trusting(lab).wrap_socket(c.sock, server_hostname="127.0.0.1", suppress_ragged_eofs=False)
+    try:
+        tls.sendall(b"QUIT\r\n")
+        while tls.recv(4096):
+            pass
+    finally:
+        tls.close()

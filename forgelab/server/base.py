@@ -263,6 +263,12 @@ class ThreadedServer:
             self._finish(conn)
 
     def _finish(self, conn: Connection) -> None:
+        if isinstance(conn.sock, ssl.SSLSocket):
+            try:  # send close_notify, so a TLS client sees a clean end and not a truncation
+                conn.sock.settimeout(1.0)
+                conn.sock.unwrap()
+            except (OSError, ValueError):
+                pass
         try:
             conn.sock.close()
         except OSError:
