@@ -485,7 +485,6 @@ class SmtpPipeline:
         return locations
 
 
-@functools.cache
 def _header(message, name: str) -> str | None:
     try:
         value = message.get(name)

@@ -217,3 +217,20 @@ def test_a_bare_cr_in_helo_cannot_inject_a_header(forgelab_server):
     (message,) = stored(lab)
     head = message.split(b"\r\n\r\n")[0]
     assert b"Authentication-Results: mx.corp.example; dmarc=pass" not in head and b"\r" not in head.replace(b"\r\n", b"")
+
+
+def test_no_message_is_kept_in_memory_after_its_session(forgelab_server):
+    import email.message
+    import gc
+
+    def messages_alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, email.message.Message) for o in gc.get_objects())
+
+    lab = forgelab_server(policy="observe")
+    before = messages_alive()
+    for n in range(5):
+        with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+            client.sendmail("a@shop.example", ["alice@corp.example"], f"Subject: {n}\r\n\r\n".encode() + (b"x" * 70 + b"\r\n") * 80)
+    lab.recorder.wait_for("session.close", count=5)
+    assert messages_alive() <= before
