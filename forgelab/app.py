@@ -38,6 +38,30 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     web: str | None = None  # HOST:PORT of the web view, None for none
+    workers: int = 1  # SMTP processes; more than 1 starts worker processes on the same port (workers.py)
+
+
+def attach_resolver(lab: Lab, settings: Settings) -> None:
+    if settings.dns == "system":
+        lab.resolver = Resolver.system()
+    else:
+        lab.resolver = Resolver.lab(settings.zone_file) if settings.zone_file else Resolver.lab()
+
+
+def login_throttle(policy: Policy) -> LoginThrottle:
+    return LoginThrottle(free_failures=int(policy.setting("login_free_failures", 3)),
+                         delay=float(policy.setting("login_delay", 1.0)),
+                         max_failures=int(policy.setting("login_max_failures", 6)),
+                         lockout=float(policy.setting("login_lockout", 60.0)))
+
+
+def server_limits(policy: Policy) -> Limits:
+    return Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
+                  session_timeout=float(policy.setting("session_timeout", 1800)),
+                  max_connections=int(policy.setting("max_connections", 200)),
+                  max_per_ip=int(policy.setting("max_connections_per_ip", 50)),
+                  max_errors=int(policy.setting("max_errors", 20)),
+                  max_commands=int(policy.setting("max_commands", 10_000)))
 
 
 class Forgelab:
@@ -47,30 +71,30 @@ class Forgelab:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = bus or EventBus()
         self.lab: Lab = load_lab(settings.users_file)
-        self._attach_resolver()
+        attach_resolver(self.lab, settings)
         policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
         self.store = MailStore(self.data_dir / "mail")
+        # Made before any worker process starts: the workers load this same certificate.
         self.tls = (lab_server_context(self.data_dir, self.lab.hostname, settings.tls_cert, settings.tls_key)
                     if settings.tls else None)
         # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
-        throttle = LoginThrottle(free_failures=int(policy.setting("login_free_failures", 3)),
-                                 delay=float(policy.setting("login_delay", 1.0)),
-                                 max_failures=int(policy.setting("login_max_failures", 6)),
-                                 lockout=float(policy.setting("login_lockout", 60.0)))
-        self.context = ServerContext(self.lab, self.store, self.bus, policy, settings.plugins, tls=self.tls,
+        throttle = login_throttle(policy)
+        self.workers = None
+        context_class = ServerContext
+        if settings.workers > 1:
+            from .workers import PooledContext, check_workers
+
+            check_workers(settings.workers, policy)
+            context_class = PooledContext  # its set_policy also switches every worker
+        self.context = context_class(self.lab, self.store, self.bus, policy, settings.plugins, tls=self.tls,
                                      login_throttle=throttle)
-        limits = Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
-                        session_timeout=float(policy.setting("session_timeout", 1800)),
-                        max_connections=int(policy.setting("max_connections", 200)),
-                        max_per_ip=int(policy.setting("max_connections_per_ip", 50)),
-                        max_errors=int(policy.setting("max_errors", 20)),
-                        max_commands=int(policy.setting("max_commands", 10_000)))
+        limits = server_limits(policy)
         self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)
         smtp_host, smtp_port = parse_hostport(settings.smtp)
         pop3_host, pop3_port = parse_hostport(settings.pop3)
-        self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits)
+        self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits, reuse_port=settings.workers > 1)
         self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls,
                                throttle=throttle)
         self.web = None
@@ -81,10 +105,7 @@ class Forgelab:
             self.web = WebServer(self, *parse_hostport(settings.web))
 
     def _attach_resolver(self) -> None:
-        if self.settings.dns == "system":
-            self.lab.resolver = Resolver.system()
-        else:
-            self.lab.resolver = Resolver.lab(self.settings.zone_file) if self.settings.zone_file else Resolver.lab()
+        attach_resolver(self.lab, self.settings)
 
     def start(self) -> "Forgelab":
         started = []
@@ -93,6 +114,13 @@ class Forgelab:
                 if server:
                     server.start()
                     started.append(server)
+            if self.settings.workers > 1:
+                from .workers import WorkerPool
+
+                # After our SMTP socket is bound: the workers join its real port (it may have been 0).
+                self.workers = WorkerPool(self.settings, self.data_dir, self.smtp.address, self.bus)
+                self.context.pool = self.workers
+                self.workers.start(self.settings.workers - 1, self.context.rules.policy)
         except Exception:
             for server in reversed(started):
                 server.stop()
@@ -100,6 +128,8 @@ class Forgelab:
         return self
 
     def stop(self) -> None:
+        if self.workers:  # first: their last events still reach the log and the web view
+            self.workers.stop()
         if self.web:
             self.web.stop()
         self.smtp.stop()

@@ -1,6 +1,7 @@
 """The forgelab command line: thin commands over the library."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -48,6 +49,11 @@ def banner(lab_app) -> str:
         f"  SMTP   {smtp_host}:{smtp_port}    telnet {smtp_host} {smtp_port}",
         f"  POP3   {pop3_host}:{pop3_port}    telnet {pop3_host} {pop3_port}",
         f"  web    {lab_app.web.url}" if lab_app.web else "  web    off",
+    ]
+    if getattr(lab_app, "workers", None):
+        lines.append(f"  SMTP processes: {1 + len(lab_app.workers.workers)} (this one and workers "
+                     f"{', '.join(map(str, lab_app.workers.pids))}), sharing port {smtp_port}")
+    lines += [
         f"  policy {policy.name}: {policy.description}",
         f"  local domain(s): {', '.join(lab.directory.domains)}",
         "  lab users (lab-only passwords):",
@@ -82,6 +88,10 @@ def _world_lines(lab) -> list[str]:
     return ["  lab world:"] + [f"    {line}" for line in banner_lines()]
 
 
+def _max_workers() -> int:
+    return (os.cpu_count() or 1) * 4
+
+
 @main.command()
 @click.option("--smtp", "smtp", default="127.0.0.1:1025", show_default=True, type=HostPort(), help="SMTP listen address.")
 @click.option("--pop3", "pop3", default="127.0.0.1:1110", show_default=True, type=HostPort(), help="POP3 listen address.")
@@ -97,14 +107,17 @@ def _world_lines(lab) -> list[str]:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key of --tls-cert (if not inside the certificate file).")
 @click.option("--web", default="127.0.0.1:8025", show_default=True, type=HostPort(allow_off=True),
               help="Web view address, or 'off'.")
-def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web):
+@click.option("--workers", type=click.IntRange(1, _max_workers()), default=1, show_default=True,
+              help="SMTP processes sharing the SMTP port (SO_REUSEPORT, Linux); connection caps and the login throttle are per process.")
+def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
+          workers):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from .app import Forgelab, Settings
     from .terminal import TerminalView
 
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
-                        web=web)
+                        web=web, workers=workers)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up still stops cleanly
         signal.signal(sig, lambda *_: stop.set())
@@ -126,6 +139,15 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
     finally:
         lab_app.stop()
         click.echo("forgelab stopped")
+
+
+@main.command("_smtp-worker", hidden=True)
+@click.argument("config")
+def smtp_worker(config):
+    """One SMTP worker process of `serve --workers` (started by serve, not by hand)."""
+    from .workers import worker_main
+
+    sys.exit(worker_main(config))
 
 
 @main.command("plugins")

@@ -75,7 +75,7 @@ class EventBus:
 
 
 class JsonlLog:
-    """Appends every event as one JSON line (``events.jsonl`` in the data directory).
+    """Appends every event as one JSON line (``events.jsonl`` in the data directory, or ``stream``).
 
     Publishing only queues the record: a writer thread encodes and writes whatever has
     queued up, in order, with one ``write`` per batch, so no mail thread waits on the file
@@ -84,10 +84,15 @@ class JsonlLog:
     rest and stops the thread.
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+    def __init__(self, path: str | Path | None = None, *, stream=None):
+        # stream: an open text file to write to instead (a worker process's stdout, see workers.py)
+        if stream is not None:
+            self.path = Path(str(getattr(stream, "name", "<stream>")))
+            self._file = stream
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
         self._pending: deque[dict] = deque()
         self._queued = 0        # records handed to us (only the bus, under its lock, adds)
         self._written = 0       # records written to the file

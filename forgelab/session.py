@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -9,7 +10,11 @@ _ids = itertools.count(1)
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}{int(time.time()):x}-{next(_ids)}"
+    """``s6b0b4046-12345-7``: prefix, the second it was made (hex), process id, counter.
+
+    The pid keeps ids unique when ``serve --workers`` runs several processes on one store.
+    """
+    return f"{prefix}{int(time.time()):x}-{os.getpid()}-{next(_ids)}"
 
 
 @dataclass

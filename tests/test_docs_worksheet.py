@@ -8,7 +8,7 @@ import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "worksheet.md"
 VARIABLE = [
-    (re.compile(r"m[0-9a-f]+-\d+"), "<id>"),
+    (re.compile(r"m[0-9a-f]+(?:-\d+)+"), "<id>"),  # m<time>-<pid>-<n> (docs may show m<time>-<n>)
     (re.compile(r"<\d+\.\d+@([^>]+)>"), r"<timestamp@\1>"),
     (re.compile(r"\d+ octets"), "<n> octets"),
     (re.compile(r"^\+OK (\d+) \d+$"), r"+OK \1 <n>"),

@@ -113,11 +113,20 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
-def listening_socket(name: str, host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket; BindError names the server and the address."""
+def listening_socket(name: str, host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening TCP socket; BindError names the server and the address.
+
+    ``reuse_port``: several processes listen on the same address and the kernel spreads
+    the connections between them (SO_REUSEPORT; Linux, used by ``serve --workers``).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            sock.close()
+            raise BindError(0, f"{name}: worker processes need SO_REUSEPORT, which this system lacks")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(128)
@@ -132,11 +141,15 @@ class ThreadedServer:
 
     :param kernel_timeouts: the idle limit is kept by the kernel (see ``Connection.set_timeout``);
         the handler then reads with ``conn.recv`` and writes with ``conn.sendall``.
+    :param reuse_port: share the address with other processes (SO_REUSEPORT); the connection
+        caps in ``limits`` then hold for this process only.
     """
 
     def __init__(self, name: str, host: str, port: int, handle: Callable[[Connection], None],
-                 busy: bytes, limits: Limits | None = None, *, kernel_timeouts: bool = False):
+                 busy: bytes, limits: Limits | None = None, *, kernel_timeouts: bool = False,
+                 reuse_port: bool = False):
         self.name = name
+        self.reuse_port = reuse_port
         self.handle = handle
         self.busy = busy
         self.limits = limits or Limits()
@@ -170,7 +183,7 @@ class ThreadedServer:
 
     def start(self) -> "ThreadedServer":
         # A blocking accept: one syscall per client; stop() wakes it by shutting the socket down.
-        self._sock = listening_socket(self.name, self._host, self._port)
+        self._sock = listening_socket(self.name, self._host, self._port, reuse_port=self.reuse_port)
         self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept", daemon=True)
         self._thread.start()
         return self

@@ -23,10 +23,12 @@ def _describe(event) -> str:
 
 class SmtpServer:
     def __init__(self, context: ServerContext, host: str = "127.0.0.1", port: int = 1025,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, *, reuse_port: bool = False):
         self.context = context
         self.limits = limits or Limits()
-        self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits, kernel_timeouts=True)
+        # reuse_port: worker processes listen on the same port (serve --workers).
+        self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits, kernel_timeouts=True,
+                                      reuse_port=reuse_port)
 
     def start(self) -> "SmtpServer":
         self._server.start()

@@ -1,0 +1,355 @@
+"""``forgelab serve --workers N``: N-1 more processes serving SMTP on the same port.
+
+One CPython process is bound by the GIL, so the main process (SMTP, POP3, web view,
+terminal, JSONL log) starts worker processes (``python -m forgelab _smtp-worker CONFIG``)
+that listen on the same SMTP address with SO_REUSEPORT; the kernel spreads the
+connections between the processes. A worker has the same lab, store (data directory),
+policy, plugins and TLS certificate, and nothing else: no POP3, no web view, no log.
+
+The wire between the main process and a worker is one JSON object per line:
+
+- worker -> main (the worker's stdout): every event of the worker's bus, as the JSONL log
+  writes it, republished on the main bus with ``worker`` (its pid) and ``worker_seq`` added;
+  plus ``worker.ready`` once it listens, ``worker.failed`` (``error``) if it cannot start,
+  ``worker.policy`` (``name`` or ``error``) after each switch. Those three, and the worker's
+  own ``policy.changed``, are kept between the processes (the main bus announced the switch).
+- main -> worker (its stdin): ``{"policy": SOURCE}`` switches policy (``load_policy(SOURCE)``);
+  end of input (the main process stopped or died) stops the worker.
+
+Per process, not shared: the connection caps (``max_connections``, ``max_connections_per_ip``)
+and the login throttle of SMTP AUTH.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Iterable
+
+from .events import EventBus, JsonlLog
+from .pipeline import ServerContext
+from .policy import Policy
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0   # seconds a worker has to say it listens
+SWITCH_TIMEOUT = 10.0  # seconds the workers have to take a new policy
+STOP_TIMEOUT = 10.0    # seconds a worker has to stop after its stdin closes, before SIGTERM
+# Records of the wire itself, never republished on the main bus.
+WIRE_KINDS = ("worker.ready", "worker.failed", "worker.policy", "policy.changed")
+
+
+class WorkerError(RuntimeError):
+    """A worker process could not start (the message is one line for the user)."""
+
+
+def max_workers() -> int:
+    return (os.cpu_count() or 1) * 4
+
+
+def check_workers(count: int, policy: Policy) -> None:
+    """Raise WorkerError if ``count`` processes cannot serve ``policy`` here."""
+    if count > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise WorkerError("--workers needs SO_REUSEPORT (Linux); use --workers 1 here")
+    if count > 1 and not policy.source:
+        raise WorkerError(f"--workers needs a policy loaded from a file or a shipped name, not {policy.name!r} made in memory")
+
+
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _path(value) -> str | None:
+    return str(Path(value).resolve()) if value else None
+
+
+def worker_config(settings, data_dir: Path, address: tuple[str, int], policy: Policy) -> dict:
+    """What a worker needs of the serve settings, as JSON: the bound SMTP address, not the asked one."""
+    return {"smtp": _hostport(address), "data_dir": _path(data_dir), "users_file": _path(settings.users_file),
+            "policy": policy.source, "plugins": list(settings.plugins), "zone_file": _path(settings.zone_file),
+            "dns": settings.dns, "tls": bool(settings.tls), "tls_cert": _path(settings.tls_cert),
+            "tls_key": _path(settings.tls_key)}
+
+
+class EventForwarder:
+    """Reads one worker's JSON lines and republishes its events on the main bus."""
+
+    def __init__(self, bus: EventBus, pid: int):
+        self.bus = bus
+        self.pid = pid
+        self.ready = threading.Event()  # set on worker.ready, worker.failed or end of output
+        self.error: str | None = None
+        self.address: list | None = None
+        self.ended = False
+        self.switches = 0
+        self.switch_error: str | None = None
+        self._switched = threading.Condition()
+
+    def feed(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            log.warning("SMTP worker %d wrote a line that is not JSON: %r", self.pid, line[:200])
+            return
+        if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+            return
+        kind = record.pop("kind")
+        if kind in WIRE_KINDS:
+            self._wire(kind, record)
+            return
+        record["worker_seq"] = record.pop("seq", None)
+        record["worker"] = self.pid
+        self.bus.publish(kind, **record)  # the worker's ts is kept; the main bus numbers it (seq)
+
+    def _wire(self, kind: str, record: dict) -> None:
+        if kind == "worker.ready":
+            self.address = record.get("address")
+            self.ready.set()
+        elif kind == "worker.failed":
+            self.error = str(record.get("error") or "failed")
+            self.ready.set()
+        elif kind == "worker.policy":
+            with self._switched:
+                self.switches += 1
+                self.switch_error = record.get("error")
+                self._switched.notify_all()
+
+    def run(self, stream: Iterable[bytes]) -> None:
+        """Feed every line of ``stream`` (the worker's stdout) until it ends."""
+        try:
+            for line in stream:
+                if line.strip():
+                    try:
+                        self.feed(line)
+                    except Exception:  # one odd record must not stop the forwarding
+                        log.exception("SMTP worker %d: event not forwarded", self.pid)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.ended = True
+            self.ready.set()
+            with self._switched:
+                self._switched.notify_all()
+
+    def wait_switch(self, after: int, timeout: float) -> bool:
+        with self._switched:
+            return self._switched.wait_for(lambda: self.switches > after or self.ended, timeout)
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen, forwarder: EventForwarder, thread: threading.Thread):
+        self.proc, self.forwarder, self.thread = proc, forwarder, thread
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class WorkerPool:
+    """The worker processes of one ``Forgelab``: started, switched and stopped together."""
+
+    def __init__(self, settings, data_dir: Path, address: tuple[str, int], bus: EventBus):
+        self.settings = settings
+        self.data_dir = Path(data_dir)
+        self.address = address
+        self.bus = bus
+        self.workers: list[Worker] = []
+        self.stopping = False
+        self._switch_lock = threading.Lock()
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    def start(self, count: int, policy: Policy, timeout: float = START_TIMEOUT) -> "WorkerPool":
+        config = json.dumps(worker_config(self.settings, self.data_dir, self.address, policy))
+        try:
+            for _ in range(count):  # all start at once, then we wait for each
+                self.workers.append(self._spawn(config))
+            deadline = time.monotonic() + timeout
+            for worker in self.workers:
+                if not worker.forwarder.ready.wait(max(deadline - time.monotonic(), 0)):
+                    raise WorkerError(f"SMTP worker process {worker.pid} did not start within {timeout:g} s")
+                if worker.forwarder.error or worker.forwarder.ended:
+                    code = worker.proc.poll()
+                    why = worker.forwarder.error or f"exited{f' with code {code}' if code is not None else ''}"
+                    raise WorkerError(f"SMTP worker process {worker.pid} failed to start: {why}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, config: str) -> Worker:
+        # stderr is ours (a worker's warnings show in the terminal); stdout carries its events.
+        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "_smtp-worker", config],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        forwarder = EventForwarder(self.bus, proc.pid)
+        thread = threading.Thread(target=self._forward, args=(proc, forwarder),
+                                  name=f"forgelab-worker-{proc.pid}", daemon=True)
+        thread.start()
+        return Worker(proc, forwarder, thread)
+
+    def _forward(self, proc: subprocess.Popen, forwarder: EventForwarder) -> None:
+        forwarder.run(proc.stdout)
+        if not self.stopping and forwarder.ready.is_set() and not forwarder.error:
+            code = proc.wait()
+            log.error("SMTP worker process %d exited (code %s); the other processes go on serving", proc.pid, code)
+
+    def switch(self, policy: Policy, timeout: float = SWITCH_TIMEOUT) -> None:
+        """Send ``policy`` to every worker and wait until each has taken it (or the timeout)."""
+        line = (json.dumps({"policy": policy.source}) + "\n").encode()
+        with self._switch_lock:
+            sent = []
+            for worker in self.workers:
+                before = worker.forwarder.switches
+                try:
+                    worker.proc.stdin.write(line)
+                    worker.proc.stdin.flush()
+                except (OSError, ValueError):
+                    log.warning("SMTP worker process %d is gone: policy not switched there", worker.pid)
+                    continue
+                sent.append((worker, before))
+            deadline = time.monotonic() + timeout
+            for worker, before in sent:
+                if not worker.forwarder.wait_switch(before, max(deadline - time.monotonic(), 0)):
+                    log.warning("SMTP worker process %d did not confirm the switch to %s", worker.pid, policy.name)
+                elif worker.forwarder.switch_error:
+                    log.warning("SMTP worker process %d kept its policy: %s", worker.pid, worker.forwarder.switch_error)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Close each worker's stdin (it stops), then SIGTERM, then SIGKILL; wait for its last events."""
+        self.stopping = True
+        for worker in self.workers:
+            try:
+                worker.proc.stdin.close()
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            _end(worker.proc, max(deadline - time.monotonic(), 0.1))
+        for worker in self.workers:
+            worker.thread.join(5)
+            try:
+                worker.proc.stdout.close()
+            except (OSError, ValueError):
+                pass
+
+
+def _end(proc: subprocess.Popen, grace: float) -> None:
+    for step, wait in ((None, grace), (proc.terminate, 3.0), (proc.kill, 5.0)):
+        if step:
+            try:
+                step()
+            except OSError:
+                return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class PooledContext(ServerContext):
+    """The main process's context: a policy switch (web view, API) also switches every worker."""
+
+    pool: WorkerPool | None = None
+
+    def set_policy(self, policy: Policy) -> None:
+        if self.pool and not policy.source:
+            raise ValueError(f"policy {policy.name!r} has no file the worker processes could load")
+        super().set_policy(policy)
+        if self.pool:
+            self.pool.switch(policy)
+
+
+# -- the worker process ------------------------------------------------------------------
+
+
+def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
+    """Run one SMTP worker until its stdin ends or SIGTERM; returns the exit code."""
+    from .app import Settings, attach_resolver, login_throttle, server_limits
+    from .lab import load_lab
+    from .policy import load_policy
+    from .server.base import parse_hostport
+    from .server.smtp import SmtpServer
+    from .store import MailStore
+    from .tls import lab_server_context
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Our stdout carries the events; anything else printed goes to stderr.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    stdin = stdin or sys.stdin.buffer
+    bus = EventBus()
+    stream = JsonlLog(stream=out)
+    bus.subscribe(stream)
+    smtp = None
+    try:
+        config = json.loads(config_text)
+        settings = Settings(smtp=config["smtp"], data_dir=Path(config["data_dir"]),
+                            users_file=_opt_path(config.get("users_file")), policy=config["policy"],
+                            plugins=tuple(config.get("plugins", ())), zone_file=_opt_path(config.get("zone_file")),
+                            dns=config.get("dns", "lab"), event_log=False, tls=bool(config.get("tls", True)),
+                            tls_cert=_opt_path(config.get("tls_cert")), tls_key=_opt_path(config.get("tls_key")))
+        lab = load_lab(settings.users_file)
+        attach_resolver(lab, settings)
+        policy = load_policy(settings.policy)
+        store = MailStore(settings.data_dir / "mail")
+        tls = (lab_server_context(settings.data_dir, lab.hostname, settings.tls_cert, settings.tls_key)
+               if settings.tls else None)
+        context = ServerContext(lab, store, bus, policy, settings.plugins, tls=tls, login_throttle=login_throttle(policy))
+        smtp = SmtpServer(context, *parse_hostport(settings.smtp), server_limits(policy), reuse_port=True).start()
+    except Exception as exc:  # said once, on the wire: the main process makes it one line for the user
+        bus.publish("worker.failed", pid=os.getpid(), error=str(exc) or type(exc).__name__)
+        stream.close()
+        return 1
+    bus.publish("worker.ready", pid=os.getpid(), address=list(smtp.address))
+    reader = threading.Thread(target=_read_control, args=(stdin, context, bus, stop), name="forgelab-control",
+                              daemon=True)
+    reader.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        smtp.stop()
+        bus.unsubscribe(stream)
+        stream.close()
+    return 0
+
+
+def _opt_path(value) -> Path | None:
+    return Path(value) if value else None
+
+
+def _read_control(stdin: IO[bytes], context: ServerContext, bus: EventBus, stop: threading.Event) -> None:
+    """Control lines from the main process; end of input stops the worker."""
+    from .policy import load_policy
+
+    try:
+        for line in stdin:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("policy"):
+                try:
+                    policy = load_policy(message["policy"])
+                    context.set_policy(policy)
+                except Exception as exc:
+                    bus.publish("worker.policy", error=str(exc) or type(exc).__name__)
+                else:
+                    bus.publish("worker.policy", name=policy.name)
+    except (OSError, ValueError):
+        pass
+    finally:
+        stop.set()
