@@ -1,0 +1,250 @@
+"""serve --workers: more SMTP processes on one port, one store, one event log, one policy."""
+import http.client
+import io
+import json
+import os
+import poplib
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from forgelab.cli import main
+from forgelab.events import EventBus, JsonlLog
+from forgelab.workers import EventForwarder
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
+
+MESSAGES = 40
+FORGED = 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- the forwarding, without processes ------------------------------------------------------
+
+
+def test_worker_lines_are_republished_on_the_main_bus_with_the_worker_pid():
+    worker_bus, out = EventBus(), io.StringIO()
+    writer = JsonlLog(stream=out)
+    worker_bus.subscribe(writer)
+    worker_bus.publish("worker.ready", pid=4321, address=["127.0.0.1", 2525])
+    opened = worker_bus.publish("session.open", protocol="smtp", session={"id": "s1-4321-1", "peer_ip": "127.0.0.1"})
+    worker_bus.publish("policy.changed", name="strict")  # the main process announced it already
+    worker_bus.publish("worker.policy", name="strict")
+    worker_bus.publish("session.close", protocol="smtp", session_id="s1-4321-1", reason="client quit")
+    writer.flush()
+    lines = out.getvalue().encode().splitlines(keepends=True)
+    assert len(lines) == 5
+
+    main_bus, seen = EventBus(), []
+    main_bus.publish("policy.changed", name="strict")
+    main_bus.subscribe(seen.append)
+    forwarder = EventForwarder(main_bus, 4321)
+    forwarder.run(io.BytesIO(b"".join(lines[:2]) + b"not json\n" + b"".join(lines[2:])))
+
+    assert forwarder.ready.is_set() and forwarder.address == ["127.0.0.1", 2525] and forwarder.error is None
+    assert forwarder.switches == 1 and forwarder.ended
+    assert [r["kind"] for r in seen] == ["session.open", "session.close"]
+    first = seen[0]
+    assert first["worker"] == 4321 and first["worker_seq"] == opened["seq"] and first["ts"] == opened["ts"]
+    assert first["session"] == {"id": "s1-4321-1", "peer_ip": "127.0.0.1"}
+    assert [r["seq"] for r in seen] == [2, 3]  # numbered by the main bus, after its own record
+    assert seen[1]["reason"] == "client quit"
+
+
+def test_a_failed_worker_line_is_its_error():
+    forwarder = EventForwarder(EventBus(), 7)
+    forwarder.run(io.BytesIO(b'{"seq": 1, "ts": 0, "kind": "worker.failed", "error": "port gone"}\n'))
+    assert forwarder.ready.is_set() and forwarder.error == "port gone"
+
+
+def test_workers_out_of_range_is_a_click_error():
+    result = CliRunner().invoke(main, ["serve", "--workers", "0"])
+    assert result.exit_code == 2 and "--workers" in result.output
+    result = CliRunner().invoke(main, ["serve", "--workers", str((os.cpu_count() or 1) * 4 + 1)])
+    assert result.exit_code == 2 and "--workers" in result.output
+
+
+# -- the real thing ------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def events(data_dir) -> list[dict]:
+    path = data_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def send(port: int, numbers: list[int], errors: list) -> None:
+    for n in numbers:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.sendmail("news@news.example", ["alice@corp.example"],
+                                f"From: news@news.example\r\nSubject: worker test {n}\r\n\r\nmessage {n}\r\n".encode())
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append((n, repr(exc)))
+
+
+def forged(port: int) -> int:
+    """A bank forgery from the attacker's address; the SMTP code that refused it (0: accepted)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10, source_address=("127.0.66.1", 0)) as client:
+        try:
+            client.sendmail("alerts@bank.example", ["alice@corp.example"],
+                            b"From: alerts@bank.example\r\nSubject: your account\r\n\r\nlog in now\r\n")
+        except smtplib.SMTPSenderRefused as exc:
+            return exc.smtp_code
+        except smtplib.SMTPRecipientsRefused as exc:
+            return next(iter(exc.recipients.values()))[0]
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code
+    return 0
+
+
+@pytest.mark.timeout(90)
+def test_two_processes_share_the_port_the_store_the_log_and_the_policy(tmp_path):
+    smtp, pop3, web = free_port(), free_port(), free_port()
+    data = tmp_path / "data"
+    out_path = tmp_path / "out.txt"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "2", "--data", str(data),
+                                 "--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}",
+                                 "--web", f"127.0.0.1:{web}", "--policy", "observe"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    worker_pids: list[int] = []
+    try:
+        banner = wait_for(lambda: re.search(r"SMTP processes: 2 \(this one and workers (\d+)\)", out_path.read_text())
+                          or proc.poll() is not None, 30, "the banner")
+        assert proc.poll() is None, out_path.read_text()
+        worker_pids = [int(banner.group(1))]
+        pids = {proc.pid, *worker_pids}
+
+        errors: list = []
+        threads = [threading.Thread(target=send, args=(smtp, list(range(i, MESSAGES, 4)), errors)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+
+        box = poplib.POP3("127.0.0.1", pop3, timeout=10)
+        try:
+            box.user("alice")
+            box.pass_("rabbit-hole")
+            assert box.stat()[0] == MESSAGES
+            subjects = []
+            for i in range(1, MESSAGES + 1):
+                lines = box.retr(i)[1]
+                subjects += [line.decode() for line in lines if line.startswith(b"Subject: worker test ")]
+        finally:
+            box.quit()
+        assert sorted(subjects) == sorted(f"Subject: worker test {n}" for n in range(MESSAGES))
+
+        delivered = wait_for(lambda: [r for r in events(data) if r["kind"] == "message.delivered"] if len(
+            [r for r in events(data) if r["kind"] == "message.delivered"]) >= MESSAGES else None, 10, "the event log")
+        assert len(delivered) == MESSAGES and len({r["message_id"] for r in delivered}) == MESSAGES
+        opened = [r for r in events(data) if r["kind"] == "session.open" and r.get("protocol") == "smtp"]
+        assert len({r["session"]["id"] for r in opened}) == len(opened)
+        served_by = {r.get("worker", proc.pid) for r in delivered}
+        assert served_by == pids  # 40 connections: the kernel gave both processes some
+        assert {r.get("worker", proc.pid) for r in opened} <= pids
+
+        conn = http.client.HTTPConnection("127.0.0.1", web, timeout=15)
+        conn.request("POST", "/api/policy", json.dumps({"policy": "strict"}), {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["policy"] == "strict"
+        conn.close()
+
+        codes = [forged(smtp) for _ in range(FORGED)]
+        assert codes == [550] * FORGED
+        rejected = wait_for(lambda: [r for r in events(data) if r["kind"] == "message.rejected"]
+                            if len([r for r in events(data) if r["kind"] == "message.rejected"]) >= FORGED else None,
+                            10, "the refusals in the event log")
+        assert {r.get("worker", proc.pid) for r in rejected} == pids  # every process refused some
+        assert sum(r["kind"] == "policy.changed" for r in events(data)) == 1  # no echo from the worker
+
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        assert proc.returncode == 0, out_path.read_text()
+        assert all(gone(pid) for pid in worker_pids)
+        assert "Traceback" not in out_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_cannot_start_fails_serve_with_one_line_and_leaves_no_process(tmp_path):
+    # Loads in the main process, refuses in a worker: the worker fails, serve must too.
+    plugin = tmp_path / "mainonly.py"
+    plugin.write_text("import sys\nfrom forgelab import hookimpl\n\nif '_smtp-worker' in sys.argv:\n"
+                      "    raise RuntimeError('not in a worker')\n\n\n@hookimpl\ndef forgelab_message(message):\n"
+                      "    return None\n")
+    proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "3", "--data", str(tmp_path / "d"),
+                             "--smtp", f"127.0.0.1:{free_port()}", "--pop3", f"127.0.0.1:{free_port()}",
+                             "--web", "off", "--quiet", "--plugin", str(plugin)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=45)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "worker" in err and "failed to start" in err and "not in a worker" in err
+    assert "Traceback" not in err + out and len(err.strip().splitlines()) == 1
+    pids = [int(p) for p in re.findall(r"process (\d+)", err)]
+    assert pids and all(gone(pid) for pid in pids)
+    assert not workers_of(tmp_path / "d")  # nor the two others
+
+
+def workers_of(data_dir) -> list[int]:
+    """Live worker processes whose settings name ``data_dir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b"_smtp-worker" in cmdline and str(data_dir).encode() in cmdline:
+                found.append(int(entry))
+    return found
