@@ -224,6 +224,7 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=_ints, default=CONCURRENCY, help="comma-separated (default 1,10,50)")
     p.add_argument("--sizes", type=_ints, default=SIZES, help="message sizes in octets (default 2048,102400)")
     p.add_argument("--rcpts", type=_ints, default=RCPTS, help="recipients per message (default 1,10)")
+    p.add_argument("--workers", type=int, default=1, help="forgelab serve --workers (SMTP processes, default 1)")
     args = p.parse_args(argv)
 
     use_source = args.generator == "smtp-source" or (args.generator == "auto" and smtp_source() is not None)
@@ -233,11 +234,11 @@ def main(argv=None) -> int:
     print(f"forgelab bench on {os_name()}; generator: {'smtp-source' if use_source else 'bench/loadgen.py'}; work dir {work}", flush=True)
     servers = {}
     try:
-        servers["open"] = ForgelabServer(work / "open", "open")
-        servers["observe"] = ForgelabServer(work / "observe", "observe")
+        servers["open"] = ForgelabServer(work / "open", "open", args.workers)
+        servers["observe"] = ForgelabServer(work / "observe", "observe", args.workers)
         servers["aiosmtpd"] = AiosmtpdServer(work / "aiosmtpd")
         result = {"machine": os_name(), "generator": "smtp-source" if use_source else "loadgen",
-                  "scale": args.scale, "idle_count": args.idle}
+                  "scale": args.scale, "idle_count": args.idle, "workers": args.workers}
         print("throughput (messages accepted per second, a new connection per message):", flush=True)
         result["throughput"] = throughput(servers, args, use_source)
         print("idle connections:", flush=True)

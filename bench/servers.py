@@ -123,8 +123,11 @@ class ServerProcess:
 
 
 class ForgelabServer(ServerProcess):
-    def __init__(self, work: Path, policy: str):
-        self.name = f"forgelab {policy}"
+    """``forgelab serve``; with ``workers`` > 1 its CPU time includes the worker processes."""
+
+    def __init__(self, work: Path, policy: str, workers: int = 1):
+        self.name = f"forgelab {policy}" + (f" ({workers} workers)" if workers > 1 else "")
+        self.workers = workers
         work.mkdir(parents=True, exist_ok=True)
         policy_file = work / f"bench-{policy}.toml"
         policy_file.write_text(POLICY.format(base=policy))
@@ -139,7 +142,26 @@ class ForgelabServer(ServerProcess):
                 "--policy", str(policy_file), "--users", str(users)]
         if _serve_has_web():  # the web view is not what is measured, and two servers would share its port
             argv += ["--web", "off"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
         super().__init__(argv, port, work / "server.log")
+        if workers > 1:
+            self._wait_for_workers(workers - 1)
+
+    def _wait_for_workers(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.ps.children()) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in [self.ps, *self.ps.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
 
 
 def _serve_has_web() -> bool:
