@@ -454,3 +454,11 @@ def test_password_lines_are_masked_however_mistyped(typed):
     conn.receive_data(typed)
     event = conn.next_event()
     assert "secret" not in event.line and "****" in event.line
+
+
+def test_a_negative_message_number_gets_a_hint_not_a_riddle():
+    from forgelab.pop3.commands import CommandError, parse
+
+    with pytest.raises(CommandError) as bad:
+        parse("RETR", "-1")
+    assert bad.value.reply.text == "RETR: message number must be a number written in digits, such as RETR 1"

@@ -26,7 +26,7 @@ def _bad(text: str) -> CommandError:
 
 def _number(verb: str, arg: str, what: str = "message number") -> int:
     if not _NUMBER.match(arg):
-        raise _bad(f"{verb}: {what} must be a number")
+        raise _bad(f"{verb}: {what} must be a number written in digits, such as {verb} 1" if what == "message number" else f"{verb}: {what} must be a number written in digits")
     return int(arg)
 
 
