@@ -13,7 +13,6 @@ import functools
 import logging
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 
 import pluggy
@@ -97,6 +96,7 @@ class ServerContext:
         self.tls = tls
         self.login_throttle = login_throttle or LoginThrottle()
         self._lock = threading.Lock()
+        self.stopping = threading.Event()  # set when the server stops: ends throttle waits at once
         self._rules = Rules(policy or load_policy("observe"), None, tuple(plugins))
         self._rules.pm = build_plugin_manager(self._rules.policy, plugins)
 
@@ -369,7 +369,7 @@ class SmtpPipeline:
         if user is None:
             wait = self.context.login_throttle.failure(ip)
             if wait:
-                time.sleep(wait)
+                self.context.stopping.wait(wait)
             return Reply(535, "5.7.8", "Authentication credentials invalid")
         self.context.login_throttle.success(ip)
         self.session.authenticated = user.name

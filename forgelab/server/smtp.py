@@ -35,6 +35,7 @@ class SmtpServer:
         return self
 
     def stop(self) -> None:
+        self.context.stopping.set()
         self._server.stop()
 
     @property
