@@ -14,6 +14,7 @@ a log of what it asked, so one check never repeats another check's lookup.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 import threading
 import time
@@ -257,10 +258,10 @@ class Resolver(_Helpers):
             self.queries += 1
             if len(self._cache) >= CACHE_SIZE:
                 # Attackers choose the names asked (HELO, MAIL FROM, selectors): never grow without end.
-                for stale in [k for k, (expires, _) in self._cache.items() if expires <= now]:
-                    del self._cache[stale]
-                while len(self._cache) >= CACHE_SIZE:
-                    del self._cache[next(iter(self._cache))]  # the oldest entry
+                # One pass drops the expired and the oldest tenth, so a full cache is not rescanned per answer.
+                oldest = set(itertools.islice(self._cache, CACHE_SIZE // 10 or 1))
+                for k in [k for k, (expires, _) in self._cache.items() if expires <= now or k in oldest]:
+                    del self._cache[k]
             self._cache[key] = (now + max(0, answer.ttl), answer)
         return answer
 

@@ -466,9 +466,13 @@ class SmtpPipeline:
         from .delivery import prepare_for_delivery
 
         extra = []
-        for _, returned, _ in self._call("forgelab_add_headers", session=self.session, envelope=self.envelope,
-                                         message=message, verdicts=verdicts, lab=self.lab):
-            extra.extend(returned or [])
+        for name, returned, _ in self._call("forgelab_add_headers", session=self.session, envelope=self.envelope,
+                                            message=message, verdicts=verdicts, lab=self.lab):
+            for item in returned or []:
+                if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+                    extra.append(tuple(item))
+                else:  # a plugin's mistake must not cost the message
+                    log.warning("plugin %s: forgelab_add_headers gave %r, not a (name, value) pair", name, item)
         folder = "quarantine" if action == "quarantine" else "inbox"
         locations = []
         users = self.local_recipients

@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pluggy
@@ -52,6 +53,7 @@ def _instantiate(obj, settings: dict):
     return factory(settings) if callable(factory) else obj
 
 
+_import_lock = threading.Lock()
 _file_plugins: dict[Path, object] = {}  # a policy switch rebuilds plugins but must not re-run their files
 
 
@@ -75,13 +77,15 @@ def import_plugin(spec: str):
         _file_plugins[path.resolve()] = module
         return module
     # Like `python -m`: a module in the current directory can be named (examples.greylist).
-    sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(spec)
-    except ImportError as exc:
-        raise PluginError(f"--plugin {spec}: cannot import: {exc}") from exc
-    finally:
-        sys.path.remove(os.getcwd())
+    with _import_lock:  # sys.path is shared: one import at a time changes it
+        cwd = os.getcwd()
+        sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(spec)
+        except ImportError as exc:
+            raise PluginError(f"--plugin {spec}: cannot import: {exc}") from exc
+        finally:
+            sys.path.remove(cwd)
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

@@ -261,13 +261,15 @@ class PooledContext(ServerContext):
     """The main process's context: a policy switch (web view, API) also switches every worker."""
 
     pool: WorkerPool | None = None
+    _switching = threading.Lock()  # one switch at a time: main and workers never end on different policies
 
     def set_policy(self, policy: Policy) -> None:
         if self.pool and not policy.source:
             raise ValueError(f"policy {policy.name!r} has no file the worker processes could load")
-        super().set_policy(policy)
-        if self.pool:
-            self.pool.switch(policy)
+        with self._switching:
+            super().set_policy(policy)
+            if self.pool:
+                self.pool.switch(policy)
 
 
 # -- the worker process ------------------------------------------------------------------

@@ -238,3 +238,22 @@ def test_a_refused_auth_line_never_shows_its_credential(forgelab_server, line):
     texts = [e.get("text", "") for e in lab.recorder.events if e["kind"] == "session.line"]
     assert not any(PLAIN in t for t in texts) and any("****" in t for t in texts)
     assert PLAIN not in (lab.data_dir / "events.jsonl").read_text()
+
+
+@pytest.mark.parametrize("first", ["AUTH LOGIN YWxpY2U=", "AUTH CRAM-MD5"])
+def test_the_line_after_a_refused_auth_is_never_shown_or_echoed(forgelab_server, first):
+    lab = forgelab_server()
+    client = Client(lab.smtp.address)
+    secret = base64.b64encode(PASSWORD.encode()).decode()
+    client.cmd("EHLO me.example")
+    if first.startswith("AUTH LOGIN"):
+        assert client.cmd(f"AUTH PLAIN {PLAIN}")[0] == 235  # logged in: a second AUTH is refused
+    assert client.cmd(first)[0] in (503, 504)
+    code, text = client.cmd(secret)  # the client thinks it is in an AUTH exchange
+    assert code == 500 and secret not in text
+    client.cmd("QUIT")
+    lab.recorder.wait_for("session.close")
+    lab.bus.flush()
+    texts = [e.get("text", "") for e in lab.recorder.events if e["kind"] == "session.line"]
+    assert not any(secret in t for t in texts)
+    assert secret not in (lab.data_dir / "events.jsonl").read_text()

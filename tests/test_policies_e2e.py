@@ -224,3 +224,15 @@ def test_tryfirst_is_honoured_and_policy_order_kept(forgelab_server, tmp_path):
     assert mail_from == ["early", "spf"]
     message = [e["verdict"]["check"] for e in lab.recorded("verdict") if e["stage"] == "message"]
     assert message.index("dkim") < message.index("dmarc") < message.index("smuggling")  # the policy's order
+
+
+def test_a_plugin_returning_bad_headers_costs_nothing_but_its_headers(forgelab_server, tmp_path):
+    plugin = tmp_path / "sloppy.py"
+    plugin.write_text("from forgelab import hookimpl\n\nname = 'sloppy'\n\n"
+                      "@hookimpl\ndef forgelab_add_headers():\n"
+                      "    return [('X-Good', 'yes'), 'X-Bad: no', ('X-Also-Bad', 3)]\n")
+    lab = forgelab_server(policy="observe", plugins=[str(plugin)])
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        assert client.sendmail("a@shop.example", ["alice@corp.example"], b"Subject: x\r\n\r\nhi\r\n") == {}
+    (message,) = pop3_messages(lab)
+    assert message["X-Good"] == "yes" and message["X-Bad"] is None and message["X-Also-Bad"] is None

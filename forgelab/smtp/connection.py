@@ -79,6 +79,7 @@ class SmtpConnection:
         self._data_overflow = 0  # octets dropped because the message was too big
         self.last_line = ""  # the last command line as typed (cut short), for transcripts
         self._crlf_in_data = False
+        self._mask_next = False  # the line after a refused AUTH may be a credential
 
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -137,7 +138,8 @@ class SmtpConnection:
 
     def _command(self, raw: bytes):
         line_bytes = raw.rstrip(b"\r\n")
-        shown = _safe_to_show(line_bytes[:200].decode("utf-8", "replace"), self.state)
+        shown = _safe_to_show(line_bytes[:200].decode("utf-8", "replace"), self.state, self._mask_next)
+        self._mask_next = False
         self.last_line = shown
         if len(raw) > self.limits.max_command_line:
             return self._too_long(raw)
@@ -157,8 +159,10 @@ class SmtpConnection:
         try:
             event = parse_command(line, strict_addresses=self.strict_addresses)
         except KeyError:
-            verb = line.split()[0][:20]
-            return ev.CommandError(Reply(500, "5.5.2", f"Command unrecognized: {verb}; try HELP"), shown)
+            verb = line.split()[0]
+            # Echo only what looks like a verb: a stray token may be a password (after a refused AUTH).
+            named = f": {verb}" if re.fullmatch(r"[A-Za-z]{1,12}", verb) and not shown.startswith("<AUTH") else ""
+            return ev.CommandError(Reply(500, "5.5.2", f"Command unrecognized{named}; try HELP"), shown)
         except SyntaxProblem as problem:
             return ev.CommandError(problem.reply, shown)
         if not allowed(self.state, type(event)):
@@ -232,6 +236,9 @@ class SmtpConnection:
     def send(self, reply: Reply) -> bytes:
         """Answer the pending event (or send the greeting) and move the state."""
         event, self._pending = self._pending, None
+        typed_verb = self.last_line.split(None, 1)[0].upper() if self.last_line.strip() else ""
+        if reply.code >= 400 and (isinstance(event, ev.Auth) or isinstance(event, ev.CommandError) and typed_verb == "AUTH"):
+            self._mask_next = True
         if event is not None and not isinstance(event, ev.CommandError):
             self.state = next_state(self.state, type(event), positive=reply.code < 400,
                                     intermediate=reply.code == 334)
@@ -258,9 +265,11 @@ _CONTROL = re.compile(rb"[\x01-\x08\x0a-\x1f\x7f]")
 _LINE_START_DOT = re.compile(rb"([\r\n])\.")
 
 
-def _safe_to_show(line: str, state: State) -> str:
-    """The line for transcripts: a credential is never shown, however the AUTH was typed."""
-    if state is State.AUTH:
+def _safe_to_show(line: str, state: State, after_refused_auth: bool = False) -> str:
+    """The line for transcripts: a credential is never shown, however the AUTH was typed.
+
+    After a refused AUTH the client may still send its credential on the next line."""
+    if state is State.AUTH or after_refused_auth:
         return "<AUTH response ****>"
     words = line.split(None, 2)
     if len(words) > 2 and words[0].upper() == "AUTH":
