@@ -77,6 +77,10 @@ class Rules:
     pm: pluggy.PluginManager
     plugins: tuple[str, ...] = ()
 
+    @classmethod
+    def build(cls, policy: Policy, plugins: tuple[str, ...]) -> "Rules":
+        return cls(policy, build_plugin_manager(policy, plugins), tuple(plugins))
+
 
 class ServerContext:
     """What every SMTP session shares: the lab, the store, the event bus, the current rules.
@@ -97,8 +101,7 @@ class ServerContext:
         self.login_throttle = login_throttle or LoginThrottle()
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set when the server stops: ends throttle waits at once
-        self._rules = Rules(policy or load_policy("observe"), None, tuple(plugins))
-        self._rules.pm = build_plugin_manager(self._rules.policy, plugins)
+        self._rules = Rules.build(policy or load_policy("observe"), plugins)
 
     @property
     def rules(self) -> Rules:
@@ -107,7 +110,7 @@ class ServerContext:
 
     def set_policy(self, policy: Policy) -> None:
         """Switch policy for every message that starts from now on (plugins are rebuilt)."""
-        rules = Rules(policy, build_plugin_manager(policy, self._rules.plugins), self._rules.plugins)
+        rules = Rules.build(policy, self._rules.plugins)
         with self._lock:
             self._rules = rules
         self.bus.publish("policy.changed", name=policy.name, description=policy.description)
@@ -118,6 +121,16 @@ class Decision:
     action: str
     verdicts: list[Verdict] = field(default_factory=list)
     deciding: Verdict | None = None
+
+    @classmethod
+    def fold(cls, verdicts: list[Verdict], policy: Policy) -> "Decision":
+        """The harshest action the policy gives any verdict, and the first verdict that got it."""
+        decision = cls("accept", verdicts)
+        for verdict in verdicts:
+            action = policy.action_for(verdict)
+            if harshest([action, decision.action]) != decision.action:
+                decision.action, decision.deciding = action, verdict
+        return decision
 
 
 class SmtpPipeline:
@@ -180,15 +193,11 @@ class SmtpPipeline:
         return None
 
     def _decide(self, stage: str, verdicts: list[Verdict]) -> Decision:
-        decision = Decision("accept", verdicts)
         for verdict in verdicts:
-            action = self.policy.action_for(verdict)
             self.context.bus.publish("verdict", session_id=self.session.id,
                                      message_id=self.envelope.id if self.envelope else None,
-                                     stage=stage, verdict=verdict.as_dict(), action=action)
-            if harshest([action, decision.action]) != decision.action:
-                decision.action, decision.deciding = action, verdict
-        return decision
+                                     stage=stage, verdict=verdict.as_dict(), action=self.policy.action_for(verdict))
+        return Decision.fold(verdicts, self.policy)
 
     def _refusal(self, stage: str, decision: Decision) -> Reply:
         verdict = decision.deciding
@@ -409,8 +418,8 @@ class SmtpPipeline:
         decision = self._run_stage("rcpt_to", address=address)
         if local is None and not any(v.check == "relay" for v in decision.verdicts):
             # No relay defence loaded: still never an open relay.
-            decision = Decision("reject", decision.verdicts + [Verdict("relay", "fail", f"relay denied: {address} is not local")])
-            decision.deciding = decision.verdicts[-1]
+            denied = Verdict("relay", "fail", f"relay denied: {address} is not local")
+            decision = Decision("reject", decision.verdicts + [denied], denied)
         refused = self._refused("rcpt_to", decision)
         if refused:
             return refused
@@ -436,11 +445,7 @@ class SmtpPipeline:
         decision = self._run_stage("message", message=message, raw=event.raw)
         verdicts = self.message_verdicts + decision.verdicts
         every = self.connect_verdicts + self.helo_verdicts + verdicts
-        total = Decision("accept", every)
-        for verdict in every:
-            action = self.policy.action_for(verdict)
-            if harshest([action, total.action]) != total.action:
-                total.action, total.deciding = action, verdict
+        total = Decision.fold(every, self.policy)
         refused = self._refused("message", total)
         if refused:
             self._reset()
