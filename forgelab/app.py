@@ -104,9 +104,6 @@ class Forgelab:
             # Made before the servers start: it subscribes to the bus and must see every event.
             self.web = WebServer(self, *parse_hostport(settings.web))
 
-    def _attach_resolver(self) -> None:
-        attach_resolver(self.lab, self.settings)
-
     def start(self) -> "Forgelab":
         started = []
         try:

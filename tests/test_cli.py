@@ -1,12 +1,10 @@
 """The command line: clear errors, no tracebacks, a banner that tells a student where to start."""
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 
-import pytest
 from click.testing import CliRunner
 
 from forgelab.cli import main

@@ -2,7 +2,6 @@
 default with a loud warning otherwise, no outbound connection ever, plugins only when named."""
 from __future__ import annotations
 
-import os
 import poplib
 import smtplib
 import socket

@@ -399,7 +399,7 @@ def test_apop_uses_the_greeting_timestamp(world):
     s = Session(store, directory, hostname="mx.corp.example")
     stamp = s.greeting.decode().split()[-1]
     assert stamp.startswith("<") and stamp.endswith("@mx.corp.example>")
-    wrong = hashlib.md5(f"<1.1@x>rabbit-hole".encode()).hexdigest()
+    wrong = hashlib.md5("<1.1@x>rabbit-hole".encode()).hexdigest()
     assert s(f"APOP alice {wrong}\r\n".encode()) == b"-ERR [AUTH] invalid user name or password\r\n"
     right = hashlib.md5(f"{stamp}rabbit-hole".encode()).hexdigest()
     assert s(f"APOP alice {right}\r\n".encode()).startswith(b"+OK alice's maildrop has 2")

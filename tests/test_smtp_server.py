@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-from forgelab.policy import load_policy
-
 
 def stored(lab, user="alice", folder="inbox"):
     return [lab.store.read(user, folder, key) for key, _ in lab.store.list(user, folder)]

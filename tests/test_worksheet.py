@@ -1,9 +1,6 @@
 """The classic telnet worksheet, replayed byte for byte over real sockets, SMTP then POP3."""
 import re
 import socket
-import time
-
-import pytest
 
 SMTP_SESSION = [
     (b"HELO some.where.com\r\n", b"250 "),
