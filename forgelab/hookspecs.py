@@ -73,6 +73,7 @@ def forgelab_message(session, envelope, message, raw, lab):
 def forgelab_add_headers(session, envelope, message, verdicts, lab):
     """Headers to prepend to a message about to be stored (e.g. ``Authentication-Results``).
 
+    :param message: the parsed message (``email.message.EmailMessage``), as the defences saw it.
     :param verdicts: every Verdict of the message so far.
     :return: a list of ``(name, value)`` pairs, or None.
     """
@@ -100,6 +101,7 @@ def forgelab_expn(session, argument, lab):
 def forgelab_delivered(session, envelope, message, action, verdicts, locations, lab):
     """A message was stored (notification; the return value is ignored).
 
+    :param message: the parsed message (``email.message.EmailMessage``).
     :param action: the folded action: ``accept``, ``tag`` or ``quarantine``.
     :param verdicts: every Verdict of the message's session stages and its content.
     :param locations: ``(user, folder, key)`` for each copy written.
@@ -112,4 +114,5 @@ def forgelab_rejected(session, envelope, stage, reply, verdicts, lab):
 
     :param stage: ``connect``, ``helo``, ``mail_from``, ``rcpt_to`` or ``message``.
     :param reply: the :class:`forgelab.smtp.Reply` sent to the client.
+    :param verdicts: the verdicts of that stage; the harshest decided.
     """

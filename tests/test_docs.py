@@ -22,7 +22,11 @@ def test_every_hook_is_documented_with_its_arguments():
 def test_every_hookspec_has_a_docstring():
     for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
         if name.startswith("forgelab_"):
-            assert fn.__doc__ and ":return:" in fn.__doc__ or "notification" in (fn.__doc__ or ""), name
+            doc = fn.__doc__ or ""
+            # Every hook says what it returns, or that it is a notification whose return is ignored.
+            assert ":return:" in doc or "notification" in doc, name
+            assert all(f":param {arg}:" in doc or arg in ("session", "envelope", "lab")
+                       for arg in inspect.signature(fn).parameters), name
 
 
 def test_the_plugin_written_in_the_docs_works_with_plugin_option(forgelab_server, tmp_path):
