@@ -112,23 +112,20 @@ class SmtpConnection:
         return event
 
     def _next_command_event(self):
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                if len(self._buffer) > self.limits.max_command_line:
-                    if not self._discarding_line:
-                        self._discarded_head = bytes(self._buffer[:80])
-                    self._discarding_line = True  # keep memory bounded: drop it, answer at its end
-                    self._buffer.clear()
-                if self._eof:
-                    return ev.ConnectionClosed()
-                return ev.NEED_DATA
-            raw = bytes(self._buffer[:newline + 1])
-            del self._buffer[:newline + 1]
-            if self._discarding_line:
-                self._discarding_line = False
-                return self._too_long(self._discarded_head)
-            return self._command(raw)
+        newline = self._buffer.find(b"\n")
+        if newline < 0:
+            if len(self._buffer) > self.limits.max_command_line:
+                if not self._discarding_line:
+                    self._discarded_head = bytes(self._buffer[:80])
+                self._discarding_line = True  # keep memory bounded: drop it, answer at its end
+                self._buffer.clear()
+            return ev.ConnectionClosed() if self._eof else ev.NEED_DATA
+        raw = bytes(self._buffer[:newline + 1])
+        del self._buffer[:newline + 1]
+        if self._discarding_line:
+            self._discarding_line = False
+            return self._too_long(self._discarded_head)
+        return self._command(raw)
 
     def _too_long(self, head: bytes):
         # The same event however the line arrived: whole, or dropped piece by piece.
