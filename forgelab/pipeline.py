@@ -6,10 +6,6 @@ other defence still runs.
 """
 from __future__ import annotations
 
-import email
-import email.headerregistry
-import email.policy
-import functools
 import logging
 import ssl
 import threading
@@ -19,6 +15,7 @@ import pluggy
 
 from .events import EventBus
 from .lab import Lab
+from .message import parse_message
 from .policy import Policy
 from .registry import build_plugin_manager, plugin_name
 from .server.base import is_loopback
@@ -29,33 +26,6 @@ from .verdicts import Verdict, collect, harshest
 
 log = logging.getLogger(__name__)
 
-
-class _HeaderClasses(email.headerregistry.HeaderRegistry):
-    """The stdlib registry builds a new class on every header lookup; one per name is enough."""
-
-    @functools.lru_cache(maxsize=256)
-    def __getitem__(self, name):
-        return super().__getitem__(name)
-
-
-class _ParseOnce(email.policy.EmailPolicy):
-    """``email.policy.default`` that parses a given header field once, not once per defence that reads it.
-
-    Parsed headers are immutable and depend only on (name, value), so they are shared.
-    """
-
-    def header_fetch_parse(self, name, value):
-        if hasattr(value, "name") or len(value) > 2048:  # already parsed, or too big to keep
-            return super().header_fetch_parse(name, value)
-        return _parsed_header(self, name, value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed_header(policy, name, value):
-    return email.policy.EmailPolicy.header_fetch_parse(policy, name, value)
-
-
-MESSAGE_POLICY = _ParseOnce(header_factory=_HeaderClasses())
 
 STAGE_HOOKS = {
     "connect": "forgelab_connect",
@@ -437,11 +407,7 @@ class SmtpPipeline:
     def on_message(self, event: ev.Message) -> Reply:
         envelope = self.envelope
         envelope.data_as_sent = event.wire or event.raw
-        try:
-            message = email.message_from_bytes(event.raw, policy=MESSAGE_POLICY)
-        except Exception as exc:  # the email package rarely raises, but attacker bytes are endless
-            log.warning("message did not parse: %s", exc)
-            message = email.message.EmailMessage()
+        message = parse_message(event.raw)
         decision = self._run_stage("message", message=message, raw=event.raw)
         verdicts = self.message_verdicts + decision.verdicts
         every = self.connect_verdicts + self.helo_verdicts + verdicts
