@@ -7,15 +7,12 @@ import threading
 
 import click
 
+from .printable import printable
+
 RESULT_COLOURS = {"pass": "green", "fail": "red", "softfail": "yellow", "neutral": "blue", "none": "white",
                   "temperror": "magenta", "permerror": "red"}
 SESSION_COLOURS = ("cyan", "blue", "magenta", "bright_cyan", "bright_blue", "bright_magenta")
 ACTION_COLOURS = {"accept": "green", "tag": "yellow", "quarantine": "magenta", "tempfail": "magenta", "reject": "red"}
-
-
-def _printable(text: str) -> str:
-    """Attacker text must not drive the terminal: escape control characters."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
 class TerminalView:
@@ -70,14 +67,14 @@ class TerminalView:
         if kind == "session.line":
             arrow = "C:" if record["direction"] == "in" else "S:"
             indent = "\n" + " " * (len(sid) + len(proto) + 7)
-            text = indent.join(_printable(line) for line in str(record["text"]).split("\n"))
+            text = indent.join(printable(line) for line in str(record["text"]).split("\n"))
             body = self._style(text, fg="white" if arrow == "C:" else "bright_black") if self.colour else text
             return f"{tag} {arrow} {body}"
         if kind == "verdict":
             v = record["verdict"]
             mark = self._style(f"{v['check']}={v['result']}", fg=RESULT_COLOURS.get(v["result"], "white"), bold=True)
             action = self._style(record["action"], fg=ACTION_COLOURS.get(record["action"], "white"))
-            return f"{tag}    {mark} -> {action}: {_printable(v['reason'])}"
+            return f"{tag}    {mark} -> {action}: {printable(v['reason'])}"
         if kind == "message.delivered":
             action = record["action"]
             where = ", ".join(f"{u}/{f}" for u, f, _ in record["locations"])

@@ -3,7 +3,8 @@
 ``Pop3Connection`` turns bytes into events and replies into bytes, with every sequencing
 rule in ``state.TABLE``; ``Pop3Service`` checks logins and works the maildrop.
 """
-from .connection import MAX_LINE, Pop3Connection, hint, printable
+from ..printable import printable
+from .connection import MAX_LINE, Pop3Connection, hint
 from .errors import CommandError, LocalProtocolError, Pop3Error
 from .events import NEED_DATA
 from .replies import Pop3Reply

@@ -15,6 +15,7 @@ from . import events as ev
 from .commands import COMMANDS, SYNTAX, parse
 from .errors import CommandError, LocalProtocolError
 from .replies import Pop3Reply
+from ..printable import printable
 from .state import GREETING, TABLE, State, Step
 
 # RFC 2449 4: a command line is at most 255 octets including the CRLF.
@@ -22,20 +23,6 @@ MAX_LINE = 255
 
 _TOO_LONG = object()  # marks a discarded over-long line in the queue of received lines
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_PASS)
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print in one line: controls and undecodable bytes as \\xNN escapes."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape kept
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-    return "".join(out)
 
 
 def hint(state: State) -> str:

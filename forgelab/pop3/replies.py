@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..printable import printable
 from .wire import dot_stuff
 
 MAX_STATUS = 510  # RFC 2449: a response line is at most 512 octets with its CRLF
@@ -41,7 +42,7 @@ class Pop3Reply:
     @property
     def status_line(self) -> str:
         """The first line without CRLF, safe to show: one line, printable, bounded."""
-        text = _one_line(self.text)
+        text = printable(self.text, "?")  # attacker text (a user name) must not break the framing
         line = ("+OK" if self.positive else "-ERR") + (f" {text}" if text else "")
         return line[:MAX_STATUS]
 
@@ -50,9 +51,6 @@ class Pop3Reply:
         return status + dot_stuff(self.body) if self.multiline else status
 
 
-def _one_line(text: str) -> str:
-    # Attacker text may reach a reply (a user name, say): never let it break the framing.
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
 # Replies that are the same every time.

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..printable import printable
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -39,5 +41,4 @@ class Reply:
 
 
 def _one_line(text: str) -> str:
-    text = "".join(ch if ch.isprintable() or ch == " " else "?" for ch in str(text))
-    return text[:400]
+    return printable(text, "?")[:400]
