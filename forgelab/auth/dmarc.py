@@ -106,9 +106,13 @@ class DMARCResult:
                 "authres": {"method": "dmarc", "comment": comment, "properties": props}}
 
 
-def from_domains(raw: bytes) -> tuple[list[str], str | None]:
-    """The RFC 5322.From domains, and an error text when there is no usable one."""
-    headers, _ = dkim_auth._headers_and_body(raw)
+def from_domains(raw: bytes, headers=None) -> tuple[list[str], str | None]:
+    """The RFC 5322.From domains, and an error text when there is no usable one.
+
+    :param headers: the message's header fields as dkimpy parses them, if already parsed.
+    """
+    if headers is None:
+        headers, _ = dkim_auth._headers_and_body(raw)
     values = [v.decode("utf-8", "replace") for n, v in headers if n.lower() == b"from"]
     if not values:
         return [], "the message has no From header"
@@ -251,10 +255,13 @@ def evaluate_domain(domain: str, spf_result, signatures, view: Lookups, discover
 
 
 def evaluate(raw: bytes, spf_result, signatures, view: Lookups, discovery: str = "psl",
-             sample_key: str = "") -> DMARCResult:
+             sample_key: str = "", headers=None) -> DMARCResult:
     """DMARC for a message. Several From addresses (or headers) are a permerror that still
-    carries the harshest published disposition among their domains, so a policy can act."""
-    domains, problem = from_domains(raw)
+    carries the harshest published disposition among their domains, so a policy can act.
+
+    :param headers: the message's header fields as dkimpy parses them, if already parsed.
+    """
+    domains, problem = from_domains(raw, headers)
     if not domains:
         return DMARCResult("permerror", None, f"DMARC needs exactly one From address: {problem}",
                            discovery=discovery)
@@ -278,6 +285,7 @@ def result(session, envelope, raw: bytes, lab, discovery: str = "psl") -> DMARCR
     if cached is None:
         spf_result = spf_auth.mailfrom_result(session, envelope, lab)
         signatures = dkim_auth.signatures(envelope, raw, lab)
+        headers, _ = dkim_auth.parsed(envelope, raw)
         cached = envelope.cache.setdefault(CACHE_KEY, evaluate(raw, spf_result, signatures, lookups(envelope.cache, lab),
-                                                               discovery, envelope.id))
+                                                               discovery, envelope.id, headers))
     return cached
