@@ -8,6 +8,7 @@ appears, a key under 1024 bits.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import dkim
@@ -231,12 +232,9 @@ def parsed(envelope, raw: bytes):
     return found
 
 
-def _count(headers, name: bytes) -> int:
-    return sum(1 for n, _ in headers if n.lower() == name)
-
-
 def _risks(fields: dict, headers, body: bytes, keysize: int | None) -> list[Risk]:
     out = []
+    present = Counter(n.lower() for n, _ in headers)
     h = [x.strip().lower() for x in re.split(rb"\s*:\s*", fields.get(b"h", b"")) if x.strip()]
     if b"l" in fields:
         try:
@@ -247,16 +245,16 @@ def _risks(fields: dict, headers, body: bytes, keysize: int | None) -> list[Risk
         if length is not None and total > length:
             out.append(Risk("dkim-length", f"l={length}: only the first {length} bytes of the body are signed; "
                                            f"{total - length} more bytes follow that nobody signed (appended body)"))
-    froms = _count(headers, b"from")
+    froms = present[b"from"]
     if h and h.count(b"from") <= froms:
         out.append(Risk("dkim-replay", "h= does not oversign From (it lists from only as many times as the "
                                        "message has From headers): another From could be added above it and "
                                        "the signed message replayed"))
     for name in sorted(set(h)):
-        present, signed = _count(headers, name), h.count(name)
-        if present > signed:
+        signed = h.count(name)
+        if present[name] > signed:
             n = name.decode("ascii", "replace")
-            out.append(Risk("dkim-duplicate", f"{n} appears {present} times but is signed {signed} time(s): "
+            out.append(Risk("dkim-duplicate", f"{n} appears {present[name]} times but is signed {signed} time(s): "
                                               f"one {n} header is not covered by the signature"))
     if keysize and fields.get(b"a", b"").startswith(b"rsa") and keysize < MIN_KEY_BITS:
         out.append(Risk("dkim-weakkey", f"the key is only {keysize} bits; RFC 8301 says keys under "
