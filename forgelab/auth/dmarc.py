@@ -25,6 +25,8 @@ from .context import lookups
 CACHE_KEY = "dmarc"
 MAX_WALK = 8  # DMARCbis: at most 8 labels are examined
 _DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}  # RFC 7489 6.6.4, pct sampling
+_SPF_RESULTS = frozenset(r.value for r in dmarclib.SPFResult)
+_DKIM_RESULTS = frozenset(r.value for r in dmarclib.DKIMResult)
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +35,7 @@ def psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@lru_cache(maxsize=4096)  # a pure function of the name; the same domains come back message after message
 def org_domain(domain: str) -> str | None:
     """The organisational domain (RFC 7489 3.2): the registrable domain per the PSL."""
     domain = domain.rstrip(".").lower()
@@ -206,10 +209,10 @@ def evaluate_domain(domain: str, spf_result, signatures, view: Lookups, discover
         return DMARCResult("permerror", domain, f"the DMARC record at _dmarc.{found_at} is broken: {e} "
                                                 f"(record: {record!r})", discovery=discovery)
     auth = dmarclib.AuthResults(dkim=[], spf=None)
-    if spf_result is not None and spf_result.result in {r.value for r in dmarclib.SPFResult}:
+    if spf_result is not None and spf_result.result in _SPF_RESULTS:
         auth.spf = dmarclib.SPFAuthResult(spf_result.domain, dmarclib.SPFResult(spf_result.result))
     for sig in signatures:
-        if sig.domain and sig.result in {r.value for r in dmarclib.DKIMResult}:
+        if sig.domain and sig.result in _DKIM_RESULTS:
             auth.dkim.append(dmarclib.DKIMAuthResult(sig.domain, dmarclib.DKIMResult(sig.result), sig.selector))
     lib = _DMARC()
     res = lib.get_result(parsed, auth_results=auth)
