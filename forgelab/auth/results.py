@@ -5,11 +5,12 @@ import re
 from typing import Iterable
 
 import authres
-from authres.core import AuthenticationResult, AuthenticationResultProperty
+from authres.core import RFC2045_TOKEN_PATTERN
 
 HEADER = "Authentication-Results"
 # Order in the header: the connection, then envelope, then content, then the verdicts built on them.
 METHOD_ORDER = ("iprev", "spf", "dkim", "arc", "dmarc")
+_RANK = {m: i for i, m in enumerate(METHOD_ORDER)}
 _UNSAFE_VALUE = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@:\[\]]")
 _UNSAFE_COMMENT = re.compile(r"[^\x20-\x7e]|[()\\]")
 
@@ -24,10 +25,28 @@ def _comment(text: str) -> str | None:
     return text[:160] or None
 
 
+_TOKEN = re.compile(r"^%s$" % RFC2045_TOKEN_PATTERN)
+_QUOTED_PAIR = re.compile(r'(["\\])')
+
+
+def _quoted(value: str) -> str:
+    """authres' ``QuotableValue.quote_if_needed``: as is when it holds @ or is a token, else quoted."""
+    if "@" in value or _TOKEN.match(value):
+        return value
+    return '"%s"' % _QUOTED_PAIR.sub(r"\\\1", value)
+
+
 def resinfo(method: str, result: str, properties: Iterable[tuple[str, str, str]] = (), comment: str = "") -> str:
-    """One ``method=result (comment) ptype.property=value ...`` clause, built with authres."""
-    props = [AuthenticationResultProperty(t, n, _value(v)) for t, n, v in properties if v]
-    return str(AuthenticationResult(method, result=result, result_comment=_comment(comment), properties=props))
+    """One ``method=result (comment) ptype.property=value ...`` clause, as authres'
+    ``AuthenticationResult`` writes it (spelt out here: authres' objects cost more than the text)."""
+    if not result:
+        raise ValueError("Required result argument missing or None or empty")
+    parts = [f"{method.lower()}={result.lower()}"]
+    text = _comment(comment)
+    if text:
+        parts.append(f"({text})")
+    parts.extend(f"{t.lower()}.{n.lower()}={_quoted(_value(v))}" for t, n, v in properties if v)
+    return " ".join(parts)
 
 
 def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
@@ -44,11 +63,15 @@ def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
             continue
         method = info["method"]
         text = resinfo(method, v.result, info.get("properties", ()), info.get("comment", ""))
-        rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        rank = _RANK.get(method, len(METHOD_ORDER))
         if any(text == c for _, c in clauses):
             continue
         # Session facts may be judged again (EHLO after XCLIENT): the latest judgement wins.
-        kind = {"iprev": ("iprev",), "spf": ("spf",) + tuple(p[1] for p in info.get("properties", ())[:1])}.get(method)
+        kind = None
+        if method == "iprev":
+            kind = ("iprev",)
+        elif method == "spf":
+            kind = ("spf",) + tuple(p[1] for p in info.get("properties", ())[:1])
         if kind in latest:
             clauses[latest[kind]] = (rank, text)
             continue
@@ -56,9 +79,8 @@ def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
             latest[kind] = len(clauses)
         clauses.append((rank, text))
     clauses.sort(key=lambda c: c[0])  # stable: keeps signature order within dkim
-    head = authres.AuthenticationResultsHeader(authserv_id=_value(authserv_id), results=[]).header_value()
     if not clauses:
-        return head
+        return authres.AuthenticationResultsHeader(authserv_id=_value(authserv_id), results=[]).header_value()
     sep = ";\r\n\t" if fold else "; "
     return _value(authserv_id).lower() + sep + sep.join(c for _, c in clauses)
 
