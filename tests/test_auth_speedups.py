@@ -1,22 +1,25 @@
-"""forgelab.auth.dkim's speed-ups for dkimpy give dkimpy's own answers, and the real path still judges.
+"""The authentication checks' speed-ups give the libraries' own answers, and the real path still judges.
 
 RSA verification through OpenSSL is compared with dkimpy's pure-Python function on valid,
 damaged, short, long, reduced and wrong-hash signatures over several key sizes and exponents;
 the canonicalisation and b= blanking replacements are compared with dkimpy's regexes on
-random byte strings; the key-record memo with dkimpy's parser.
+random byte strings; the key-record memo with dkimpy's parser; Authentication-Results
+clauses with what authres writes.
 """
 import base64
 import hashlib
 import random
 import re
 
+import authres
 import dkim
 import pytest
+from authres.core import AuthenticationResult, AuthenticationResultProperty
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from forgelab.auth import dkim as fdkim
-from forgelab.auth import keys
+from forgelab.auth import keys, results
 from forgelab.dns import Resolver
 
 ORIGINAL_VERIFY = fdkim._DKIMPY_RSA_VERIFY
@@ -257,3 +260,46 @@ def test_weak_lab_key_is_still_reported_as_mathematically_valid():
     tampered = fdkim.verify_all(signed.replace(b"Subject: hello", b"Subject: bye"), view)[0]
     # dkimpy only complains about the size of a key whose signature verifies.
     assert tampered.result == "fail" and "does not verify" in tampered.reason and "bits" not in tampered.reason
+
+
+# --- Authentication-Results ----------------------------------------------------------------
+
+def authres_resinfo(method, result, properties=(), comment=""):
+    """What resinfo wrote when it built authres objects."""
+    props = [AuthenticationResultProperty(t, n, results._value(v)) for t, n, v in properties if v]
+    return str(AuthenticationResult(method, result=result, result_comment=results._comment(comment),
+                                    properties=props))
+
+
+def test_resinfo_writes_what_authres_writes():
+    rnd = random.Random(11)
+    alphabet = ["a", "Z", "0", "@", ".", "-", "/", "=", ":", "[", "]", "?", '"', "\\", "(", ")", " ", "\t",
+                "\r\n", ";", "é", "\x00", "+", "_", "~", "<", ">", ","]
+    word = lambda k: "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(k)))
+    for _ in range(20000):
+        method = rnd.choice(["dkim", "spf", "DMARC", "iprev", "arc", "x-" + word(4)])
+        result = rnd.choice(["pass", "fail", "None", "temperror", "softfail"])
+        props = [(rnd.choice(["header", "smtp", "policy", "Header"]), rnd.choice(["d", "mailfrom", "S", "b"]),
+                  rnd.choice([word(12), "", None, 1024])) for _ in range(rnd.randrange(4))]
+        comment = rnd.choice([word(20), "", None])
+        assert results.resinfo(method, result, props, comment) == authres_resinfo(method, result, props, comment)
+    with pytest.raises(ValueError):
+        results.resinfo("dkim", "")
+
+
+def test_header_value_still_parses_with_authres():
+    view = Resolver.lab().lookups()
+    signed = keys.sign(MSG, "bank.example")
+    sig = fdkim.verify_all(signed, view)[0]
+
+    class V:  # the two fields build_value reads from a verdict
+        def __init__(self, result, details):
+            self.result, self.details = result, details
+
+    value = results.build_value("mx.corp.example", [V(sig.result, sig.details()),
+                                                    V("fail", {"authres": {"method": "spf", "comment": "a (b)",
+                                                     "properties": [("smtp", "mailfrom", 'x"y@z')]}})])
+    parsed = authres.AuthenticationResultsHeader.parse_value(" ".join(value.split()))
+    assert parsed.authserv_id == "mx.corp.example"
+    assert [(r.method, r.result) for r in parsed.results] == [("spf", "fail"), ("dkim", "pass")]
+    assert parsed.results[1].header_d == "bank.example"
