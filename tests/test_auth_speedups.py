@@ -201,6 +201,25 @@ def test_real_signature_headers_blank_b_the_same_way():
     assert re.search(rb"[;\s]b=(;|\r?\n?$)", blanked) and blanked != value
 
 
+def dkimpy_split(raw):
+    try:
+        return dkim.rfc822_parse(raw)
+    except Exception:
+        return [], b""
+
+
+def test_message_split_matches_dkimpys_parser():
+    pieces = [b"\r\n", b"\n", b"\r", b" ", b"\t", b"a", b":", b"From ", b"X-H: v", b"\r\n\r\n", b"\n\n",
+              b"\n\r\n", b"\r\r\n", b"b\x7f", b"\x00", b"::"]
+    rnd = random.Random(5)
+    for _ in range(40000):
+        raw = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(0, 16)))
+        assert fdkim._headers_and_body(raw) == dkimpy_split(raw), raw
+    signed = keys.sign(MSG, "bank.example")
+    for raw in (signed, signed + b"more\nlines\r\n" * 50, signed.replace(b"\r\n", b"\n")):
+        assert fdkim._headers_and_body(raw) == dkimpy_split(raw)
+
+
 # --- key record memo -----------------------------------------------------------------------
 
 def test_key_record_memo_answers_like_dkimpy_and_hands_out_copies():
@@ -303,3 +322,14 @@ def test_header_value_still_parses_with_authres():
     assert parsed.authserv_id == "mx.corp.example"
     assert [(r.method, r.result) for r in parsed.results] == [("spf", "fail"), ("dkim", "pass")]
     assert parsed.results[1].header_d == "bank.example"
+
+
+def test_unparsable_and_second_signatures_through_the_real_path():
+    view = Resolver.lab().lookups()
+    signed = keys.sign(MSG, "bank.example")
+    broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=bank.example; d=twice\r\n" + signed
+    sigs = fdkim.verify_all(broken, view)
+    assert [s.result for s in sigs] == ["permerror", "pass"]
+    assert "cannot be parsed" in sigs[0].reason and sigs[0].domain == ""
+    resigned = keys.sign(signed, "bank.example")
+    assert [(s.index, s.result) for s in fdkim.verify_all(resigned, view)] == [(0, "pass"), (1, "pass")]

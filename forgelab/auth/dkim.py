@@ -217,11 +217,39 @@ def _dnsfunc(view: Lookups, temp_errors: list):
     return txt
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+
+
 def _headers_and_body(raw: bytes):
-    try:
-        return dkim.rfc822_parse(raw)
-    except Exception:
-        return [], b""
+    """``dkim.rfc822_parse(raw)``, or ([], b"") where it raises.
+
+    The same answer, but only the header block is split into lines: dkimpy splits and
+    re-joins the whole body too, which costs more than all the rest on a long message.
+    """
+    if raw[:1] == b"\n" or raw[:2] == b"\r\n":
+        head, body = b"", raw[1 if raw[:1] == b"\n" else 2:]
+    else:
+        blank = _BLANK_LINE.search(raw)
+        head, body = (raw, b"") if blank is None else (raw[:blank.start() + 1], raw[blank.end():])
+    headers = []
+    for line in _LINE_END.split(head):
+        if not line:
+            break  # only the piece after the header block's last line end is empty
+        if line[0] in (0x09, 0x20):
+            if not headers:
+                return [], b""
+            headers[-1][1] += line + b"\r\n"
+        else:
+            m = _FIELD_NAME.match(line)
+            if m is not None:
+                headers.append([m.group(1), line[m.end():] + b"\r\n"])
+            elif not line.startswith(b"From "):
+                return [], b""
+    if body.count(b"\n") != body.count(b"\r\n"):
+        body = _LINE_END.sub(b"\r\n", body)  # dkimpy's body has CRLF line ends only
+    return headers, body
 
 
 def parsed(envelope, raw: bytes):
@@ -267,13 +295,6 @@ def _text(v: bytes | None) -> str:
 
 
 def verify_one(raw: bytes, index: int, header_value: bytes, view: Lookups, headers, body) -> Signature:
-    try:
-        fields = parse_tag_value(header_value)
-    except InvalidTagValueList as e:
-        return Signature(index, "", "", "", "", (), "permerror", f"the signature cannot be parsed: {e}")
-    d, s, a = _text(fields.get(b"d")), _text(fields.get(b"s")), _text(fields.get(b"a"))
-    b = re.sub(r"\s+", "", _text(fields.get(b"b")))
-    h = tuple(x.strip().lower() for x in _text(fields.get(b"h")).split(":") if x.strip())
     log, temp = _Collector(), []
     verifier = dkim.DKIM(None, logger=log, minkey=MIN_KEY_BITS)
     verifier.headers, verifier.body = headers, body  # what DKIM(raw) would parse again: parsed once
@@ -282,6 +303,16 @@ def verify_one(raw: bytes, index: int, header_value: bytes, view: Lookups, heade
         ok = verifier.verify(idx=index, dnsfunc=_dnsfunc(view, temp))
     except dkim.DKIMException as e:
         ok, error = False, str(e)
+    # dkimpy parsed this same header value first thing (before any lookup); an unparsable one leaves {}.
+    fields = verifier.signature_fields
+    if not fields:
+        try:
+            fields = parse_tag_value(header_value)
+        except InvalidTagValueList as e:
+            return Signature(index, "", "", "", "", (), "permerror", f"the signature cannot be parsed: {e}")
+    d, s, a = _text(fields.get(b"d")), _text(fields.get(b"s")), _text(fields.get(b"a"))
+    b = re.sub(r"\s+", "", _text(fields.get(b"b")))
+    h = tuple(x.strip().lower() for x in _text(fields.get(b"h")).split(":") if x.strip())
     keysize = getattr(verifier, "keysize", None) or None
     detail = error or (log.errors[-1] if log.errors else "")
     name = f"{s}._domainkey.{d}"
