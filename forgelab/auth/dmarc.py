@@ -173,6 +173,7 @@ def discover(domain: str, view: Lookups, discovery: str = "psl") -> tuple[str, s
     return None
 
 
+@lru_cache(maxsize=1024)  # a pure function of the record and names (errors are not kept); dmarc only reads it
 def _parse(record: str, from_domain: str, found_at: str, org: str | None) -> Policy:
     parsed = _DMARC().parse_record(record, domain=from_domain, org_domain=org if found_at != from_domain else None)
     np_ = _tag(record, "np")
