@@ -28,7 +28,8 @@ class ARCResult:
 
 def verify(raw: bytes, view: Lookups) -> ARCResult:
     log, temp = _Collector(), []
-    head = b"\n" + raw.split(b"\r\n\r\n", 1)[0].lower()
+    end = raw.find(b"\r\n\r\n")  # the header block, without copying the body
+    head = b"\n" + (raw if end < 0 else raw[:end]).lower()
     if b"\narc-" not in head:
         return ARCResult("none", "the message carries no ARC set")
     try:
