@@ -333,3 +333,10 @@ def test_unparsable_and_second_signatures_through_the_real_path():
     assert "cannot be parsed" in sigs[0].reason and sigs[0].domain == ""
     resigned = keys.sign(signed, "bank.example")
     assert [(s.index, s.result) for s in fdkim.verify_all(resigned, view)] == [(0, "pass"), (1, "pass")]
+
+
+def test_memos_stay_bounded(keyring):
+    key = keyring["1024"]
+    for i in range(fdkim._CACHE_MAX + 20):
+        fdkim._public_key(key["modulus"], 65537 + 2 * i)
+    assert len(fdkim._public_keys) == fdkim._CACHE_MAX

@@ -8,6 +8,7 @@ appears, a key under 1024 bits.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,9 +29,11 @@ MIN_KEY_BITS = 1024  # RFC 8301
 
 
 # --- dkimpy speed-ups: same answers, less CPU ----------------------------------------------
-# dkimpy verifies RSA in pure Python and parses the key record (tag list + ASN.1) on every
-# signature. Two of its module-level names are replaced, deliberately and only here, so DKIM
-# and ARC (which goes through the same names) cost less; every result stays dkimpy's own.
+# dkimpy verifies RSA in pure Python, parses the key record (tag list + ASN.1) on every
+# signature and runs its canonicalisation regexes even where they cannot match. A few of its
+# module-level names are replaced, deliberately and only here (see the end of this section),
+# so DKIM and ARC (which goes through the same names) cost less; every answer stays dkimpy's
+# own, as tests/test_auth_speedups.py checks against dkimpy's originals.
 
 _DKIMPY_RSA_VERIFY = dkim.RSASSA_PKCS1_v1_5_verify
 _DKIMPY_EVALUATE_PK = dkim.evaluate_pk
@@ -39,12 +42,14 @@ _HASHES = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
 _CACHE_MAX = 256
 _public_keys: dict = {}   # (n, e) -> cryptography RSA public key
 _key_records: dict = {}   # exact TXT record -> dkimpy's evaluate_pk() answer
+_cache_lock = threading.Lock()
 
 
 def _remember(cache: dict, key, value):
-    if len(cache) >= _CACHE_MAX:
-        del cache[next(iter(cache))]  # oldest first: a bounded memo, not a store
-    cache[key] = value
+    with _cache_lock:  # SMTP sessions verify in several threads
+        if len(cache) >= _CACHE_MAX:
+            del cache[next(iter(cache))]  # oldest first: a bounded memo, not a store
+        cache[key] = value
     return value
 
 
