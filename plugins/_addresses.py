@@ -21,6 +21,7 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -29,7 +30,6 @@ PARSERS = ("policy.default", "compat32", "rfc5322", "lenient")
 # The fields whose addresses the defences compare; From first.
 ADDRESS_FIELDS = ("from", "sender", "reply-to")
 
-_LINE_RE = re.compile(rb"\r\n|\n|\r")
 _FIELD_NAME_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 
 
@@ -85,64 +85,128 @@ class HeaderBlock:
     bad_lines: list[BadLine]
     body_offset: int
     first_line_indented: bool
+    _by_name: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def get(self, name: str) -> list[RawField]:
-        name = name.lower()
-        return [f for f in self.fields if f.key == name]
+        if self._by_name is None:  # the defences ask for the same few names many times
+            self._by_name = {}
+            for f in self.fields:
+                self._by_name.setdefault(f.key, []).append(f)
+        return list(self._by_name.get(name.lower(), ()))
 
     def count(self, name: str) -> int:
         return len(self.get(name))
 
 
-def _lines(raw: bytes):
-    """Yield (line number, offset, content, end-of-line) the way ``email`` splits lines."""
-    pos, number = 0, 1
-    while pos < len(raw):
-        match = _LINE_RE.search(raw, pos)
-        end, eol_end = (match.start(), match.end()) if match else (len(raw), len(raw))
-        yield number, pos, raw[pos:end], raw[end:eol_end]
-        pos, number = eol_end, number + 1
+# A blank line: an end of line (a CR only when no LF follows), then another.
+_BLANK_LINE_RE = re.compile(rb"(\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
+
+
+def header_lines(raw: bytes) -> tuple[list[bytes], int]:
+    """The lines before the first empty line, each with its end of line, and the body's offset.
+
+    Lines end in CRLF, LF or CR, the way ``email`` splits them; the body is not split.
+    """
+    if raw[:1] in (b"\r", b"\n"):  # the first line is empty: no header at all
+        return [], 2 if raw[:2] == b"\r\n" else 1
+    crlf = raw.find(b"\r\n\r\n")
+    if crlf >= 0:  # the usual case, found without the regex when every line before ends in CRLF
+        head = raw[:crlf + 2]
+        lines = head.splitlines(True)
+        if len(lines) == head.count(b"\r\n"):
+            return lines, crlf + 4
+    blank = _BLANK_LINE_RE.search(raw)
+    if blank is None:
+        return raw.splitlines(True), len(raw)
+    return raw[:blank.end(1)].splitlines(True), blank.end()
 
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def split_header_block(raw: bytes) -> HeaderBlock:
-    """The raw header section, up to the first empty line, as a lenient parser reads it."""
-    logical: list[list[tuple[int, int, bytes]]] = []
-    body_offset = len(raw)
-    for number, offset, content, eol in _lines(raw):
-        if content == b"":
-            body_offset = offset + len(eol)
-            break
-        if content[:1] in (b" ", b"\t") and logical:
-            logical[-1].append((number, offset, content))
-        else:
-            logical.append([(number, offset, content)])
-    first_indented = bool(logical) and logical[0][0][2][:1] in (b" ", b"\t")
+def split_header_block(raw: bytes, lines: tuple[list[bytes], int] | None = None) -> HeaderBlock:
+    """The raw header section, up to the first empty line, as a lenient parser reads it.
+
+    :param lines: :func:`header_lines` of ``raw`` when the caller has them already.
+    """
+    lines, body_offset = lines if lines is not None else header_lines(raw)
+    first_indented = bool(lines) and lines[0][:1] in (b" ", b"\t")
     fields: list[RawField] = []
     bad: list[BadLine] = []
-    for group in logical:
-        number, offset, first = group[0]
-        unfolded = b"".join(content for _, _, content in group)
-        raw_field = raw[offset:group[-1][1] + len(group[-1][2])]
-        text = _decode(unfolded)
+    i, count, offset = 0, len(lines), 0
+    while i < count:  # one logical field: a line and the indented lines after it
+        number, start = i + 1, offset
+        first = lines[i].rstrip(b"\r\n")
+        offset += len(lines[i])
+        i += 1
+        parts, end = None, start + len(first)
+        while i < count and lines[i][:1] in (b" ", b"\t"):
+            content = lines[i].rstrip(b"\r\n")
+            parts = parts or [first]
+            parts.append(content)
+            end = offset + len(content)
+            offset += len(lines[i])
+            i += 1
+        text = _decode(b"".join(parts) if parts else first)
         name_part, colon, value = text.partition(":")
         name = name_part.strip(" \t")
         if not colon:
-            bad.append(BadLine(number, offset, text, "it has no colon, so it is not a header field"))
+            bad.append(BadLine(number, start, text, "it has no colon, so it is not a header field"))
             continue
         if not _FIELD_NAME_RE.match(name):
-            bad.append(BadLine(number, offset, text, f"{name!r} is not a valid header field name"))
+            bad.append(BadLine(number, start, text, f"{name!r} is not a valid header field name"))
             continue
         fields.append(RawField(
-            name=name, value=value, line=number, offset=offset, raw=raw_field,
+            name=name, value=value, line=number, offset=start, raw=raw[start:end],
             space_before_colon=name_part != name_part.rstrip(" \t"),
             indented=name_part[:1] in (" ", "\t"),
             folded_name=b":" not in first,
         ))
     return HeaderBlock(fields=fields, bad_lines=bad, body_offset=body_offset, first_line_indented=first_indented)
+
+
+# email.feedparser.headerRE, on bytes (non-ASCII bytes never match it, as their surrogates do not).
+_COMPAT32_HEADER_RE = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
+
+
+def compat32_headers(lines: list[bytes]) -> list[tuple[str, list[bytes]]]:
+    """The fields ``BytesParser(policy=compat32)`` stores for these header lines: (name, their lines).
+
+    The same steps as ``email.feedparser.FeedParser._parse_headers`` (stop at the first
+    line that is not a header, drop a leading continuation, a ``From `` line and a name-less
+    field), without parsing the body or building a ``Message``; :func:`compat32_value`
+    gives a field's value.
+    """
+    headers: list[bytes] = []
+    for line in lines:
+        if not _COMPAT32_HEADER_RE.match(line):
+            break
+        headers.append(line)
+    out: list[tuple[str, list[bytes]]] = []
+    last: list[bytes] = []
+    for lineno, line in enumerate(headers):
+        if line[:1] in (b" ", b"\t"):
+            if last:
+                last.append(line)
+            continue
+        last = []
+        if line.startswith(b"From "):
+            if lineno == len(headers) - 1 and lineno:  # feedparser: the first body line, pushed back
+                break
+            continue  # the unix-from line, or a misplaced one: not a header
+        colon = line.find(b":")
+        if colon > 0:
+            last = [line]
+            out.append((line[:colon].decode("ascii"), last))
+    return out
+
+
+def compat32_value(lines: list[bytes]) -> str:
+    """``email.policy.compat32.header_source_parse``: the raw value of a field's lines."""
+    text = [line.decode("ascii", "surrogateescape") for line in lines]
+    value = text[0].split(":", 1)[1]
+    return (value.lstrip(" \t") + "".join(text[1:])).rstrip("\r\n")
 
 
 # ---------------------------------------------------------------- mailboxes
@@ -456,8 +520,36 @@ class _Strict:
             self.i += 1
 
 
+# The everyday From, ASCII only: "addr@domain" or "Some Name <addr@domain>", nothing else
+# (no quotes, comments, dots in the name, commas, groups or domain literals).
+_ATEXT_CLASS = "[A-Za-z0-9" + re.escape(_ATEXT) + "]"
+_ASCII_DOT_ATOM = f"{_ATEXT_CLASS}++(?:\\.{_ATEXT_CLASS}++)*+"
+_SIMPLE_MAILBOX_RE = re.compile(  # possessive runs: no backtracking on long attacker input
+    rf"[ \t]*+(?:(?P<name>{_ATEXT_CLASS}++(?:[ \t]++{_ATEXT_CLASS}++)*)?[ \t]*+"
+    rf"<(?P<local>{_ASCII_DOT_ATOM})@(?P<domain>{_ASCII_DOT_ATOM})>"
+    rf"|(?P<bare_local>{_ASCII_DOT_ATOM})@(?P<bare_domain>{_ASCII_DOT_ATOM}))[ \t]*+")
+
+
+def _simple_mailbox(text: str) -> Mailbox | None:
+    """What the grammar below returns for the everyday shapes, without walking it; None otherwise."""
+    match = _SIMPLE_MAILBOX_RE.fullmatch(text) if text.isascii() else None
+    if match is None:
+        return None
+    if match["bare_local"] is not None:
+        return Mailbox(display="", local=match["bare_local"], domain=match["bare_domain"])
+    return Mailbox(display=decode_words(" ".join((match["name"] or "").split())), local=match["local"],
+                   domain=match["domain"])
+
+
 def parse_strict(text: str, groups: bool = False) -> ParseResult:
     """Parse a mailbox-list (``groups=True``: an address-list) by the strict RFC 5322 grammar."""
+    simple = _simple_mailbox(text)
+    if simple is not None:
+        return ParseResult(mailboxes=[simple])
+    return _parse_strict_grammar(text, groups)
+
+
+def _parse_strict_grammar(text: str, groups: bool = False) -> ParseResult:
     try:
         return ParseResult(mailboxes=_Strict(text).mailbox_list(groups))
     except GrammarError as exc:
@@ -474,17 +566,18 @@ class Facts:
     def __init__(self, message, raw: bytes):
         self.raw = raw
         self.message = message
-        self.block = split_header_block(raw)
+        self._lines = header_lines(raw)
+        self.block = split_header_block(raw, self._lines)
         self._parsed: dict[str, dict[str, ParseResult]] = {}
-        self._compat = None
+        self._compat: list[tuple[str, list[bytes]]] | None = None
+        self._addresses: dict[tuple[str, ...], list[Mailbox]] = {}
 
-    def _compat32(self):
+    def _compat32_values(self, name: str) -> list[str]:
+        """``[str(v) for v in compat32_message.get_all(name)]``, without parsing the message."""
         if self._compat is None:
-            try:
-                self._compat = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.raw, headersonly=True)
-            except Exception:
-                self._compat = email.message.Message()
-        return self._compat
+            self._compat = compat32_headers(self._lines[0])
+        fetch = email.policy.compat32.header_fetch_parse
+        return [str(fetch(k, compat32_value(lines))) for k, lines in self._compat if k.lower() == name]
 
     def _default_message(self):
         msg = self.message
@@ -526,13 +619,31 @@ class Facts:
     def _parse_compat32(self, name: str) -> ParseResult:
         result = ParseResult()
         try:
-            values = [str(v) for v in (self._compat32().get_all(name) or [])]
-            for display, addr in email.utils.getaddresses(values):
-                if display or addr:
-                    result.mailboxes.append(_from_addr(display, addr))
+            result.mailboxes.extend(self._getaddresses(self._compat32_values(name)))
         except Exception as exc:
             result.error = f"compat32 raised {type(exc).__name__}"
         return result
+
+    def _getaddresses(self, values: list[str]) -> list[Mailbox]:
+        """The mailboxes ``email.utils.getaddresses(values)`` finds (empty ones dropped).
+
+        compat32 and the lenient reading usually hand it the same one value, the lenient
+        one with the blanks after the colon kept: getaddresses skips leading blanks before
+        anything else, so one call serves both (an all-blank value gives only ``('', '')``,
+        dropped either way).
+        """
+        if not values:
+            return []
+        if len(values) == 1:
+            values = [values[0].lstrip(" \t")]
+            simple = _simple_mailbox(values[0])  # getaddresses reads the everyday shapes as the grammar does
+            if simple is not None:
+                return [simple]
+        key = tuple(values)
+        if key not in self._addresses:
+            self._addresses[key] = [_from_addr(display, addr) for display, addr in email.utils.getaddresses(values)
+                                    if display or addr]
+        return list(self._addresses[key])
 
     def _parse_rfc5322(self, name: str) -> ParseResult:
         result = ParseResult()
@@ -548,9 +659,7 @@ class Facts:
     def _parse_lenient(self, name: str) -> ParseResult:
         result = ParseResult()
         try:
-            for display, addr in email.utils.getaddresses([f.value for f in self.block.get(name)]):
-                if display or addr:
-                    result.mailboxes.append(_from_addr(display, addr))
+            result.mailboxes.extend(self._getaddresses([f.value for f in self.block.get(name)]))
         except Exception as exc:
             result.error = f"lenient parser raised {type(exc).__name__}"
         return result
@@ -618,7 +727,11 @@ def _psl():
 
 def org_domain(domain: str) -> str:
     """The organisational domain (``mail.corp.example`` -> ``corp.example``), or the domain itself."""
-    domain = normalise_domain(domain)
+    return _org_domain(normalise_domain(domain))
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of the name (the PSL is fixed); domains come back
+def _org_domain(domain: str) -> str:
     try:
         return _psl().privatesuffix(domain) or domain
     except Exception:
@@ -627,7 +740,11 @@ def org_domain(domain: str) -> str:
 
 def known_suffix(domain: str) -> bool:
     """Whether ``domain`` ends in a real public suffix or a reserved test TLD (RFC 2606)."""
-    domain = normalise_domain(domain)
+    return _known_suffix(normalise_domain(domain))
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_suffix(domain: str) -> bool:
     if domain.rsplit(".", 1)[-1] in ("example", "test", "invalid", "localhost"):
         return True
     try:
@@ -660,8 +777,12 @@ def show(text, limit: int = 200) -> str:
     """Attacker text made safe for a reason sentence: control characters visible, length capped."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "backslashreplace")
-    text = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = str(text)
+    # Nearly always all printable (" " is too): then there is nothing to escape, and no
+    # surrogate (category Cs is not printable) for the UTF-8 round trip to replace.
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -239,3 +239,163 @@ def test_header_block_reads_like_a_lenient_mta():
         ("From", True, False, False), ("From", False, True, True), ("To", False, False, True)]
     assert [b.line for b in block.bad_lines] == [5]
     assert block.first_line_indented
+
+
+# ---------------------------------------------------------------- the fast paths answer as the slow ones
+# Each shortcut taken for speed is checked against what it replaces: the stdlib parser,
+# or the plain code it was (kept here as the reference).
+
+import email.parser
+import email.utils
+import re
+
+from forgelab.attacks.catalogue import all_entries
+from forgelab.plugins import _addresses
+
+CATALOGUE = sorted({e.script.message for e in all_entries() if e.script.message})
+# Header-ish fragments with every kind of line break, fold, blank and odd byte.
+FRAGMENTS = st.sampled_from([
+    b"From", b" From", b"From ", b"from", b"Sender", b"Reply-To", b"To", b"Subject", b":", b": ", b" : ", b"\r\n",
+    b"\n", b"\r", b"\r\n ", b"\r\n\t", b"\r\n\r\n", b"\n\n", b"\r\r", b" ", b"\t", b"a@b.example", b"<x@y.example>",
+    b"Name", b'"q,@"', b"(c)", b",", b"=?utf-8?q?A=C3=A9?=", b"\xc3\xa9", b"\xff", b"\x00", b"From x", b".", b"x",
+])
+HEADERISH = st.lists(FRAGMENTS, max_size=30).map(b"".join)
+# Whole lines: a field name (or a fold, a "From " line, no name at all), a value, an end of line.
+LINES = st.lists(st.tuples(
+    st.sampled_from([b"From: ", b"from:", b"From :", b"Sender: ", b"Reply-To:", b"Subject: ", b"To: ", b" ", b"\t",
+                     b"From x", b"From ", b":", b"no colon", b"", b" From: ", b"From\t:"]),
+    st.lists(FRAGMENTS, max_size=4).map(b"".join),
+    st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b""])), max_size=8).map(
+    lambda lines: b"".join(start + value + eol for start, value, eol in lines))
+TRICKY = [
+    b"Subject: a\r\nFrom x\r\n cont\r\nFrom: a@b.example\r\n\r\n", b"From x\r\nFrom: a@b.example\r\n\r\n",
+    b" lead\r\nFrom: a@b.example\r\n\r\n", b"From: a@b.example\r\nFrom x\r\n\r\nbody", b"From x\r\n cont\r\n\r\n",
+    b"From: a@b.example\r\n:novalue\r\n cont\r\nTo: c@d.example\r\n\r\n",
+    b"From: a@b.example\r\nnot a header\r\nTo: c@d.example\r\n\r\n", b"From: a@b\rTo: c@d\n\r\nbody",
+    b"From: a@b", b"\r\nFrom: a@b", b"\nFrom: a@b", b"From: a@b\n\r\n", b"From: a@b\r\r\n", b"From: a@b\r\n\rx",
+    b"From :a@b\r\nFrom\t: c@d\r\n\r\n", b"From: \xff\xfe <a@b>\r\nSender: Caf\xc3\xa9 <s@b>\r\n\r\n",
+    b"From: a@b\r\n\tc@d\r\n\r\n", b"From:\r\n a@b\r\n\r\n", b"From: A <a@b>\r\nFrom x\r\n\tc@d\r\n\r\n",
+]
+
+
+def reference_split(raw):
+    """split_header_block as it was: a regex walk over every line (the body included)."""
+    lines, pos, number = [], 0, 1
+    while pos < len(raw):
+        match = re.compile(rb"\r\n|\n|\r").search(raw, pos)
+        end, eol_end = (match.start(), match.end()) if match else (len(raw), len(raw))
+        lines.append((number, pos, raw[pos:end], raw[end:eol_end]))
+        pos, number = eol_end, number + 1
+    logical, body_offset = [], len(raw)
+    for number, offset, content, eol in lines:
+        if content == b"":
+            body_offset = offset + len(eol)
+            break
+        if content[:1] in (b" ", b"\t") and logical:
+            logical[-1].append((number, offset, content))
+        else:
+            logical.append([(number, offset, content)])
+    fields, bad = [], []
+    for group in logical:
+        number, offset, first = group[0]
+        text = b"".join(c for _, _, c in group).decode("utf-8", "surrogateescape")
+        name_part, colon, value = text.partition(":")
+        name = name_part.strip(" \t")
+        if not colon:
+            bad.append(_addresses.BadLine(number, offset, text, "it has no colon, so it is not a header field"))
+        elif not re.match(r"^[\x21-\x39\x3b-\x7e]+$", name):
+            bad.append(_addresses.BadLine(number, offset, text, f"{name!r} is not a valid header field name"))
+        else:
+            fields.append(_addresses.RawField(
+                name=name, value=value, line=number, offset=offset, raw=raw[offset:group[-1][1] + len(group[-1][2])],
+                space_before_colon=name_part != name_part.rstrip(" \t"), indented=name_part[:1] in (" ", "\t"),
+                folded_name=b":" not in first))
+    indented = bool(logical) and logical[0][0][2][:1] in (b" ", b"\t")
+    return _addresses.HeaderBlock(fields=fields, bad_lines=bad, body_offset=body_offset, first_line_indented=indented)
+
+
+def reference_show(text, limit=200):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "backslashreplace")
+    text = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def compat32_reading(raw, name):
+    """What the compat32 reading was: the stdlib parser over the whole message."""
+    parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+    return [str(v) for v in parsed.get_all(name) or []]
+
+
+def getaddresses_reading(values):
+    return [_addresses._from_addr(d, a) for d, a in email.utils.getaddresses(values) if d or a]
+
+
+def assert_facts_match_references(raw):
+    assert _addresses.split_header_block(raw) == reference_split(raw)
+    f = facts(Envelope(), email.message_from_bytes(raw, policy=email.policy.default), raw)
+    for name in ("from", "sender", "reply-to", "to", "subject", "date", "x-none"):
+        assert f._compat32_values(name) == compat32_reading(raw, name), name
+        readings = f.parsers(name)
+        assert readings["compat32"].mailboxes == getaddresses_reading(compat32_reading(raw, name)), name
+        lenient = [x.value for x in reference_split(raw).fields if x.key == name]
+        assert readings["lenient"].mailboxes == getaddresses_reading(lenient), name
+        strict = [_addresses._parse_strict_grammar(x.value, groups=name not in ("from", "sender"))
+                  for x in reference_split(raw).fields if x.key == name and x.strict]
+        assert readings["rfc5322"].mailboxes == [m for r in strict for m in r.mailboxes], name
+
+
+@pytest.mark.parametrize("raw", CATALOGUE, ids=range(len(CATALOGUE)))
+def test_catalogue_facts_match_the_stdlib_and_the_plain_code(raw):
+    assert_facts_match_references(raw)
+    assert_facts_match_references(raw.replace(b"\r\n", b"\n"))
+
+
+@pytest.mark.parametrize("raw", TRICKY, ids=range(len(TRICKY)))
+def test_tricky_header_blocks_facts_match_the_stdlib_and_the_plain_code(raw):
+    assert_facts_match_references(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(HEADERISH, LINES))
+def test_any_header_block_facts_match_the_stdlib_and_the_plain_code(raw):
+    assert _addresses.header_lines(raw)[1] == reference_split(raw).body_offset
+    assert_facts_match_references(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary(), st.sampled_from(["a b", "\x00\u202e x", "\udcff", "é" * 300])),
+       st.integers(min_value=1, max_value=250))
+def test_show_is_what_it_was(text, limit):
+    assert _addresses.show(text, limit) == reference_show(text, limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \t\r\n\"(),:;<>@.\\[]ab=?é\udcff")), max_size=25))
+def test_getaddresses_skips_leading_blanks(value):
+    # Facts shares one getaddresses call between compat32 and the lenient reading on this.
+    assert getaddresses_reading([value]) == getaddresses_reading([value.lstrip(" \t")])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.from_regex(_addresses._SIMPLE_MAILBOX_RE, fullmatch=True))
+def test_everyday_mailbox_shortcut_reads_as_both_parsers(text):
+    simple = _addresses._simple_mailbox(text)
+    assert _addresses._parse_strict_grammar(text).mailboxes == [simple]
+    assert _addresses._parse_strict_grammar(text, groups=True).mailboxes == [simple]
+    assert getaddresses_reading([text]) == [simple]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \t\"(),:;<>@.\\[]ab=?-é\x00")), max_size=20), st.booleans())
+def test_strict_parser_with_shortcut_is_the_grammar(text, groups):
+    assert parse_strict(text, groups) == _addresses._parse_strict_grammar(text, groups)
+
+
+def test_everyday_mailbox_shortcut_is_linear_on_long_input():
+    import time
+    start = time.perf_counter()
+    for text in (" " * 20000 + "x", "a " * 10000, "a." * 10000, "a " * 5000 + "<" + "a." * 3000):
+        assert _addresses._simple_mailbox(text) is None
+    assert time.perf_counter() - start < 0.5
