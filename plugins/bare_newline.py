@@ -1,14 +1,23 @@
 """Bare LF or bare CR in the DATA: the precondition of SMTP smuggling."""
 from __future__ import annotations
 
-import re
-
 import forgelab
 
 from ._addresses import show, verdict, finding
 
-_BARE_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _SHOWN = 5  # positions listed in details; the counts cover the rest
+
+
+def _first_bare(raw: bytes, char: bytes, count: int) -> list[int]:
+    """The offsets of the first few (of ``count``) bare ``char``: not part of a CRLF."""
+    offsets: list[int] = []
+    pos = raw.find(char)
+    while pos >= 0 and len(offsets) < min(_SHOWN, count):
+        pair = raw[pos - 1:pos + 1] if char == b"\n" else raw[pos:pos + 2]
+        if pair != b"\r\n":
+            offsets.append(pos)
+        pos = raw.find(char, pos + 1)
+    return offsets
 
 
 def _position(raw: bytes, offset: int) -> dict:
@@ -39,13 +48,7 @@ class BareNewline:
         raw = raw if isinstance(raw, (bytes, bytearray)) else b""
         crlf = raw.count(b"\r\n")
         counts = {"LF": raw.count(b"\n") - crlf, "CR": raw.count(b"\r") - crlf}
-        shown = {"LF": [], "CR": []}
-        for match in _BARE_RE.finditer(raw):  # stops early: only the first few are shown
-            offsets = shown["LF" if match.group() == b"\n" else "CR"]
-            if len(offsets) < _SHOWN:
-                offsets.append(match.start())
-            if all(len(shown[k]) >= min(_SHOWN, counts[k]) for k in shown):
-                break
+        shown = {"LF": _first_bare(raw, b"\n", counts["LF"]), "CR": _first_bare(raw, b"\r", counts["CR"])}
         findings = []
         for kind, name in (("LF", "line feed (\\n without \\r)"), ("CR", "carriage return (\\r without \\n)")):
             if counts[kind]:

@@ -36,19 +36,24 @@ class Headers:
     @forgelab.hookimpl
     def forgelab_message(self, envelope, message, raw):
         f = facts(envelope, message, raw)
-        counts = {name: self._count(f, message, name) for name in ("From", "Date") + AT_MOST_ONE}
+        parsed = self._parsed_counts(message)
+        counts = {name: max(parsed.get(name.lower(), 0), f.block.count(name)) for name in ("From", "Date") + AT_MOST_ONE}
         findings = self._layout(f) + self._counts(counts) + self._from(f, counts)
         pass_reason = "The header block is well formed: one From, one Date, no duplicated single fields."
         return verdict(self.name, findings, pass_reason, counts=counts)
 
     @staticmethod
-    def _count(f, message, name: str) -> int:
+    def _parsed_counts(message) -> dict[str, int]:
+        """How often each field name (lower case) occurs in the parsed message."""
+        counts: dict[str, int] = {}
         try:
             # keys() only: get_all() would parse every value again
-            parsed = sum(1 for key in message.keys() if key.lower() == name.lower()) if message is not None else 0
-        except Exception:  # a message object we cannot read; the raw count stands
-            parsed = 0
-        return max(parsed, f.block.count(name))
+            for key in message.keys() if message is not None else ():
+                key = key.lower()
+                counts[key] = counts.get(key, 0) + 1
+        except Exception:  # a message object we cannot read; the raw counts stand
+            return {}
+        return counts
 
     @staticmethod
     def _layout(f) -> list[dict]:

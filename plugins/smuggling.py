@@ -10,6 +10,8 @@ from ._addresses import finding, show, verdict
 # A dot between line breaks (each CRLF, CR or LF, a NUL allowed next to the dot):
 # everything a lenient server might take for the end of DATA.
 _EOD_RE = re.compile(rb"(\r\n|\r|\n)(\x00?)\.(\x00?)(?=(\r\n|\r|\n))")  # the end overlaps the next
+# Every match of _EOD_RE holds one of these.
+_DOT_AFTER_BREAK = (b"\r.", b"\n.", b"\r\x00.", b"\n\x00.")
 # The probes of smtpsmug and SEC Consult's scanner (CVE-2023-51764, -51765, -51766).
 KNOWN = {
     b"\n.\n": "lflf", b"\r.\r": "crcr", b"\r.\n": "crlf", b"\n.\r": "lfcr",
@@ -84,6 +86,8 @@ class Smuggling:
     def _sequences(raw: bytes) -> tuple[list[dict], int]:
         """The first few look-alikes in detail, and how many there are in all."""
         out, total = [], 0
+        if not any(dot in raw for dot in _DOT_AFTER_BREAK):  # what nearly every message holds: no look-alike
+            return out, total
         for match in _EOD_RE.finditer(raw):
             seq = match.group() + match.group(4)
             end = match.end() + len(match.group(4))

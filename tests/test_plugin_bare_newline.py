@@ -3,6 +3,7 @@ import email
 import email.policy
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from forgelab.plugins.bare_newline import BareNewline
 
@@ -45,3 +46,24 @@ def test_whole_message_with_lf_only():
     verdict = check(raw)
     assert verdict.result == "fail"
     assert verdict.details["bare_lf"] == 4
+
+
+def reference_shown(raw):
+    """The offsets as the regex walk found them before _first_bare (the first five of each kind)."""
+    import re
+
+    shown = {"LF": [], "CR": []}
+    for match in re.finditer(rb"\r(?!\n)|(?<!\r)\n", raw):
+        offsets = shown["LF" if match.group() == b"\n" else "CR"]
+        if len(offsets) < 5:
+            offsets.append(match.start())
+    return shown
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=60).map(lambda b: bytes(b"\r\nx."[c % 4] for c in b)))
+def test_bare_positions_are_the_regex_ones(raw):
+    verdict = BareNewline({}).forgelab_message(raw=raw)
+    shown = {f["kind"]: [p["offset"] for p in f["positions"]] for f in verdict.details["findings"]}
+    expected = {k: v for k, v in reference_shown(raw).items() if v}
+    assert shown == expected

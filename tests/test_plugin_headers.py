@@ -81,3 +81,20 @@ def test_raw_count_sees_what_python_drops():
 def test_bare_lf_message_is_read_too():
     raw = b"From: <a@shop.example>\nFrom: <b@bank.example>\nDate: Mon, 17 Jun 1996 11:24:00 -0700\n\nhi\n"
     assert check(raw).details["counts"]["From"] == 2
+
+
+def test_parsed_counts_are_the_per_name_counts():
+    from forgelab.attacks.catalogue import all_entries
+
+    for raw in {e.script.message for e in all_entries() if e.script.message}:
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        counts = Headers._parsed_counts(parsed)
+        for name in {k.lower() for k in parsed.keys()} | {"from", "x-none"}:
+            assert counts.get(name, 0) == sum(1 for key in parsed.keys() if key.lower() == name.lower())
+    assert Headers._parsed_counts(None) == {}
+
+    class Unreadable:
+        def keys(self):
+            raise ValueError("no")
+
+    assert Headers._parsed_counts(Unreadable()) == {}

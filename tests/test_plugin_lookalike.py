@@ -5,7 +5,7 @@ import email.policy
 import pytest
 
 from forgelab.lab import load_lab
-from forgelab.plugins.lookalike import Lookalike, distance, skeleton
+from forgelab.plugins.lookalike import _BIDI_RE, _HIDDEN_RE, BIDI, INVISIBLE, Lookalike, distance, skeleton
 from forgelab.session import Envelope
 
 LAB = load_lab()
@@ -97,3 +97,9 @@ def test_helpers():
     assert skeleton("\uff42\uff41\uff4e\uff4b") == "bank"  # fullwidth, through NFKC
     assert distance("bank", "bnak") == 1
     assert distance("bank", "park") == 2
+
+
+def test_character_regexes_hold_exactly_the_character_sets():
+    every = "".join(map(chr, range(0x110000)))  # surrogates included: headers keep bad bytes as them
+    assert set(_BIDI_RE.findall(every)) == BIDI
+    assert set(_HIDDEN_RE.findall(every)) == BIDI | INVISIBLE

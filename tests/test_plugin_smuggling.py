@@ -3,8 +3,9 @@ import email
 import email.policy
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from forgelab.plugins.smuggling import KNOWN, Smuggling
+from forgelab.plugins.smuggling import _DOT_AFTER_BREAK, _EOD_RE, KNOWN, Smuggling
 from forgelab.session import Envelope
 
 HEAD = b"From: <a@shop.example>\r\nTo: <alice@corp.example>\r\nDate: Mon, 17 Jun 1996 11:24:00 -0700\r\n\r\n"
@@ -83,3 +84,13 @@ def test_dot_unstuffing_does_not_hide_crlf_dot_lf():
     raw = sent.replace(b"\r\n.", b"\r\n")
     verdict = Smuggling({}).forgelab_message(envelope=Envelope(data_as_sent=sent), raw=raw)
     assert verdict.result == "fail" and "crlflf" in verdict.reason
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: bytes(b"\r\n.\x00x"[c % 5] for c in b)))
+def test_the_shortcut_skips_only_messages_without_a_look_alike(raw):
+    # _sequences skips the regex when no "<break>." or "<break>\0." is in the text: never a match then.
+    if not any(dot in raw for dot in _DOT_AFTER_BREAK):
+        assert _EOD_RE.search(raw) is None
+    for match in _EOD_RE.finditer(raw):
+        assert any(dot in match.group() for dot in _DOT_AFTER_BREAK)
