@@ -226,14 +226,14 @@ class Mailbox:
     domain: str
     route: str = ""
 
-    @property
+    @functools.cached_property  # asked for again and again by the defences; the fields never change
     def address(self) -> str:
         local = self.local
         if local and not _DOT_ATOM_RE.match(local):
             local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{local}@{self.domain}" if self.domain else local
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str]:
         return (self.local, self.domain.lower().rstrip("."))
 
@@ -571,6 +571,7 @@ class Facts:
         self._parsed: dict[str, dict[str, ParseResult]] = {}
         self._compat: list[tuple[str, list[bytes]]] | None = None
         self._addresses: dict[tuple[str, ...], list[Mailbox]] = {}
+        self._mailboxes: dict[str, list[Mailbox]] = {}
 
     def _compat32_values(self, name: str) -> list[str]:
         """``[str(v) for v in compat32_message.get_all(name)]``, without parsing the message."""
@@ -670,6 +671,9 @@ class Facts:
         Defences judge the union: an address one parser hides is still one a client
         may show.
         """
+        name = name.lower()
+        if name in self._mailboxes:
+            return list(self._mailboxes[name])
         seen, out = set(), []
         for result in self.parsers(name).values():
             for m in result.mailboxes:
@@ -677,7 +681,8 @@ class Facts:
                 if ident not in seen:
                     seen.add(ident)
                     out.append(m)
-        return out
+        self._mailboxes[name] = out
+        return list(out)
 
     def domains(self, name: str) -> list[str]:
         out: list[str] = []

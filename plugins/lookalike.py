@@ -1,6 +1,7 @@
 """Sender domains that imitate a protected one, and invisible or bidi characters in headers."""
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -40,6 +41,7 @@ _HIDDEN_RE = re.compile("[" + "".join(map(re.escape, sorted(BIDI | INVISIBLE))) 
 _CHECKED = 50  # distinct sender domains looked at; a From with thousands is a fail elsewhere
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of a short name; the protected ones come back every message
 def skeleton(text: str) -> str:
     """What a reader takes the text for: NFKC, case folded, look-alike letters merged."""
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -62,6 +64,31 @@ def distance(a: str, b: str) -> int:
                 cur[j] = min(cur[j], prev2[j - 2] + 1)
         prev2, prev = prev, cur
     return prev[-1]
+
+
+def distance_within(a: str, b: str, limit: int) -> int:
+    """:func:`distance` when it is at most ``limit``, else ``limit + 1``.
+
+    Only cells within ``limit`` of the diagonal are computed: an alignment that costs
+    at most ``limit`` never leaves that band (a swap stays on its diagonal).
+    """
+    over = limit + 1
+    if abs(len(a) - len(b)) > limit:
+        return over
+    width = len(b) + 1
+    prev2, prev = None, [j if j <= limit else over for j in range(width)]
+    for i, ca in enumerate(a, 1):
+        cur = [over] * width
+        if i <= limit:
+            cur[0] = i
+        for j in range(max(1, i - limit), min(len(b), i + limit) + 1):
+            cb = b[j - 1]
+            value = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if prev2 is not None and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                value = min(value, prev2[j - 2] + 1)
+            cur[j] = min(value, over)
+        prev2, prev = prev, cur
+    return min(prev[-1], over)
 
 
 def to_unicode(domain: str) -> tuple[str, str | None]:
@@ -196,7 +223,8 @@ class Lookalike:
             odd = _char_names(domain)
             return f"it reads the same ({odd})" if odd else "it swaps letters for look-alike digits or letters"
         limit = 1 if len(name) <= 5 else 2
-        edits = min(distance(domain, protected), distance(skeleton(domain), skeleton(protected)))
+        # Only a distance within the limit is shown; beyond it, "too far" is all that matters.
+        edits = min(distance_within(domain, protected, limit), distance_within(skeleton(domain), skeleton(protected), limit))
         if edits <= limit:
             return f"it is {edits} typing slip{'s' if edits > 1 else ''} away"
         if f".{protected}." in f".{domain}.":

@@ -3,9 +3,10 @@ import email
 import email.policy
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from forgelab.lab import load_lab
-from forgelab.plugins.lookalike import _BIDI_RE, _HIDDEN_RE, BIDI, INVISIBLE, Lookalike, distance, skeleton
+from forgelab.plugins.lookalike import _BIDI_RE, _HIDDEN_RE, BIDI, INVISIBLE, Lookalike, distance, distance_within, skeleton
 from forgelab.session import Envelope
 
 LAB = load_lab()
@@ -103,3 +104,10 @@ def test_character_regexes_hold_exactly_the_character_sets():
     every = "".join(map(chr, range(0x110000)))  # surrogates included: headers keep bad bytes as them
     assert set(_BIDI_RE.findall(every)) == BIDI
     assert set(_HIDDEN_RE.findall(every)) == BIDI | INVISIBLE
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet="abcl1.-\u0430", max_size=14), st.text(alphabet="abcl1.-\u0430", max_size=14),
+       st.integers(min_value=0, max_value=3))
+def test_banded_distance_is_the_full_one_up_to_the_limit(a, b, limit):
+    assert distance_within(a, b, limit) == min(distance(a, b), limit + 1)
