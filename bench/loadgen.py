@@ -2,8 +2,8 @@
 
 Like ``smtp-source -s C -m N``: C concurrent clients, a new connection per message,
 commands one at a time (no pipelining): HELO, MAIL FROM, RCPT TO (xR), DATA, the
-message, QUIT. It can also bind a source address (SPF needs the sender's own
-loopback address) and send a DKIM-signed message, which smtp-source cannot.
+message, QUIT. It can also bind a source address and send a prepared message file
+(``--message-file``, as ``smtp-source -F``), e.g. a DKIM-signed one.
 
 Run as its own process so its CPU is not the server's:
 
@@ -20,10 +20,12 @@ import json
 import sys
 import time
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 
 
-def make_message(size: int, sender: str, rcpt: str, sign_domain: str | None = None) -> bytes:
-    """A plain text message of about ``size`` octets (CRLF lines), optionally DKIM-signed."""
+def make_message(size: int, sender: str, rcpt: str, sign_domain: str | None = None, keys_dir=None) -> bytes:
+    """A plain text message of about ``size`` octets (CRLF lines), optionally DKIM-signed
+    with the key(s) held for ``sign_domain`` in ``keys_dir`` (default: the lab's)."""
     head = (f"From: Bench Sender <{sender}>\r\nTo: <{rcpt}>\r\nSubject: forgelab bench\r\n"
             f"Date: {formatdate(localtime=False)}\r\nMessage-ID: {make_msgid('bench')}\r\n"
             "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
@@ -32,9 +34,9 @@ def make_message(size: int, sender: str, rcpt: str, sign_domain: str | None = No
     body = body[: body.rfind(b"\r\n") + 2] if b"\r\n" in body else b"\r\n"
     message = head + body
     if sign_domain:
-        from forgelab.auth.keys import sign
+        from forgelab.auth.keys import LAB_KEYS, sign
 
-        message = sign(message, sign_domain)
+        message = sign(message, sign_domain, keys_dir=keys_dir or LAB_KEYS)
     return message
 
 
@@ -71,7 +73,7 @@ async def _one(args, payload: bytes, rcpts: list[bytes], stats: Stats) -> None:
         if await _reply(reader) != 220:
             stats.error("banner")
             return
-        steps = [b"HELO bench.example\r\n", b"MAIL FROM:<" + args.sender.encode() + b">\r\n"]
+        steps = [b"HELO " + args.helo.encode() + b"\r\n", b"MAIL FROM:<" + args.sender.encode() + b">\r\n"]
         steps += [b"RCPT TO:<" + r + b">\r\n" for r in rcpts]
         for command in steps:
             writer.write(command)
@@ -115,7 +117,11 @@ async def run(args) -> dict:
     import itertools
 
     rcpts = recipients(args.rcpt, args.rcpts)
-    message = make_message(args.size, args.sender, rcpts[0].decode(), args.sign)
+    if args.message_file:  # CRLF or LF lines, as smtp-source -F reads them
+        message = b"\r\n".join(args.message_file.read_bytes().replace(b"\r\n", b"\n").split(b"\n"))
+        message = message if message.endswith(b"\r\n") else message + b"\r\n"
+    else:
+        message = make_message(args.size, args.sender, rcpts[0].decode())
     payload = dot_stuff(message) + b"\r\n.\r\n"
     stats = Stats()
     counter = itertools.count()
@@ -140,7 +146,8 @@ def parse_args(argv=None):
     p.add_argument("--rcpt", default="alice@corp.example", help="recipient; {n} is numbered 1..rcpts")
     p.add_argument("--sender", default="bench@news.example")
     p.add_argument("--source-ip", help="bind this local address (SPF sees it as the client)")
-    p.add_argument("--sign", metavar="DOMAIN", help="DKIM-sign the message as this lab domain")
+    p.add_argument("--helo", default="bench.example", help="the HELO name (smtp-source -M)")
+    p.add_argument("--message-file", type=Path, help="send this message instead of a generated one (smtp-source -F)")
     p.add_argument("--timeout", type=float, default=120.0, help="stop after this many seconds")
     return p.parse_args(argv)
 

@@ -7,8 +7,9 @@
 Starts three server processes: forgelab with policy ``open`` and with ``observe`` (each
 with durable Maildir delivery and its JSONL event log, as ``forgelab serve`` runs), and
 aiosmtpd 1.4.6 with its Maildir handler. Drives them with Postfix's ``smtp-source`` when
-installed, else with ``bench/loadgen.py``; a row that needs a bound source address or
-DKIM-signed mail (observe) always uses loadgen, for both servers. Then holds 1,000 idle
+installed, else with ``bench/loadgen.py``. The observe rows send DKIM-signed mail from the
+bench's own sending domain (``servers.SENDER_DOMAIN``, added to the lab zone of the observe
+server) with either generator (``smtp-source -F``). Then holds 1,000 idle
 SMTP connections on each server, and times POP3 on 1,000- and 20,000-message maildrops.
 Every loop is bounded by a count and a timeout; everything started is stopped at the end.
 """
@@ -28,12 +29,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from servers import AiosmtpdServer, ForgelabServer, mb, os_name  # noqa: E402
+from loadgen import make_message  # noqa: E402
+from servers import SENDER_DOMAIN, SENDER_HELO, AiosmtpdServer, ForgelabServer, bench_world, mb, os_name  # noqa: E402
 
 SIZES = (2048, 102400)
 CONCURRENCY = (1, 10, 50)
 RCPTS = (1, 10)
-SIGNED_DOMAIN, SIGNED_IP = "bank.example", "127.0.1.1"  # forgelab/lab/world.py: the bank's legit address
 
 
 def base_count(size: int, concurrency: int) -> int:
@@ -48,12 +49,17 @@ def smtp_source() -> str | None:
 
 
 def run_load(port: int, *, messages: int, concurrency: int, size: int, rcpts: int, use_source: bool,
-             signed: bool = False, timeout: float = 300.0) -> dict:
-    """One load run in its own process; returns ok, seconds and the generator used."""
+             signed: Path | None = None, timeout: float = 300.0) -> dict:
+    """One load run in its own process; returns ok, seconds and the generator used.
+
+    :param signed: a signed message file to send from ``SENDER_DOMAIN`` instead of a generated message.
+    """
     rcpt = "{n}rcpt@corp.example" if rcpts > 1 else "rcpt@corp.example"
-    if use_source and not signed:
-        argv = [smtp_source(), "-s", str(concurrency), "-m", str(messages), "-l", str(size),
-                "-f", "bench@news.example", "-t", "rcpt@corp.example", "-r", str(rcpts), f"127.0.0.1:{port}"]
+    sender = f"news@{SENDER_DOMAIN}" if signed else "bench@news.example"
+    if use_source:
+        what = ["-F", str(signed), "-M", SENDER_HELO] if signed else ["-l", str(size)]
+        argv = [smtp_source(), "-s", str(concurrency), "-m", str(messages), *what,
+                "-f", sender, "-t", "rcpt@corp.example", "-r", str(rcpts), f"127.0.0.1:{port}"]
         t = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, timeout=timeout)
         seconds = time.monotonic() - t
@@ -62,9 +68,9 @@ def run_load(port: int, *, messages: int, concurrency: int, size: int, rcpts: in
                 "error": proc.stderr.decode(errors="replace")[-300:] if proc.returncode else ""}
     argv = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--messages", str(messages),
             "--concurrency", str(concurrency), "--size", str(size), "--rcpts", str(rcpts),
-            "--rcpt", rcpt, "--timeout", str(timeout)]
+            "--rcpt", rcpt, "--sender", sender, "--timeout", str(timeout)]
     if signed:
-        argv += ["--sign", SIGNED_DOMAIN, "--source-ip", SIGNED_IP, "--sender", f"news@{SIGNED_DOMAIN}"]
+        argv += ["--message-file", str(signed), "--helo", SENDER_HELO]
     proc = subprocess.run(argv, capture_output=True, timeout=timeout + 30)
     if proc.returncode:
         raise RuntimeError(f"loadgen failed: {proc.stderr.decode(errors='replace')[-500:]}")
@@ -84,14 +90,14 @@ def measure(server, **load) -> dict:
     return result
 
 
-def throughput(servers: dict, args, use_source: bool) -> list[dict]:
+def throughput(servers: dict, args, use_source: bool, signed_message: Path) -> list[dict]:
     rows = []
     plan = [("open", size, c, r, False) for size in args.sizes for r in args.rcpts for c in args.concurrency]
     plan += [("observe", 2048, c, 1, True) for c in args.concurrency]
     for policy, size, c, r, signed in plan:
         messages = max(int(base_count(size, c) * args.scale), c, 5)
-        load = dict(messages=messages, concurrency=c, size=size, rcpts=r, use_source=use_source, signed=signed,
-                    timeout=args.timeout)
+        load = dict(messages=messages, concurrency=c, size=size, rcpts=r, use_source=use_source,
+                    signed=signed_message if signed else None, timeout=args.timeout)
         fl = measure(servers[policy], **load)
         aio = measure(servers["aiosmtpd"], **load)
         ratio = round(fl["rate"] / aio["rate"], 2) if aio["rate"] else None
@@ -150,7 +156,6 @@ def idle(server, count: int, timeout: float) -> dict:
 
 
 def pop3(server, args) -> list[dict]:
-    from loadgen import make_message
     from pop3 import fill, measure as pop_measure
 
     message = make_message(2048, "bench@news.example", "pop@corp.example")
@@ -235,12 +240,16 @@ def main(argv=None) -> int:
     servers = {}
     try:
         servers["open"] = ForgelabServer(work / "open", "open", args.workers)
-        servers["observe"] = ForgelabServer(work / "observe", "observe", args.workers)
+        zone, keys = bench_world(work)
+        signed_message = work / "signed.eml"  # LF lines: smtp-source -F sends each line with CRLF
+        signed_message.write_bytes(make_message(2048, f"news@{SENDER_DOMAIN}", "rcpt@corp.example",
+                                                SENDER_DOMAIN, keys).replace(b"\r\n", b"\n"))
+        servers["observe"] = ForgelabServer(work / "observe", "observe", args.workers, zone)
         servers["aiosmtpd"] = AiosmtpdServer(work / "aiosmtpd")
         result = {"machine": os_name(), "generator": "smtp-source" if use_source else "loadgen",
                   "scale": args.scale, "idle_count": args.idle, "workers": args.workers}
         print("throughput (messages accepted per second, a new connection per message):", flush=True)
-        result["throughput"] = throughput(servers, args, use_source)
+        result["throughput"] = throughput(servers, args, use_source, signed_message)
         print("idle connections:", flush=True)
         result["idle"] = [idle(servers["open"], args.idle, args.timeout), idle(servers["aiosmtpd"], args.idle, args.timeout)]
         print("POP3:", flush=True)

@@ -46,6 +46,33 @@ password = "bench"
 """
 
 
+# The sender of the signed (observe) traffic: a domain of the bench's own whose SPF names
+# 127.0.0.1, the address every generator connects from (smtp-source cannot bind another),
+# with a DKIM key and DMARC p=reject, so SPF, DKIM and DMARC all pass. It joins the lab
+# zone in a copy that the observe server is started with (--zone).
+SENDER_DOMAIN = "loadtest.example"
+SENDER_HELO = f"mail.{SENDER_DOMAIN}"
+
+
+def bench_world(work: Path) -> tuple[Path, Path]:
+    """Write the lab zone plus the sending domain and its new DKIM key; (zone file, keys folder)."""
+    from forgelab.auth.keys import keygen
+    from forgelab.lab import LAB_DIR
+
+    keys = work / "keys"
+    pair = keygen(SENDER_DOMAIN, "bench", keys)
+    zone = work / "bench.zone"
+    zone.write_text((LAB_DIR / "lab.zone").read_text() + f"""
+; ---- {SENDER_DOMAIN}: the bench's signed traffic, sent from 127.0.0.1 (bench/servers.py)
+{SENDER_HELO}. IN A 127.0.0.1
+{SENDER_HELO}. IN TXT "v=spf1 a -all"
+{SENDER_DOMAIN}. IN TXT "v=spf1 ip4:127.0.0.1 -all"
+_dmarc.{SENDER_DOMAIN}. IN TXT "v=DMARC1; p=reject"
+{pair.record_path.read_text().strip()}
+""")
+    return zone, keys
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,7 +152,7 @@ class ServerProcess:
 class ForgelabServer(ServerProcess):
     """``forgelab serve``; with ``workers`` > 1 its CPU time includes the worker processes."""
 
-    def __init__(self, work: Path, policy: str, workers: int = 1):
+    def __init__(self, work: Path, policy: str, workers: int = 1, zone: Path | None = None):
         self.name = f"forgelab {policy}" + (f" ({workers} workers)" if workers > 1 else "")
         self.workers = workers
         work.mkdir(parents=True, exist_ok=True)
@@ -144,6 +171,8 @@ class ForgelabServer(ServerProcess):
             argv += ["--web", "off"]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        if zone is not None:
+            argv += ["--zone", str(zone)]
         super().__init__(argv, port, work / "server.log")
         if workers > 1:
             self._wait_for_workers(workers - 1)

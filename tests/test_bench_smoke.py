@@ -39,3 +39,8 @@ def test_bench_smoke_run(tmp_path):
     assert "[met]" in proc.stdout or "[NOT MET]" in proc.stdout
     # Everything it started is gone: the delivered mail shows the servers really wrote it.
     assert any((work / "open" / "data" / "mail" / "rcpt" / "new").iterdir())
+    # The observe rows are the legitimate signed traffic they claim to be: every check passes.
+    stored = next((work / "observe" / "data" / "mail" / "rcpt" / "new").iterdir()).read_text()
+    for verdict in ("spf-helo=pass", "iprev=pass", "spf=pass", "dkim=pass", "dmarc=pass", "mismatch=pass",
+                    "lookalike=pass", "display-name=pass"):
+        assert f"X-Forgelab-Verdict: {verdict} " in stored, verdict
