@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -73,26 +74,52 @@ class Answer:
         """The name the records belong to (the end of the CNAME chain)."""
         return self.cnames[-1][1] if self.cnames else self.name
 
+    def memo(self, what, make):
+        """``make(self)``, computed once per answer: an answer is immutable and the resolver's
+        TTL cache hands the same one to every message, so its decoded forms can stay with it.
+        (Kept in the instance dict, outside the dataclass fields: equality and repr ignore it.)"""
+        d = self.__dict__
+        try:
+            return d[what]
+        except KeyError:
+            value = d[what] = make(self)
+            return value
+
     def texts(self) -> list[str]:
         """TXT records, each one's strings joined with no separator (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
-        return [b"".join(r.strings).decode("utf-8", "replace") for r in self.records if hasattr(r, "strings")]
+        return list(self.memo("_texts", _texts))
 
     def addresses(self) -> list[str]:
         return [r.address for r in self.records if hasattr(r, "address")]
 
     def targets(self) -> list[str]:
         """PTR/CNAME targets and MX exchanges, without the final dot."""
-        out = []
-        for r in self.records:
-            target = getattr(r, "target", None) or getattr(r, "exchange", None)
-            if target is not None:
-                out.append(target.to_text(omit_final_dot=True).lower())
-        return out
+        return list(self.memo("_targets", _targets))
+
+
+def _texts(answer: Answer) -> tuple[str, ...]:
+    return tuple(b"".join(r.strings).decode("utf-8", "replace") for r in answer.records if hasattr(r, "strings"))
+
+
+def _targets(answer: Answer) -> tuple[str, ...]:
+    out = []
+    for r in answer.records:
+        target = getattr(r, "target", None) or getattr(r, "exchange", None)
+        if target is not None:
+            out.append(target.to_text(omit_final_dot=True).lower())
+    return tuple(out)
 
 
 def _key(name) -> str:
+    if type(name) is str:  # the everyday case, without the isinstance checks
+        return name.rstrip(".").lower()
     text = name.to_text(omit_final_dot=True) if isinstance(name, dns.name.Name) else str(name)
     return text.rstrip(".").lower()
+
+
+@lru_cache(maxsize=4096)  # a few client addresses, asked again for every message; bounded all the same
+def _reverse(ip: str) -> str:
+    return dns.reversename.from_address(ip).to_text(omit_final_dot=True)
 
 
 def _absolute(name: str) -> dns.name.Name | None:
@@ -116,7 +143,7 @@ class _Helpers:
         return self.query(name, "A").addresses() + self.query(name, "AAAA").addresses()
 
     def ptr(self, ip: str) -> list[str]:
-        return self.query(dns.reversename.from_address(ip).to_text(omit_final_dot=True), "PTR").targets()
+        return self.query(_reverse(ip), "PTR").targets()
 
     def exists(self, name: str) -> bool:
         """Whether a name exists in DNS (RFC 9091: any A, AAAA or MX answer, or NODATA)."""
@@ -247,12 +274,14 @@ class Resolver(_Helpers):
         return cls(SystemBackend(timeout))
 
     def query(self, name: str, rdtype: str) -> Answer:
-        key = (_key(name), rdtype.upper())
+        return self._answer((_key(name), rdtype.upper()))
+
+    def _answer(self, key: tuple[str, str]) -> Answer:
+        """The answer to an already normalised ``(name, TYPE)``."""
         now = self._clock()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit and hit[0] > now:
-                return hit[1]
+        hit = self._cache.get(key)  # one dict read is atomic: only changes need the lock
+        if hit and hit[0] > now:
+            return hit[1]
         answer = self.backend.lookup(*key)  # DNSTempError is not cached
         with self._lock:
             self.queries += 1
@@ -284,14 +313,13 @@ class Lookups(_Helpers):
 
     def query(self, name: str, rdtype: str) -> Answer:
         key = (_key(name), rdtype.upper())
-        with self._lock:
-            if key in self.answers:
-                got = self.answers[key]
-                if isinstance(got, DNSTempError):
-                    raise got
-                return got
+        got = self.answers.get(key)  # one dict read is atomic: only the write and the log need the lock
+        if got is not None:
+            if isinstance(got, DNSTempError):
+                raise got
+            return got
         try:
-            answer = self.resolver.query(*key)
+            answer = self.resolver._answer(key)
         except DNSTempError as e:
             answer = e  # a timeout stays a timeout for the rest of this message
         with self._lock:
