@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..dns import DNSTempError, Lookups
 from .context import lookups
 
 CACHE_KEY = "iprev"
 MAX_NAMES = 10  # like SPF's ptr mechanism, look at no more than 10 PTR names
+
+
+@lru_cache(maxsize=4096)  # the same client and forward addresses come back message after message; bounded
+def _canonical(ip: str) -> str:
+    """An address in one spelling (``::FFFF:127.0.1.1`` and ``::ffff:7f00:101`` compare equal)."""
+    return str(ipaddress.ip_address(ip))
 
 
 @dataclass(frozen=True)
@@ -26,15 +33,15 @@ class IPRevResult:
 
 def check(ip: str, view: Lookups) -> IPRevResult:
     try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+        addr = _canonical(ip)
+    except (ValueError, TypeError):
         return IPRevResult("permerror", ip, None, (), f"{ip!r} is not an IP address")
     try:
-        names = view.ptr(str(addr))[:MAX_NAMES]
+        names = view.ptr(addr)[:MAX_NAMES]
         if not names:
             return IPRevResult("fail", ip, None, (), f"{ip} has no PTR record: the client has no name in DNS")
         for name in names:
-            if str(addr) in {str(ipaddress.ip_address(a)) for a in view.addresses(name)}:
+            if addr in {_canonical(a) for a in view.addresses(name)}:
                 return IPRevResult("pass", ip, name, tuple(names),
                                    f"{ip} is named {name} (PTR), and {name} points back to {ip}")
     except DNSTempError as e:
