@@ -7,8 +7,10 @@ check that is running, so several servers in one process each use their own reso
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import spf as pyspf
 
@@ -31,6 +33,11 @@ def _dispatch(name, qtype, strict=True, timeout=30):
         answer = view.query(name, qtype)
     except DNSTempError as e:
         raise pyspf.TempError(f"DNS {e}") from e
+    return list(answer.memo(("pyspf", qtype), lambda a: _pyspf_records(a, qtype)))
+
+
+def _pyspf_records(answer, qtype: str) -> tuple:
+    """An answer in pyspf's ``DNSLookup`` form: ``((name, type), value)`` pairs, CNAMEs first."""
     out = [((alias, "CNAME"), target) for alias, target in answer.cnames]
     owner = answer.owner
     for r in answer.records:
@@ -42,10 +49,36 @@ def _dispatch(name, qtype, strict=True, timeout=30):
             out.append(((owner, qtype), r.target.to_text(omit_final_dot=True)))
         elif qtype in ("TXT", "SPF"):
             out.append(((owner, qtype), tuple(r.strings)))
-    return out
+    return tuple(out)
+
+
+def _memo_parse(parse):
+    """``parse`` memoised for text (bounded: record contents are the sender's choice); the address
+    and network objects are immutable, so every check may share them."""
+    memo = lru_cache(maxsize=4096)(parse)
+
+    def parsed(text, *args, **kwargs):
+        if args or kwargs or type(text) is not str:
+            return parse(text, *args, **kwargs)
+        return memo(text)
+    parsed.cache_info, parsed.cache_clear = memo.cache_info, memo.cache_clear
+    return parsed
+
+
+class _IPAddressForPyspf:
+    """The ``ipaddress`` module as pyspf sees it: the same functions, with ``ip_address`` and
+    ``ip_network`` memoised, since pyspf parses the client address and each listed network
+    again for every query (RFC 7208 evaluation itself stays pyspf's)."""
+
+    ip_address = staticmethod(_memo_parse(ipaddress.ip_address))
+    ip_network = staticmethod(_memo_parse(ipaddress.ip_network))
+
+    def __getattr__(self, name):
+        return getattr(ipaddress, name)
 
 
 pyspf.DNSLookup = _dispatch
+pyspf.ipaddress = _IPAddressForPyspf()
 
 
 @dataclass(frozen=True)
@@ -72,12 +105,15 @@ class SPFResult:
     reason: str
 
     def details(self) -> dict:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _FIELDS}  # asdict's deep copy is not needed: every field is a str or None
         props = [("smtp", "mailfrom", self.sender)] if self.identity == "mailfrom" else [("smtp", "helo", self.domain)]
         d["authres"] = {"method": "spf", "comment": f"{self.ip} {self.result} for {self.domain}",
                         "properties": props}
         d["smtp.mailfrom" if self.identity == "mailfrom" else "smtp.helo"] = props[0][2]
         return d
+
+
+_FIELDS = tuple(f.name for f in fields(SPFResult))
 
 
 def _record_of(view: Lookups, domain: str) -> str | None:
