@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from forgelab.auth import dkim as fdkim
+from forgelab.auth import dkimpy_speedups as speedups
 from forgelab.auth import keys, results
 from forgelab.dns import Resolver
 
-ORIGINAL_VERIFY = fdkim._DKIMPY_RSA_VERIFY
+ORIGINAL_VERIFY = speedups._DKIMPY_RSA_VERIFY
 dkimpy_sign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
 
 
@@ -86,7 +87,7 @@ def outcome(verify, h, sig, pk):
 
 def same(h, sig, pk, fallbacks=None):
     """The fast verify and dkimpy's agree; returns that answer."""
-    fast, slow = outcome(fdkim.rsa_verify, h, sig, pk), outcome(ORIGINAL_VERIFY, h, sig, pk)
+    fast, slow = outcome(speedups.rsa_verify, h, sig, pk), outcome(ORIGINAL_VERIFY, h, sig, pk)
     assert fast == slow, (fast, slow, len(sig), pk["modulus"].bit_length())
     return fast
 
@@ -164,13 +165,13 @@ def test_the_fast_path_is_taken_for_an_ordinary_signature(keyring, monkeypatch):
     key = keyring["2048"]
     sig = bytes(dkimpy_sign(hashlib.sha256(b"x"), key))
     calls = []
-    monkeypatch.setattr(fdkim, "_DKIMPY_RSA_VERIFY", lambda *a: calls.append(a) or ORIGINAL_VERIFY(*a))
-    assert fdkim.rsa_verify(hashlib.sha256(b"x"), sig, public(key)) is True
-    assert fdkim.rsa_verify(hashlib.sha256(b"y"), sig, public(key)) is False
+    monkeypatch.setattr(speedups, "_DKIMPY_RSA_VERIFY", lambda *a: calls.append(a) or ORIGINAL_VERIFY(*a))
+    assert speedups.rsa_verify(hashlib.sha256(b"x"), sig, public(key)) is True
+    assert speedups.rsa_verify(hashlib.sha256(b"y"), sig, public(key)) is False
     assert calls == []
-    assert fdkim.rsa_verify(hashlib.sha256(b"x"), b"\x00" + sig, public(key)) is True
+    assert speedups.rsa_verify(hashlib.sha256(b"x"), b"\x00" + sig, public(key)) is True
     assert len(calls) == 1  # an unusual length is dkimpy's to judge
-    assert dkim.RSASSA_PKCS1_v1_5_verify is fdkim.rsa_verify
+    assert dkim.RSASSA_PKCS1_v1_5_verify is speedups.rsa_verify
 
 
 # --- canonicalisation and b= blanking ------------------------------------------------------
@@ -184,19 +185,19 @@ def test_canonicalisation_and_btag_match_dkimpys_regexes():
     rnd = random.Random(7)
     for _ in range(40000):
         s = b"".join(rnd.choice(PIECES) for _ in range(rnd.randrange(0, 30)))
-        assert fdkim._FAST_BTAG.sub(b"\\1", s) == ORIGINAL_BTAG.sub(b"\\1", s), s
-        assert fdkim.strip_trailing_whitespace(s) == re.sub(b"[\t ]+\r\n", b"\r\n", s), s
-        assert fdkim.compress_whitespace(s) == re.sub(b"[\t ]+", b" ", s), s
-        assert fdkim.unfold_header_value(s) == re.sub(b"\r?\n", b"", s), s
-    assert dkim.RE_BTAG is fdkim._FAST_BTAG
-    assert dkim.canonicalization.compress_whitespace is fdkim.compress_whitespace
+        assert speedups._FAST_BTAG.sub(b"\\1", s) == ORIGINAL_BTAG.sub(b"\\1", s), s
+        assert speedups.strip_trailing_whitespace(s) == re.sub(b"[\t ]+\r\n", b"\r\n", s), s
+        assert speedups.compress_whitespace(s) == re.sub(b"[\t ]+", b" ", s), s
+        assert speedups.unfold_header_value(s) == re.sub(b"\r?\n", b"", s), s
+    assert dkim.RE_BTAG is speedups._FAST_BTAG
+    assert dkim.canonicalization.compress_whitespace is speedups.compress_whitespace
 
 
 def test_real_signature_headers_blank_b_the_same_way():
     raw = keys.sign(b"From: a@bank.example\r\nSubject: hi\r\n\r\nbody\r\n", "bank.example")
     headers, _ = dkim.rfc822_parse(raw)
     value = [v for n, v in headers if n.lower() == b"dkim-signature"][0]
-    blanked = fdkim._FAST_BTAG.sub(b"\\1", value)
+    blanked = speedups._FAST_BTAG.sub(b"\\1", value)
     assert blanked == ORIGINAL_BTAG.sub(b"\\1", value)
     assert re.search(rb"[;\s]b=(;|\r?\n?$)", blanked) and blanked != value
 
@@ -225,17 +226,17 @@ def test_message_split_matches_dkimpys_parser():
 def test_key_record_memo_answers_like_dkimpy_and_hands_out_copies():
     record = (keys.LAB_KEYS / "lab._domainkey.bank.example.txt").read_text()
     value = "".join(re.findall(r'"([^"]*)"', record)).encode()
-    first = fdkim.evaluate_pk(b"lab._domainkey.bank.example.", value)
-    assert first == fdkim._DKIMPY_EVALUATE_PK(b"lab._domainkey.bank.example.", value)
+    first = speedups.evaluate_pk(b"lab._domainkey.bank.example.", value)
+    assert first == speedups._DKIMPY_EVALUATE_PK(b"lab._domainkey.bank.example.", value)
     first[0]["modulus"] = 7  # a caller's change must not reach the next caller
-    again = fdkim.evaluate_pk(b"lab._domainkey.bank.example.", value)
+    again = speedups.evaluate_pk(b"lab._domainkey.bank.example.", value)
     assert again[0]["modulus"] != 7 and again[1] == 2048
     for bad in (b"v=DKIM1; k=rsa; p=AAAA", b"v=DKIM2; p=x", b"k=dsa; p=AAAA", None, b""):
         for _ in range(2):  # errors are never remembered: the same exception each time
             with pytest.raises(dkim.KeyFormatError) as fast:
-                fdkim.evaluate_pk(b"x._domainkey.example.", bad)
+                speedups.evaluate_pk(b"x._domainkey.example.", bad)
             with pytest.raises(dkim.KeyFormatError) as slow:
-                fdkim._DKIMPY_EVALUATE_PK(b"x._domainkey.example.", bad)
+                speedups._DKIMPY_EVALUATE_PK(b"x._domainkey.example.", bad)
             assert str(fast.value) == str(slow.value)
 
 
@@ -337,6 +338,6 @@ def test_unparsable_and_second_signatures_through_the_real_path():
 
 def test_memos_stay_bounded(keyring):
     key = keyring["1024"]
-    for i in range(fdkim._CACHE_MAX + 20):
-        fdkim._public_key(key["modulus"], 65537 + 2 * i)
-    assert len(fdkim._public_keys) == fdkim._CACHE_MAX
+    for i in range(speedups._CACHE_MAX + 20):
+        speedups._public_key(key["modulus"], 65537 + 2 * i)
+    assert len(speedups._public_keys) == speedups._CACHE_MAX
