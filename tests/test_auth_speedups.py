@@ -341,3 +341,30 @@ def test_memos_stay_bounded(keyring):
     for i in range(speedups._CACHE_MAX + 20):
         speedups._public_key(key["modulus"], 65537 + 2 * i)
     assert len(speedups._public_keys) == speedups._CACHE_MAX
+
+
+def test_the_public_suffix_list_is_built_once_when_many_sessions_need_it_at_once(monkeypatch):
+    import threading
+    import time
+
+    from forgelab.auth import dmarc
+
+    builds = []
+
+    real = dmarc.PublicSuffixList
+
+    def slow_build():  # the real list, built slowly enough for every thread to arrive first
+        builds.append(1)
+        time.sleep(0.2)
+        return real()
+
+    monkeypatch.setattr(dmarc, "_psl", None)
+    monkeypatch.setattr(dmarc, "PublicSuffixList", slow_build)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(dmarc.psl())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(builds) == 1 and len(got) == 8 and all(g is got[0] for g in got)
+    assert got[0].privatesuffix("mail.bank.example") == "bank.example"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -29,10 +30,22 @@ _SPF_RESULTS = frozenset(r.value for r in dmarclib.SPFResult)
 _DKIM_RESULTS = frozenset(r.value for r in dmarclib.DKIMResult)
 
 
-@lru_cache(maxsize=1)
+_psl: PublicSuffixList | None = None
+_psl_lock = threading.Lock()
+
+
 def psl() -> PublicSuffixList:
-    """The Public Suffix List bundled with publicsuffixlist (offline)."""
-    return PublicSuffixList()
+    """The Public Suffix List bundled with publicsuffixlist (offline), built once per process.
+
+    Building it takes about 0.5 s of CPU; the lock makes the sessions that need it first wait
+    for one build instead of each building its own (lru_cache does not lock).
+    """
+    global _psl
+    if _psl is None:
+        with _psl_lock:
+            if _psl is None:
+                _psl = PublicSuffixList()
+    return _psl
 
 
 @lru_cache(maxsize=4096)  # a pure function of the name; the same domains come back message after message
