@@ -90,6 +90,16 @@ def measure(server, **load) -> dict:
     return result
 
 
+def warm_up(servers: dict, use_source: bool, signed_message: Path) -> None:
+    """A few messages to every server before anything is timed: first-use costs (imports,
+    the Public Suffix List, pools) are not part of a row, for either server."""
+    loads = {"open": [None], "observe": [signed_message], "aiosmtpd": [None, signed_message]}
+    for name, server in servers.items():
+        for signed in loads[name]:
+            run_load(server.port, messages=50, concurrency=10, size=2048, rcpts=1, use_source=use_source,
+                     signed=signed, timeout=60)
+
+
 def throughput(servers: dict, args, use_source: bool, signed_message: Path) -> list[dict]:
     rows = []
     plan = [("open", size, c, r, False) for size in args.sizes for r in args.rcpts for c in args.concurrency]
@@ -249,6 +259,7 @@ def main(argv=None) -> int:
         result = {"machine": os_name(), "generator": "smtp-source" if use_source else "loadgen",
                   "scale": args.scale, "idle_count": args.idle, "workers": args.workers}
         print("throughput (messages accepted per second, a new connection per message):", flush=True)
+        warm_up(servers, use_source, signed_message)
         result["throughput"] = throughput(servers, args, use_source, signed_message)
         print("idle connections:", flush=True)
         result["idle"] = [idle(servers["open"], args.idle, args.timeout), idle(servers["aiosmtpd"], args.idle, args.timeout)]
