@@ -217,6 +217,7 @@ class Lookalike:
         return out
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # a pure function of two names; senders' domains come back message after message
     def _imitates(domain: str, protected: str) -> str | None:
         name = protected.split(".")[0]
         if skeleton(domain) == skeleton(protected):

@@ -111,3 +111,11 @@ def test_character_regexes_hold_exactly_the_character_sets():
        st.integers(min_value=0, max_value=3))
 def test_banded_distance_is_the_full_one_up_to_the_limit(a, b, limit):
     assert distance_within(a, b, limit) == min(distance(a, b), limit + 1)
+
+
+def test_a_domain_seen_again_gets_the_same_answer_from_a_bounded_memo():
+    first = [check(h, m) for _, h, m, _, _ in CASES]
+    again = [check(h, m) for _, h, m, _, _ in CASES]
+    assert [(v.result, v.reason, v.details) for v in again] == [(v.result, v.reason, v.details) for v in first]
+    assert Lookalike._imitates.cache_info().hits > 0
+    assert Lookalike._imitates.cache_info().maxsize == 4096
