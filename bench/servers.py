@@ -115,12 +115,7 @@ class ServerProcess:
         return t.user + t.system
 
     def _status(self, field: str) -> int:
-        """A kB field of /proc/PID/status (VmRSS, VmHWM) in bytes."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return _status_of(self.proc.pid, field)
 
     def rss(self) -> int:
         return self._status("VmRSS")
@@ -129,11 +124,7 @@ class ServerProcess:
         return self._status("VmHWM")
 
     def reset_peak(self) -> None:
-        try:  # Linux: writing 5 resets the peak RSS (VmHWM) to the current RSS
-            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
+        _reset_peak_of(self.proc.pid)
 
     def threads(self) -> int:
         return self.ps.num_threads()
@@ -150,7 +141,8 @@ class ServerProcess:
 
 
 class ForgelabServer(ServerProcess):
-    """``forgelab serve``; with ``workers`` > 1 its CPU time includes the worker processes."""
+    """``forgelab serve`` (the web view off: it is not what is measured); with ``workers`` > 1
+    its CPU time, memory and threads include the worker processes."""
 
     def __init__(self, work: Path, policy: str, workers: int = 1, zone: Path | None = None):
         self.name = f"forgelab {policy}" + (f" ({workers} workers)" if workers > 1 else "")
@@ -167,8 +159,6 @@ class ForgelabServer(ServerProcess):
         argv = [sys.executable, "-m", "forgelab", "serve", "--quiet", "--web", "off", "--smtp", f"127.0.0.1:{port}",
                 "--pop3", f"127.0.0.1:{self.pop3_port}", "--data", str(self.data),
                 "--policy", str(policy_file), "--users", str(users)]
-        if _serve_has_web():  # the web view is not what is measured, and two servers would share its port
-            argv += ["--web", "off"]
         if workers > 1:
             argv += ["--workers", str(workers)]
         if zone is not None:
@@ -182,9 +172,12 @@ class ForgelabServer(ServerProcess):
         while len(self.ps.children()) < count and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def _processes(self) -> list[psutil.Process]:
+        return [self.ps, *self.ps.children(recursive=True)]
+
     def cpu_seconds(self) -> float:
         total = 0.0
-        for proc in [self.ps, *self.ps.children(recursive=True)]:
+        for proc in self._processes():
             try:
                 t = proc.cpu_times()
             except psutil.NoSuchProcess:
@@ -192,11 +185,22 @@ class ForgelabServer(ServerProcess):
             total += t.user + t.system
         return total
 
+    # With workers, memory and threads are the sum over every process (the peak: the sum of peaks).
+    def _status(self, field: str) -> int:
+        return sum(_status_of(proc.pid, field) for proc in self._processes())
 
-def _serve_has_web() -> bool:
-    help_text = subprocess.run([sys.executable, "-m", "forgelab", "serve", "--help"], capture_output=True,
-                               text=True, cwd=ROOT, timeout=30).stdout
-    return "--web" in help_text
+    def reset_peak(self) -> None:
+        for proc in self._processes():
+            _reset_peak_of(proc.pid)
+
+    def threads(self) -> int:
+        total = 0
+        for proc in self._processes():
+            try:
+                total += proc.num_threads()
+            except psutil.NoSuchProcess:
+                continue
+        return total
 
 
 class AiosmtpdServer(ServerProcess):
@@ -209,6 +213,26 @@ class AiosmtpdServer(ServerProcess):
         argv = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
                 "-c", "aiosmtpd.handlers.Mailbox", str(work / "Maildir")]
         super().__init__(argv, port, work / "server.log")
+
+
+def _status_of(pid: int, field: str) -> int:
+    """A kB field of /proc/PID/status (VmRSS, VmHWM) in bytes; 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak_of(pid: int) -> None:
+    try:  # Linux: writing 5 resets the peak RSS (VmHWM) to the current RSS
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def mb(octets: int) -> float:
