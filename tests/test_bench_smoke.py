@@ -44,3 +44,15 @@ def test_bench_smoke_run(tmp_path):
     for verdict in ("spf-helo=pass", "iprev=pass", "spf=pass", "dkim=pass", "dmarc=pass", "mismatch=pass",
                     "lookalike=pass", "display-name=pass"):
         assert f"X-Forgelab-Verdict: {verdict} " in stored, verdict
+
+
+@pytest.mark.timeout(60)
+def test_hooks_script_times_every_defence_of_the_policy():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "hooks.py"), "--messages", "20"],
+                          capture_output=True, text=True, timeout=55, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.startswith("policy observe: ") and "µs of CPU per message in all" in proc.stdout
+    timed = {line.split("µs", 1)[1].strip() for line in proc.stdout.splitlines()[1:]}
+    for hook in ("forgelab_message:dkim", "forgelab_message:dmarc", "forgelab_mail_from:spf", "forgelab_helo:iprev",
+                 "forgelab_message:mismatch", "forgelab_add_headers:authres", "delivery (add_headers, headers, file)"):
+        assert hook in timed, proc.stdout
