@@ -504,3 +504,23 @@ def test_every_api_route_is_documented(forgelab_server):
                     assert f"{method} {path}" in docs, f"docs/web.md does not document {method} {path}"
     finally:
         web.stop()
+
+
+def test_stopping_the_web_view_stops_a_matrix_run_and_its_servers(served):
+    import threading
+
+    from forgelab.attacks.catalogue import all_entries
+
+    lab, web, client = served()
+    status, answer = client.post_json("/api/attacks", {"policies": ["open"]})
+    assert status == 202 and answer["state"] == "running", answer
+    job = web.job
+    wait_for(lambda: job.status()["progress"], timeout=30)
+    web.stop(20)
+    status = job.status()
+    assert status["state"] == "error" and status["error"] == "stopped: the web view was stopped"
+    assert len(status["outcomes"]) < len(list(all_entries()))
+    assert not [t for t in threading.enumerate() if t.name.startswith(("forgelab-web-matrix", "attacks-"))]
+    assert job.start(["open"], ["from-two-headers"])  # a new run starts afresh after a stopped one
+    job.join(30)
+    assert job.status()["state"] == "done" and len(job.status()["outcomes"]) == 1

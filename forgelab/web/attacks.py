@@ -2,7 +2,8 @@
 
 Two runs: ``matrix`` is ``forgelab attacks run`` (every entry under each chosen policy,
 each policy on its own throw-away server); ``send`` plays every entry against the
-running server, so each attack arrives on the live page with its verdicts.
+running server, so each attack arrives on the live page with its verdicts. Stopping the
+web view stops a run after the attack being played (``MatrixJob.cancel``).
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ def _one_line(exc: BaseException) -> str:
     return (shown[:300] + "…" if len(shown) > 300 else shown) + " (details in the server's log)"
 
 
+class Cancelled(Exception):
+    """Raised into a run (from its progress callback) when the web view stops."""
+
+
 class MatrixJob:
     """``status()`` is what ``GET /api/attacks`` answers."""
 
@@ -53,6 +58,7 @@ class MatrixJob:
     def __init__(self):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
         self._state = self._fresh("idle", None, None, None)
 
     @staticmethod
@@ -79,6 +85,7 @@ class MatrixJob:
             if self._state["state"] == "running":
                 return False
             self._state = self._fresh("running", mode, policies, only)
+            self._cancel.clear()
             self._thread = threading.Thread(target=self._guarded, args=(target, policies, only),
                                             name=f"forgelab-web-{mode}", daemon=True)
             self._thread.start()
@@ -91,13 +98,20 @@ class MatrixJob:
             del items[:-self.MAX_ITEMS]
 
     def _progress(self, item) -> None:
+        self._stop_if_cancelled()
         self._add("progress", _describe(item))
         if dataclasses.is_dataclass(item):
             self._add("outcomes", _plain(item))
 
+    def _stop_if_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("stopped: the web view was stopped")
+
     def _guarded(self, target, policies, only) -> None:
         try:
             fields = target(policies, only)
+        except Cancelled as exc:
+            fields = {"error": str(exc)}
         except ImportError as exc:
             fields = {"error": f"the attack runner is not available: {exc}"}
         except Exception as exc:  # the page gets one line saying why; the traceback goes to the server's log
@@ -119,6 +133,7 @@ class MatrixJob:
         host, port = address[:2]
         entries = [a for a in all_entries() if not only or a.id in only]
         for attack in entries:
+            self._stop_if_cancelled()
             played = play(attack, host, port, bind=can_bind(attack.script.source_ip))
             result = played[0] if isinstance(played, tuple) else played
             if isinstance(result, list):  # VRFY/EXPN probes: the replies are the answer
@@ -129,6 +144,11 @@ class MatrixJob:
                                "legit": attack.legit, "result": summary[:500]})
             self._add("progress", f"sent {attack.id}: {summary[:200]}")
         return {}
+
+    def cancel(self, timeout: float | None = None) -> None:
+        """Stop a run after the attack it is playing (each policy's throw-away server stops too)."""
+        self._cancel.set()
+        self.join(timeout)
 
     def join(self, timeout: float | None = None) -> None:
         thread = self._thread
