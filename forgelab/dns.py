@@ -19,7 +19,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -32,6 +31,8 @@ import dns.resolver
 import dns.reversename
 import dns.zone
 from dns.rdtypes.ANY.TXT import TXT
+
+from .memo import short_memo
 
 LAB_ZONE = Path(str(resources.files("forgelab.lab"))) / "lab.zone"
 
@@ -117,7 +118,7 @@ def _key(name) -> str:
     return text.rstrip(".").lower()
 
 
-@lru_cache(maxsize=4096)  # a few client addresses, asked again for every message; bounded all the same
+@short_memo(longest=64)  # a few client addresses, asked again for every message
 def _reverse(ip: str) -> str:
     return dns.reversename.from_address(ip).to_text(omit_final_dot=True)
 

@@ -25,6 +25,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+from forgelab.memo import short_memo
+
 CACHE_KEY = "forgelab.plugins.addresses"
 PARSERS = ("policy.default", "compat32", "rfc5322", "lenient")
 # The fields whose addresses the defences compare; From first.
@@ -735,7 +737,7 @@ def org_domain(domain: str) -> str:
     return _org_domain(normalise_domain(domain))
 
 
-@functools.lru_cache(maxsize=4096)  # a pure function of the name (the PSL is fixed); domains come back
+@short_memo()  # a pure function of the name (the PSL is fixed); domains come back
 def _org_domain(domain: str) -> str:
     try:
         return _psl().privatesuffix(domain) or domain
@@ -748,7 +750,7 @@ def known_suffix(domain: str) -> bool:
     return _known_suffix(normalise_domain(domain))
 
 
-@functools.lru_cache(maxsize=4096)
+@short_memo()
 def _known_suffix(domain: str) -> bool:
     if domain.rsplit(".", 1)[-1] in ("example", "test", "invalid", "localhost"):
         return True

@@ -1,11 +1,11 @@
 """Sender domains that imitate a protected one, and invisible or bidi characters in headers."""
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 
 import forgelab
+from forgelab.memo import short_memo
 
 from ._addresses import decode_words, domain_of, facts, finding, normalise_domain, show, verdict
 
@@ -41,7 +41,7 @@ _HIDDEN_RE = re.compile("[" + "".join(map(re.escape, sorted(BIDI | INVISIBLE))) 
 _CHECKED = 50  # distinct sender domains looked at; a From with thousands is a fail elsewhere
 
 
-@functools.lru_cache(maxsize=4096)  # a pure function of a short name; the protected ones come back every message
+@short_memo()  # a pure function of a name; the protected ones come back every message
 def skeleton(text: str) -> str:
     """What a reader takes the text for: NFKC, case folded, look-alike letters merged."""
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -217,7 +217,7 @@ class Lookalike:
         return out
 
     @staticmethod
-    @functools.lru_cache(maxsize=4096)  # a pure function of two names; senders' domains come back message after message
+    @short_memo()  # a pure function of two names; senders' domains come back message after message
     def _imitates(domain: str, protected: str) -> str | None:
         name = protected.split(".")[0]
         if skeleton(domain) == skeleton(protected):

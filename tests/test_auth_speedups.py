@@ -23,7 +23,7 @@ from forgelab.auth import dkimpy_speedups as speedups
 from forgelab.auth import keys, results
 from forgelab.dns import Resolver
 
-ORIGINAL_VERIFY = speedups._DKIMPY_RSA_VERIFY
+ORIGINAL_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify  # dkimpy's own, never replaced
 dkimpy_sign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
 
 
@@ -341,6 +341,31 @@ def test_memos_stay_bounded(keyring):
     for i in range(speedups._CACHE_MAX + 20):
         speedups._public_key(key["modulus"], 65537 + 2 * i)
     assert len(speedups._public_keys) == speedups._CACHE_MAX
+    record = keys.keys_for("bank.example")[0]
+    text = keys.public_record(record.private_pem())[1].encode()
+    for i in range(speedups._CACHE_MAX + 20):
+        speedups.evaluate_pk(b"x._domainkey.example.", text + b"; n=%d" % i)
+    assert len(speedups._key_records) == speedups._CACHE_MAX
+
+
+def test_sha1_signatures_are_always_dkimpys_to_judge(keyring, monkeypatch):
+    # A system OpenSSL may refuse SHA-1 and call a good signature invalid; dkimpy does not.
+    key = keyring["2048"]
+    sig = bytes(dkimpy_sign(hashlib.sha1(b"x"), key))
+    calls = []
+    monkeypatch.setattr(speedups, "_DKIMPY_RSA_VERIFY", lambda *a: calls.append(a) or ORIGINAL_VERIFY(*a))
+    assert speedups.rsa_verify(hashlib.sha1(b"x"), sig, public(key)) is True
+    assert len(calls) == 1
+
+
+def test_importing_the_speedups_again_keeps_dkimpys_originals():
+    import importlib
+
+    again = importlib.reload(speedups)
+    assert again._DKIMPY_RSA_VERIFY is ORIGINAL_VERIFY and again._DKIMPY_RSA_VERIFY is not again.rsa_verify
+    assert again.compress_whitespace(b"a\t  b") == b"a b"  # the slow path: dkimpy's regex, not ourselves
+    assert again.strip_trailing_whitespace(b"a \r\n") == b"a\r\n"
+    assert dkim.RSASSA_PKCS1_v1_5_verify is again.rsa_verify
 
 
 def test_the_public_suffix_list_is_built_once_when_many_sessions_need_it_at_once(monkeypatch):

@@ -19,10 +19,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 
-_DKIMPY_RSA_VERIFY = dkim.RSASSA_PKCS1_v1_5_verify
-_DKIMPY_EVALUATE_PK = dkim.evaluate_pk
-_DIGEST_INFO_LEN = {"sha1": 35, "sha256": 51}  # DER DigestInfo sizes: EMSA-PKCS1-v1_5 needs 11 more bytes
-_HASHES = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
+# dkimpy's own functions, kept on the dkim module the first time, so that importing this
+# module again (importlib.reload) never takes our replacements for the originals.
+_ORIGINALS = dkim.__dict__.setdefault("_forgelab_originals", {
+    "RSASSA_PKCS1_v1_5_verify": dkim.RSASSA_PKCS1_v1_5_verify, "evaluate_pk": dkim.evaluate_pk,
+    "strip_trailing_whitespace": dkim_canon.strip_trailing_whitespace,
+    "compress_whitespace": dkim_canon.compress_whitespace})
+_DKIMPY_RSA_VERIFY = _ORIGINALS["RSASSA_PKCS1_v1_5_verify"]
+_DKIMPY_EVALUATE_PK = _ORIGINALS["evaluate_pk"]
+# Only SHA-256 goes to OpenSSL: a system OpenSSL may refuse SHA-1 signatures (crypto policies)
+# and call them invalid, where dkimpy (RFC 6376) still verifies them. rsa-sha1 is rare.
+_DIGEST_INFO_LEN = {"sha256": 51}  # DER DigestInfo size: EMSA-PKCS1-v1_5 needs 11 more bytes
+_HASHES = {"sha256": hashes.SHA256()}
 _CACHE_MAX = 256
 _public_keys: dict = {}   # (n, e) -> cryptography RSA public key
 _key_records: dict = {}   # exact TXT record -> dkimpy's evaluate_pk() answer
@@ -94,8 +102,8 @@ def evaluate_pk(name, s):
 
 # dkimpy's canonicalisation runs a regex over every header and the whole body even when it
 # has nothing to change; these give the same bytes, skipping the regex when it cannot match.
-_dkimpy_strip_trailing_whitespace = dkim_canon.strip_trailing_whitespace
-_dkimpy_compress_whitespace = dkim_canon.compress_whitespace
+_dkimpy_strip_trailing_whitespace = _ORIGINALS["strip_trailing_whitespace"]
+_dkimpy_compress_whitespace = _ORIGINALS["compress_whitespace"]
 
 
 def strip_trailing_whitespace(content: bytes) -> bytes:

@@ -13,12 +13,12 @@ import hashlib
 import re
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import dmarc as dmarclib
 from publicsuffixlist import PublicSuffixList
 
 from ..dns import DNSTempError, Lookups
+from ..memo import short_memo
 from . import dkim as dkim_auth
 from . import spf as spf_auth
 from .context import lookups
@@ -48,7 +48,7 @@ def psl() -> PublicSuffixList:
     return _psl
 
 
-@lru_cache(maxsize=4096)  # a pure function of the name; the same domains come back message after message
+@short_memo()  # a pure function of the name; the same domains come back message after message
 def org_domain(domain: str) -> str | None:
     """The organisational domain (RFC 7489 3.2): the registrable domain per the PSL."""
     domain = domain.rstrip(".").lower()
@@ -186,7 +186,7 @@ def discover(domain: str, view: Lookups, discovery: str = "psl") -> tuple[str, s
     return None
 
 
-@lru_cache(maxsize=1024)  # a pure function of the record and names (errors are not kept); dmarc only reads it
+@short_memo(1024, longest=1024)  # a pure function of the record and names (errors are not kept); dmarc only reads it
 def _parse(record: str, from_domain: str, found_at: str, org: str | None) -> Policy:
     parsed = _DMARC().parse_record(record, domain=from_domain, org_domain=org if found_at != from_domain else None)
     np_ = _tag(record, "np")

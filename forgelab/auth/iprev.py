@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 
 from ..dns import DNSTempError, Lookups
+from ..memo import short_memo
 from .context import lookups
 
 CACHE_KEY = "iprev"
 MAX_NAMES = 10  # like SPF's ptr mechanism, look at no more than 10 PTR names
 
 
-@lru_cache(maxsize=4096)  # the same client and forward addresses come back message after message; bounded
+@short_memo(longest=64)  # the same client and forward addresses come back message after message
 def _canonical(ip: str) -> str:
     """An address in one spelling (``::FFFF:127.0.1.1`` and ``::ffff:7f00:101`` compare equal)."""
     return str(ipaddress.ip_address(ip))

@@ -10,11 +10,11 @@ import contextvars
 import ipaddress
 import re
 from dataclasses import dataclass, fields
-from functools import lru_cache
 
 import spf as pyspf
 
 from ..dns import DNSTempError, Lookups
+from ..memo import short_memo
 from .context import lookups
 
 _active: contextvars.ContextVar[Lookups | None] = contextvars.ContextVar("forgelab_spf_lookups", default=None)
@@ -55,7 +55,7 @@ def _pyspf_records(answer, qtype: str) -> tuple:
 def _memo_parse(parse):
     """``parse`` memoised for text (bounded: record contents are the sender's choice); the address
     and network objects are immutable, so every check may share them."""
-    memo = lru_cache(maxsize=4096)(parse)
+    memo = short_memo(longest=64)(parse)  # an address or network: longer text is not one
 
     def parsed(text, *args, **kwargs):
         if args or kwargs or type(text) is not str:
