@@ -1,8 +1,12 @@
 """Attacker text made safe to show on one line: the one rule for terminal, replies and events."""
 from __future__ import annotations
 
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}  # as Python writes them: easier to read than \x09
+
 
 def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
     code = ord(ch)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that surrogateescape kept
         return f"\\x{code - 0xDC00:02x}"

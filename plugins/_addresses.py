@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from forgelab.memo import short_memo
+from forgelab.printable import printable
 
 CACHE_KEY = "forgelab.plugins.addresses"
 PARSERS = ("policy.default", "compat32", "rfc5322", "lenient")
@@ -784,12 +785,7 @@ def show(text, limit: int = 200) -> str:
     """Attacker text made safe for a reason sentence: control characters visible, length capped."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "backslashreplace")
-    text = str(text)
-    # Nearly always all printable (" " is too): then there is nothing to escape, and no
-    # surrogate (category Cs is not printable) for the UTF-8 round trip to replace.
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = printable(text)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -8,7 +8,7 @@ from forgelab.pop3.replies import Pop3Reply
 
 def test_controls_bidi_and_escaped_bytes_are_shown_as_escapes():
     assert printable("a\x00b\u202e\x1b[2J") == "a\\x00b\\u202e\\x1b[2J"
-    assert printable("line\r\nnext\t") == "line\\x0d\\x0anext\\x09"
+    assert printable("line\r\nnext\t") == "line\\r\\nnext\\t"
     assert printable(b"\xff".decode("utf-8", "surrogateescape")) == "\\xff"
     assert printable("\U000e0041") == "\\U000e0041"  # a tag character: invisible, escaped in full
 

@@ -45,6 +45,8 @@ def test_attacker_control_characters_are_escaped():
     text = render([evil], colour=False)
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
     assert "\\x1b[2J" in text
+    tabbed = dict(evil, text="MAIL FROM:<a@b>\tSIZE=1\rX \udcff")
+    assert "MAIL FROM:<a@b>\\tSIZE=1\\rX \\xff" in render([tabbed], colour=False)
 
 
 def test_json_lines_mode_prints_every_event():
