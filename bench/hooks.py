@@ -42,9 +42,12 @@ class TimedPipeline(SmtpPipeline):
         for impl in reversed(getattr(self.rules.pm.hook, hook_name).get_hookimpls()):
             name = plugin_name(self.rules.pm, impl.plugin)
             start = time.thread_time()
-            returned = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            try:
+                returned, error = impl.function(*[kwargs[arg] for arg in impl.argnames]), None
+            except Exception as exc:  # as in the pipeline: a temperror verdict, and the others go on
+                returned, error = None, exc
             self.spent[f"{hook_name}:{name}"] += time.thread_time() - start
-            yield name, returned, None
+            yield name, returned, error
 
     def _store(self, *args, **kwargs):
         start = time.thread_time()

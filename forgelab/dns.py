@@ -69,6 +69,8 @@ class Answer:
     nxdomain: bool = False
     cnames: tuple = ()
     ttl: int = NEGATIVE_TTL
+    # Decoded forms of the records (see memo): not an input, so outside equality, hash and repr.
+    _decoded: dict = field(default_factory=dict, init=False, compare=False, hash=False, repr=False)
 
     @property
     def owner(self) -> str:
@@ -77,9 +79,8 @@ class Answer:
 
     def memo(self, what, make):
         """``make(self)``, computed once per answer: an answer is immutable and the resolver's
-        TTL cache hands the same one to every message, so its decoded forms can stay with it.
-        (Kept in the instance dict, outside the dataclass fields: equality and repr ignore it.)"""
-        d = self.__dict__
+        TTL cache hands the same one to every message, so its decoded forms can stay with it."""
+        d = self._decoded
         try:
             return d[what]
         except KeyError:
@@ -320,7 +321,7 @@ class Lookups(_Helpers):
                 raise got
             return got
         try:
-            answer = self.resolver._answer(key)
+            answer = self.resolver._answer(key)  # the key is normalised already: not again in query()
         except DNSTempError as e:
             answer = e  # a timeout stays a timeout for the rest of this message
         with self._lock:

@@ -403,7 +403,7 @@ def test_strict_parser_with_shortcut_is_the_grammar(text, groups):
 
 def test_everyday_mailbox_shortcut_is_linear_on_long_input():
     import time
-    start = time.perf_counter()
-    for text in (" " * 20000 + "x", "a " * 10000, "a." * 10000, "a " * 5000 + "<" + "a." * 3000):
+    start = time.perf_counter()  # linear: milliseconds; quadratic on 80,000 characters: minutes
+    for text in (" " * 80000 + "x", "a " * 40000, "a." * 40000, "a " * 20000 + "<" + "a." * 12000):
         assert _addresses._simple_mailbox(text) is None
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5

@@ -1,6 +1,7 @@
 """The SPF, iprev and DNS speed-ups change nothing a student sees: results, reasons, details
 and the questions asked are the same with every memo cold or warm, and the memos stay bounded."""
 import dataclasses
+import ipaddress
 import threading
 
 import pytest
@@ -51,6 +52,18 @@ def _iprev_runs(resolver):
         view = resolver.lookups()
         out.append((iprev.check(ip, view), list(view.log)))
     return out
+
+
+def test_spf_results_and_questions_are_those_of_pyspf_with_the_plain_ipaddress_module(monkeypatch):
+    memoised = _spf_runs(Resolver.from_text(ZONE))
+    monkeypatch.setattr(pyspf, "ipaddress", ipaddress)  # pyspf as it ships, no memo in between
+    assert _spf_runs(Resolver.from_text(ZONE)) == memoised
+
+
+def test_iprev_results_are_those_of_a_plain_ipaddress_comparison(monkeypatch):
+    memoised = _iprev_runs(Resolver.from_text(ZONE))
+    monkeypatch.setattr(iprev, "_canonical", lambda ip: str(ipaddress.ip_address(ip)))
+    assert _iprev_runs(Resolver.from_text(ZONE)) == memoised
 
 
 def test_spf_results_and_questions_are_the_same_with_memos_cold_and_warm():

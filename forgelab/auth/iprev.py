@@ -34,7 +34,7 @@ class IPRevResult:
 def check(ip: str, view: Lookups) -> IPRevResult:
     try:
         addr = _canonical(ip)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError):  # TypeError: the memo cannot take an unhashable value
         return IPRevResult("permerror", ip, None, (), f"{ip!r} is not an IP address")
     try:
         names = view.ptr(addr)[:MAX_NAMES]

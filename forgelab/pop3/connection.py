@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 
+from ..printable import printable
 from . import events as ev
 from .commands import COMMANDS, SYNTAX, parse
 from .errors import CommandError, LocalProtocolError
 from .replies import Pop3Reply
-from ..printable import printable
 from .state import GREETING, TABLE, State, Step
 
 # RFC 2449 4: a command line is at most 255 octets including the CRLF.

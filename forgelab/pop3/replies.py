@@ -51,8 +51,6 @@ class Pop3Reply:
         return status + dot_stuff(self.body) if self.multiline else status
 
 
-
-
 # Replies that are the same every time.
 AUTH_FAILED = Pop3Reply.err("[AUTH] invalid user name or password")
 IN_USE = Pop3Reply.err("[IN-USE] maildrop locked")
