@@ -303,8 +303,6 @@ class SmtpPipeline:
 
     # -- TLS and AUTH ------------------------------------------------------
     def on_starttls(self, event: ev.StartTls) -> Reply:
-        if self.session.tls:
-            return Reply(503, "5.5.1", "TLS is already active")
         if self.context.tls is None:
             return Reply(454, "4.7.0", "TLS not available: this server has no certificate")
         # RFC 3207 4.2: forget everything the client said before the handshake.
@@ -313,8 +311,6 @@ class SmtpPipeline:
         return Reply(220, "2.0.0", "Ready to start TLS; say EHLO again afterwards")
 
     def on_auth(self, event: ev.Auth) -> Reply:
-        if self.session.authenticated:
-            return Reply(503, "5.5.1", f"Already authenticated as {self.session.authenticated}")
         if not self.auth_allowed:
             return Reply(538, "5.7.11", "Encryption required for requested authentication mechanism: use STARTTLS first")
         if self.context.login_throttle.locked(self.session.real_peer_ip):

@@ -462,3 +462,16 @@ def test_a_negative_message_number_gets_a_hint_not_a_riddle():
     with pytest.raises(CommandError) as bad:
         parse("RETR", "-1")
     assert bad.value.reply.text == "RETR: message number must be a number written in digits, such as RETR 1"
+
+
+def test_stls_succeeds_once_per_session_by_the_table():
+    conn = greeted()
+    conn.receive_data(b"STLS\r\nSTLS\r\n")
+    first = conn.next_event()
+    assert isinstance(first, ev.Stls) and conn.send(ERR) == b"-ERR no\r\n"  # refused: may be tried again
+    second = conn.next_event()
+    assert isinstance(second, ev.Stls) and conn.send(OK) == b"+OK\r\n"
+    conn.receive_data(b"STLS\r\nUSER alice\r\n")
+    again, user = events_of(conn)[:2]
+    assert isinstance(again, ev.Rejected) and again.reply.to_bytes() == b"-ERR TLS is already active\r\n"
+    assert isinstance(user, ev.User) and conn.state is State.AUTHORIZATION_PASS

@@ -4,7 +4,7 @@ import pytest
 from forgelab.smtp import SmtpConnection, SmtpLimits, State, events as ev
 from forgelab.smtp.state import TRANSITIONS
 
-from smtp_helpers import codes, run
+from smtp_helpers import answer, codes, run
 
 WORKSHEET = (b"HELO some.where.com\r\nMAIL FROM:<>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"
              b"From: womble@wimbledon.com\r\nTo: fred@flintstone.org\r\nSubject: Greetings\r\n"
@@ -218,3 +218,41 @@ def test_lenient_mode_unstuffs_lf_lines_and_keeps_their_endings():
 def test_mail_parameter_syntax_is_checked_by_the_core(params, text):
     _, out = run([b"HELO h\r\nMAIL FROM:<a@b.example> " + params + b"\r\n"])
     assert out.split(b"\r\n")[2].startswith(text)
+
+
+def test_starttls_and_auth_succeed_once_per_session_by_the_table():
+    from forgelab.smtp import Reply
+    from forgelab.smtp.state import ONCE_PER_SESSION
+
+    def respond(event):
+        if isinstance(event, ev.StartTls):
+            return Reply(220, "2.0.0", "go ahead")
+        if isinstance(event, ev.Auth):
+            return Reply(235, "2.7.0", "welcome")
+        return answer(event)
+
+    events, out = run([b"EHLO h\r\nAUTH PLAIN AGFsaWNlAHg=\r\nAUTH PLAIN AGFsaWNlAHg=\r\nSTARTTLS\r\n"
+                       b"EHLO h\r\nSTARTTLS\r\nAUTH PLAIN AGFsaWNlAHg=\r\nAUTH PLAIN AGFsaWNlAHg=\r\nQUIT\r\n"],
+                      respond=respond)
+    assert codes(out) == [220, 250, 235, 503, 220, 250, 503, 235, 503, 221]
+    refused = [e for e in events if isinstance(e, ev.CommandError)]
+    assert [e.reply.lines[0] for e in refused] == [ONCE_PER_SESSION[ev.Auth], ONCE_PER_SESSION[ev.StartTls],
+                                                   ONCE_PER_SESSION[ev.Auth]]
+    # STARTTLS starts over (RFC 3207 4.2): the login before it is forgotten, so AUTH works once more.
+
+
+def test_a_refused_starttls_or_login_may_be_tried_again():
+    from forgelab.smtp import Reply
+
+    events, out = run([b"EHLO h\r\nSTARTTLS\r\nSTARTTLS\r\nAUTH PLAIN AGFsaWNlAHg=\r\nAUTH PLAIN AGFsaWNlAHg=\r\n"],
+                      respond=lambda e: Reply(454, "4.7.0", "not now") if isinstance(e, (ev.StartTls, ev.Auth))
+                      else answer(e))
+    assert codes(out) == [220, 250, 454, 454, 454, 454]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_too_long_line_after_a_refused_auth_is_not_shown(split):
+    data = b"AUTH PLAIN\r\n" + b"c2VjcmV0" * 80 + b"\r\nHELO h\r\n"
+    events, out = run([bytes([b]) for b in data] if split else [data])
+    assert [getattr(e, "line", None) for e in events[:2]] == ["AUTH PLAIN", "<AUTH response ****>"]
+    assert isinstance(events[2], ev.Helo)

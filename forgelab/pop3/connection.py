@@ -16,7 +16,7 @@ from . import events as ev
 from .commands import COMMANDS, SYNTAX, parse
 from .errors import CommandError, LocalProtocolError
 from .replies import Pop3Reply
-from .state import GREETING, TABLE, State, Step
+from .state import GREETING, ONCE_PER_SESSION, TABLE, State, Step
 
 # RFC 2449 4: a command line is at most 255 octets including the CRLF.
 MAX_LINE = 255
@@ -45,6 +45,8 @@ class Pop3Connection:
         self.max_line = max_line
         self._state = State.GREETING
         self._pending: Step | None = GREETING  # the banner is owed first
+        self._pending_once: str | None = None  # the once-per-session verb waiting for its reply
+        self._done: set[str] = set()  # once-per-session verbs that got +OK
         self._lines: deque = deque()
         self._partial = bytearray()
         self._discarding = False
@@ -123,6 +125,7 @@ class Pop3Connection:
         return event
 
     def _interpret(self, raw) -> tuple[ev.Event, Step]:
+        self._pending_once = None
         state = self._state
         stay = Step(state, state)
         if raw is _TOO_LONG:
@@ -139,10 +142,14 @@ class Pop3Connection:
         step = TABLE[state].get(verb)
         if step is None:
             return ev.Rejected(self._out_of_sequence(verb), verb=verb, line=line), stay
+        if verb in self._done:
+            return ev.Rejected(Pop3Reply.err(ONCE_PER_SESSION[verb]), verb=verb, line=line), stay
         try:
             event = parse(verb, rest)
         except CommandError as exc:
             return ev.Rejected(exc.reply, verb=verb, line=line), stay
+        if verb in ONCE_PER_SESSION:
+            self._pending_once = verb
         return replace(event, line=line), step
 
     def _unknown(self, typed: str, verb: str) -> Pop3Reply:
@@ -167,6 +174,9 @@ class Pop3Connection:
             raise LocalProtocolError("no command is waiting for a reply")
         step, self._pending = self._pending, None
         self._state = step.ok if reply.positive else step.err
+        if reply.positive and self._pending_once:
+            self._done.add(self._pending_once)
+        self._pending_once = None
         return reply.to_bytes()
 
     def abort(self, reply: Pop3Reply) -> bytes:

@@ -144,8 +144,6 @@ class Pop3Service:
         return Pop3Reply.listing("capability list follows", CAPABILITIES + stls)
 
     def _on_stls(self, event: ev.Stls) -> Pop3Reply:
-        if self.tls_active:
-            return Pop3Reply.err("TLS is already active")
         if not self.tls_available:
             return Pop3Reply.err("[SYS/PERM] TLS not available: this server has no certificate")
         self._name = None  # RFC 2595 4: nothing said before the handshake counts

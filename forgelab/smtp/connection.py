@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import events as ev
 from .commands import SyntaxProblem, parse_command
 from .replies import Reply
-from .state import State, allowed, next_state
+from .state import ONCE_PER_SESSION, State, allowed, done_after, next_state
 
 STRICT_END = b"\r\n.\r\n"
 # What lenient (vulnerable) servers also take as the end of data: the SMTP smuggling endings.
@@ -67,6 +67,7 @@ class SmtpConnection:
         self.lenient_end = end_of_data == "lenient"
         self.strict_addresses = strict_addresses
         self.state = State.GREETING
+        self.done: frozenset = frozenset()  # once-per-session commands that succeeded (state.ONCE_PER_SESSION)
         self.errors = 0
         self.commands = 0
         self._buffer = bytearray()
@@ -128,18 +129,20 @@ class SmtpConnection:
         return self._command(raw)
 
     def _too_long(self, head: bytes):
-        # The same event however the line arrived: whole, or dropped piece by piece.
+        # The same event however the line arrived: whole, or dropped piece by piece. It is the
+        # line after a refused AUTH as much as a short one would be: a credential is not shown.
+        shown = _safe_to_show(head[:80].decode("utf-8", "replace"), self.state, self._mask_next)
+        self._mask_next = False
         self.last_line = "<a line over 512 octets, dropped>"
-        return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"),
-                               head[:80].decode("utf-8", "replace"))
+        return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"), shown)
 
     def _command(self, raw: bytes):
+        if len(raw) > self.limits.max_command_line:
+            return self._too_long(raw)
         line_bytes = raw.rstrip(b"\r\n")
         shown = _safe_to_show(line_bytes[:200].decode("utf-8", "replace"), self.state, self._mask_next)
         self._mask_next = False
         self.last_line = shown
-        if len(raw) > self.limits.max_command_line:
-            return self._too_long(raw)
         self.commands += 1
         if self.state is State.AUTH:
             return ev.AuthResponse(line_bytes.decode("ascii", "replace"))
@@ -164,6 +167,8 @@ class SmtpConnection:
             return ev.CommandError(problem.reply, shown)
         if not allowed(self.state, type(event)):
             return ev.CommandError(_sequence_error(self.state, event), shown)
+        if type(event) in self.done:
+            return ev.CommandError(Reply(503, "5.5.1", ONCE_PER_SESSION[type(event)]), shown)
         return event
 
     def _next_data_event(self):
@@ -237,6 +242,7 @@ class SmtpConnection:
         if reply.code >= 400 and (isinstance(event, ev.Auth) or isinstance(event, ev.CommandError) and typed_verb == "AUTH"):
             self._mask_next = True
         if event is not None and not isinstance(event, ev.CommandError):
+            self.done = done_after(self.done, type(event), reply.code)
             self.state = next_state(self.state, type(event), positive=reply.code < 400,
                                     intermediate=reply.code == 334)
             if self.state is State.DATA:

@@ -50,6 +50,15 @@ TRANSITIONS: dict[tuple[State, type], State] = {
     (S.AUTH, ev.AuthResponse): S.READY,
 }
 
+# Commands that succeed once per session; after that they are out of sequence (503) whatever
+# the state. STARTTLS starts the session over (RFC 3207 4.2), so a login may happen again.
+ONCE_PER_SESSION: dict[type, str] = {
+    ev.StartTls: "TLS is already active",
+    ev.Auth: "Already authenticated: AUTH is once per session (RFC 4954 4)",
+}
+SUCCEEDS_WITH = {ev.StartTls: 220, ev.Auth: 235, ev.AuthResponse: 235}  # the reply that marks it done
+FORGETS = {ev.StartTls: (ev.Auth,)}
+
 # States a negative reply leaves; everything else stays where it was.
 AFTER_FAILURE: dict[type, State] = {
     ev.Message: S.READY,
@@ -68,3 +77,11 @@ def next_state(state: State, event_type: type, positive: bool, intermediate: boo
 
 def allowed(state: State, event_type: type) -> bool:
     return (state, event_type) in TRANSITIONS
+
+
+def done_after(done: frozenset, event_type: type, code: int) -> frozenset:
+    """The once-per-session commands that have succeeded, after ``event_type`` got ``code``."""
+    if SUCCEEDS_WITH.get(event_type) != code:
+        return done
+    kind = ev.Auth if event_type is ev.AuthResponse else event_type
+    return (done - set(FORGETS.get(kind, ()))) | {kind}
