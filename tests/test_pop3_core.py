@@ -475,3 +475,18 @@ def test_stls_succeeds_once_per_session_by_the_table():
     again, user = events_of(conn)[:2]
     assert isinstance(again, ev.Rejected) and again.reply.to_bytes() == b"-ERR TLS is already active\r\n"
     assert isinstance(user, ev.User) and conn.state is State.AUTHORIZATION_PASS
+
+
+@pytest.mark.parametrize("limits, said", [({"max_errors": 2}, "too many errors"),
+                                          ({"max_commands": 3}, "too many commands")])
+def test_the_core_closes_a_session_over_its_error_or_command_limit(limits, said):
+    conn = Pop3Connection(**limits)
+    conn.send(Pop3Reply.ok("ready"))  # the banner answers no command and counts for nothing
+    conn.receive_data(b"FROB\r\nCAPA\r\nFROB\r\nFROB\r\nCAPA\r\n")
+    out = b""
+    while conn.state is not State.CLOSED:
+        event = conn.next_event()
+        out += conn.send(event.reply if isinstance(event, ev.Rejected) else OK)
+    assert conn.closed_for == said and isinstance(conn.next_event(), ev.ConnectionClosed)
+    assert out.endswith(b"-ERR [SYS/PERM] " + said.encode() + b" in this session, closing\r\n")
+    assert out.count(b"\r\n") == 5  # four replies (the third error is the fourth command), then the closing line

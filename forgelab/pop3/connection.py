@@ -39,10 +39,19 @@ class Pop3Connection:
 
     :param max_line: longest command line accepted, CRLF included; longer lines are
         discarded as they arrive (memory stays bounded) and answered -ERR.
+    :param max_errors: -ERR replies a session may get; one more and it is closed
+        (``send`` adds a last -ERR saying so, ``limit_reply`` holds it and ``closed_for`` says
+        ``"too many errors"``). None: no limit.
+    :param max_commands: commands a session may send, the same way.
     """
 
-    def __init__(self, max_line: int = MAX_LINE):
+    def __init__(self, max_line: int = MAX_LINE, max_errors: int | None = None, max_commands: int | None = None):
         self.max_line = max_line
+        self.max_errors, self.max_commands = max_errors, max_commands
+        self.errors = self.commands = 0
+        self.limit_reply: Pop3Reply | None = None  # the last -ERR of a session closed for too many
+        self.closed_for: str | None = None
+        self._greeted = False
         self._state = State.GREETING
         self._pending: Step | None = GREETING  # the banner is owed first
         self._pending_once: str | None = None  # the once-per-session verb waiting for its reply
@@ -177,7 +186,20 @@ class Pop3Connection:
         if reply.positive and self._pending_once:
             self._done.add(self._pending_once)
         self._pending_once = None
-        return reply.to_bytes()
+        out = reply.to_bytes()
+        if not self._greeted:  # the banner answers no command
+            self._greeted = True
+            return out
+        self.commands += 1
+        self.errors += not reply.positive
+        over = ("errors" if self.max_errors is not None and self.errors > self.max_errors else
+                "commands" if self.max_commands is not None and self.commands > self.max_commands else None)
+        if over and self._state is not State.CLOSED:
+            self.closed_for = f"too many {over}"
+            self.limit_reply = Pop3Reply.err(f"[SYS/PERM] {self.closed_for} in this session, closing")
+            self._state = State.CLOSED
+            out += self.limit_reply.to_bytes()
+        return out
 
     def abort(self, reply: Pop3Reply) -> bytes:
         """An unsolicited last -ERR (idle timeout, shutdown): the session is CLOSED, nothing committed."""

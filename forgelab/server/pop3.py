@@ -99,12 +99,11 @@ class _Session:
         self.server, self.c = server, c
         self.id = new_id("p")
         self.reason = "client closed the connection"
-        self.conn = Pop3Connection()
+        self.conn = Pop3Connection(max_errors=server.limits.max_errors, max_commands=server.limits.max_commands)
         self.service = Pop3Service(server.store, server.directory, peer_ip=c.peer_ip,
                                    hostname=server.hostname, throttle=server.throttle,
                                    sleep=server._stopped.wait, tls_available=server.tls is not None)
         self.deadline = time.monotonic() + server.limits.session_timeout
-        self.errors = self.commands = 0
 
     def line(self, direction: str, text: str) -> None:
         self.server._publish("session.line", session_id=self.id, direction=direction, text=text)
@@ -126,11 +125,9 @@ class _Session:
             reply = self.service.handle(event)
             if not self.answer(event, reply):
                 return
-            self.commands += 1
-            self.errors += not reply.positive
-            if self.errors > self.server.limits.max_errors or self.commands > self.server.limits.max_commands:
-                what = "errors" if self.errors > self.server.limits.max_errors else "commands"
-                self.abort(Pop3Reply.err(f"[SYS/PERM] too many {what} in this session, closing"), f"too many {what}")
+            if self.conn.limit_reply is not None:  # the core closed the session and said why
+                self.line("out", self.conn.limit_reply.status_line)
+                self.reason = self.conn.closed_for
                 return
             if isinstance(event, ev.Stls) and reply.positive and not self.start_tls():
                 self.reason = "TLS handshake failed"
