@@ -524,3 +524,32 @@ def test_stopping_the_web_view_stops_a_matrix_run_and_its_servers(served):
     assert job.start(["open"], ["from-two-headers"])  # a new run starts afresh after a stopped one
     job.join(30)
     assert job.status()["state"] == "done" and len(job.status()["outcomes"]) == 1
+
+
+def test_a_new_web_view_shows_the_sessions_and_mail_of_earlier_runs(forgelab_server, tmp_path):
+    earlier = forgelab_server(data_dir=tmp_path)
+    with smtplib.SMTP(*earlier.smtp.address, timeout=10) as client:
+        client.sendmail("news@bank.example", ["alice@corp.example"],
+                        b"From: news@bank.example\r\nSubject: kept in the log\r\n\r\nhello\r\n")
+    left_open = socket.create_connection(earlier.smtp.address, timeout=10)
+    left_open.recv(512)
+    (delivered,) = earlier.recorder.wait_for("message.delivered")
+    wait_for(lambda: len(earlier.recorder.of("session.open")) == 2)
+    earlier.bus.flush()
+    try:
+        later = forgelab_server(data_dir=tmp_path)  # the same data directory, a new process's view
+        web = WebServer(later, port=0).start()
+        try:
+            client = Http(web)
+            messages = client.json("/api/messages")["messages"]
+            assert [m["subject"] for m in messages] == ["kept in the log"]
+            assert messages[0]["id"] == delivered["message_id"] and messages[0]["status"] == "delivered"
+            sessions = {s["id"]: s for s in client.json("/api/sessions")["sessions"]}
+            assert len(sessions) == 2 and not any(s["open"] for s in sessions.values())
+            assert {s["close_reason"] for s in sessions.values()} == {
+                "client quit", "not closed in the event log: the server stopped first"}
+            assert web.index.last_seq == 0  # history is not replayed to event streams
+        finally:
+            web.stop()
+    finally:
+        left_open.close()

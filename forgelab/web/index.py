@@ -78,6 +78,28 @@ class EventIndex:
             for listener in list(self._listeners):
                 listener(record)
 
+    def replay(self, records) -> int:
+        """Rebuild sessions and messages from earlier records (the event log of earlier runs);
+        returns how many were taken. They are not resent to event streams, do not change the
+        policy shown, and a session they leave open is closed: it ended with its run."""
+        taken = 0
+        with self._lock:
+            known = set(self._sessions)
+            for record in records:
+                kind = str(record.get("kind", ""))
+                handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
+                if handler is None or kind == "policy.changed":
+                    continue
+                try:
+                    handler(record)
+                except Exception:  # a damaged line must not cost the rest of the history
+                    continue
+                taken += 1
+            for session_id, session in self._sessions.items():
+                if session_id not in known and session["open"]:
+                    session.update(open=False, close_reason="not closed in the event log: the server stopped first")
+        return taken
+
     def listen(self, listener: Listener, since: int | None = None) -> tuple[list[dict], Callable[[], None]]:
         """Register ``listener`` for every later record; return the kept records after ``since``
         (atomically, so nothing is missed or sent twice) and a function that unregisters it."""

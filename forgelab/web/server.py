@@ -11,6 +11,7 @@ import uvicorn
 from ..server.base import listening_socket
 from .app import Streams, create_app
 from .attacks import MatrixJob
+from .history import earlier_records
 from .index import EventIndex
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ class WebServer:
         self.index = index or EventIndex()
         self.job = MatrixJob()
         self.streams = Streams()
+        if index is None and lab_app.settings.event_log:  # the sessions and mail of earlier runs, too
+            lab_app.bus.flush()
+            self.index.replay(earlier_records(lab_app.data_dir / "events.jsonl"))
         self._unsubscribe = lab_app.bus.subscribe(self.index)
         self.app = create_app(lab_app, self.index, self.job, bind_host=host, streams=self.streams)
         self._sock: socket.socket | None = None
