@@ -346,6 +346,10 @@ def test_memos_stay_bounded(keyring):
     for i in range(speedups._CACHE_MAX + 20):
         speedups.evaluate_pk(b"x._domainkey.example.", text + b"; n=%d" % i)
     assert len(speedups._key_records) == speedups._CACHE_MAX
+    speedups._key_records.clear()
+    long_record = text + b"; n=" + b"x" * speedups.MAX_REMEMBERED_RECORD
+    assert speedups.evaluate_pk(b"x._domainkey.example.", long_record)[1] == 2048  # the lab keys' size
+    assert speedups._key_records == {}  # parsed, not kept
 
 
 def test_sha1_signatures_are_always_dkimpys_to_judge(keyring, monkeypatch):

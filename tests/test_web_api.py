@@ -521,9 +521,7 @@ def test_stopping_the_web_view_stops_a_matrix_run_and_its_servers(served):
     assert status["state"] == "error" and status["error"] == "stopped: the web view was stopped"
     assert len(status["outcomes"]) < len(list(all_entries()))
     assert not [t for t in threading.enumerate() if t.name.startswith(("forgelab-web-matrix", "attacks-"))]
-    assert job.start(["open"], ["from-two-headers"])  # a new run starts afresh after a stopped one
-    job.join(30)
-    assert job.status()["state"] == "done" and len(job.status()["outcomes"]) == 1
+    assert not job.start(["open"], ["from-two-headers"])  # a request that came late starts nothing
 
 
 def test_a_new_web_view_shows_the_sessions_and_mail_of_earlier_runs(forgelab_server, tmp_path):

@@ -32,6 +32,7 @@ _DKIMPY_EVALUATE_PK = _ORIGINALS["evaluate_pk"]
 _DIGEST_INFO_LEN = {"sha256": 51}  # DER DigestInfo size: EMSA-PKCS1-v1_5 needs 11 more bytes
 _HASHES = {"sha256": hashes.SHA256()}
 _CACHE_MAX = 256
+MAX_REMEMBERED_RECORD = 2048  # a 4096-bit RSA key record is about 750 characters; longer ones are parsed, not kept
 _public_keys: dict = {}   # (n, e) -> cryptography RSA public key
 _key_records: dict = {}   # exact TXT record -> dkimpy's evaluate_pk() answer
 _cache_lock = threading.Lock()
@@ -91,7 +92,7 @@ def evaluate_pk(name, s):
     so only the parsing is saved; errors are never remembered and each caller gets its own
     copy of the key dict.
     """
-    if not s or not isinstance(s, (bytes, str)):
+    if not s or not isinstance(s, (bytes, str)) or len(s) > MAX_REMEMBERED_RECORD:
         return _DKIMPY_EVALUATE_PK(name, s)
     found = _key_records.get(s)
     if found is None:

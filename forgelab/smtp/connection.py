@@ -67,7 +67,7 @@ class SmtpConnection:
         self.lenient_end = end_of_data == "lenient"
         self.strict_addresses = strict_addresses
         self.state = State.GREETING
-        self.done: frozenset = frozenset()  # once-per-session commands that succeeded (state.ONCE_PER_SESSION)
+        self._done: frozenset = frozenset()  # once-per-session commands that succeeded (state.ONCE_PER_SESSION)
         self.errors = 0
         self.commands = 0
         self._buffer = bytearray()
@@ -167,7 +167,7 @@ class SmtpConnection:
             return ev.CommandError(problem.reply, shown)
         if not allowed(self.state, type(event)):
             return ev.CommandError(_sequence_error(self.state, event), shown)
-        if type(event) in self.done:
+        if type(event) in self._done:
             return ev.CommandError(Reply(503, "5.5.1", ONCE_PER_SESSION[type(event)]), shown)
         return event
 
@@ -242,7 +242,8 @@ class SmtpConnection:
         if reply.code >= 400 and (isinstance(event, ev.Auth) or isinstance(event, ev.CommandError) and typed_verb == "AUTH"):
             self._mask_next = True
         if event is not None and not isinstance(event, ev.CommandError):
-            self.done = done_after(self.done, type(event), reply.code)
+            if reply.code != 334:  # a 334 goes on with the exchange: not a final answer
+                self._done = done_after(self._done, type(event), positive=reply.code < 400)
             self.state = next_state(self.state, type(event), positive=reply.code < 400,
                                     intermediate=reply.code == 334)
             if self.state is State.DATA:

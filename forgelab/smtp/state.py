@@ -56,7 +56,6 @@ ONCE_PER_SESSION: dict[type, str] = {
     ev.StartTls: "TLS is already active",
     ev.Auth: "Already authenticated: AUTH is once per session (RFC 4954 4)",
 }
-SUCCEEDS_WITH = {ev.StartTls: 220, ev.Auth: 235, ev.AuthResponse: 235}  # the reply that marks it done
 FORGETS = {ev.StartTls: (ev.Auth,)}
 
 # States a negative reply leaves; everything else stays where it was.
@@ -79,9 +78,10 @@ def allowed(state: State, event_type: type) -> bool:
     return (state, event_type) in TRANSITIONS
 
 
-def done_after(done: frozenset, event_type: type, code: int) -> frozenset:
-    """The once-per-session commands that have succeeded, after ``event_type`` got ``code``."""
-    if SUCCEEDS_WITH.get(event_type) != code:
-        return done
+def done_after(done: frozenset, event_type: type, positive: bool) -> frozenset:
+    """The once-per-session commands that have succeeded, after a final reply to ``event_type``
+    (an AUTH exchange ends with the reply to its last response)."""
     kind = ev.Auth if event_type is ev.AuthResponse else event_type
+    if not positive or kind not in ONCE_PER_SESSION:
+        return done
     return (done - set(FORGETS.get(kind, ()))) | {kind}

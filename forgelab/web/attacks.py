@@ -3,7 +3,7 @@
 Two runs: ``matrix`` is ``forgelab attacks run`` (every entry under each chosen policy,
 each policy on its own throw-away server); ``send`` plays every entry against the
 running server, so each attack arrives on the live page with its verdicts. Stopping the
-web view stops a run after the attack being played (``MatrixJob.cancel``).
+web view stops a run after the attack being played (``MatrixJob.close``).
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class MatrixJob:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
+        self._closed = False  # the web view stopped: no run starts again
         self._state = self._fresh("idle", None, None, None)
 
     @staticmethod
@@ -82,7 +83,7 @@ class MatrixJob:
 
     def _launch(self, mode, target, policies, only) -> bool:
         with self._lock:
-            if self._state["state"] == "running":
+            if self._state["state"] == "running" or self._closed:
                 return False
             self._state = self._fresh("running", mode, policies, only)
             self._cancel.clear()
@@ -145,8 +146,11 @@ class MatrixJob:
             self._add("progress", f"sent {attack.id}: {summary[:200]}")
         return {}
 
-    def cancel(self, timeout: float | None = None) -> None:
-        """Stop a run after the attack it is playing (each policy's throw-away server stops too)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop a run after the attack it is playing (each policy's throw-away server stops too),
+        and start none from now on: the web view is stopping."""
+        with self._lock:
+            self._closed = True
         self._cancel.set()
         self.join(timeout)
 

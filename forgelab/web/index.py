@@ -49,6 +49,38 @@ def _attempted_envelope(session: dict, message_id: str | None) -> dict:
     return {"id": message_id, "mail_from": mail_from, "rcpt_tos": rcpts, "attempted": True}
 
 
+_TEXTS = ("session_id", "message_id", "protocol", "direction", "text", "stage", "action", "reply", "reason",
+          "subject", "from_", "ending", "name", "description", "check", "result", "mail_from", "id", "peer_ip",
+          "helo", "policy")
+_MAPPINGS = ("session", "envelope", "verdict", "attributes", "details")
+_NUMBERS = ("ts", "size", "peer_port")
+
+
+def _well_formed(value, depth: int = 0) -> bool:
+    """Whether a record read back from an event log has the types this index and the pages
+    expect (a log from an older version, or edited by hand, must not break the view)."""
+    if depth > 3:
+        return True
+    if not isinstance(value, dict):
+        return False
+    for key, item in value.items():
+        if item is None:
+            continue
+        if key in _TEXTS and not isinstance(item, str) or key in _NUMBERS and (
+                isinstance(item, bool) or not isinstance(item, (int, float))):
+            return False
+        if key in _MAPPINGS and not _well_formed(item, depth + 1):
+            return False
+        if key == "verdicts" and not (isinstance(item, list) and all(_well_formed(v, depth + 1) for v in item)):
+            return False
+        if key == "rcpt_tos" and not (isinstance(item, list) and all(isinstance(r, str) for r in item)):
+            return False
+        if key == "locations" and not (isinstance(item, list) and all(
+                isinstance(loc, list) and len(loc) == 3 and all(isinstance(x, str) for x in loc) for loc in item)):
+            return False
+    return True
+
+
 def _verdict_key(verdict: dict) -> tuple:
     return verdict.get("check"), verdict.get("result"), verdict.get("reason")
 
@@ -78,27 +110,22 @@ class EventIndex:
             for listener in list(self._listeners):
                 listener(record)
 
-    def replay(self, records) -> int:
-        """Rebuild sessions and messages from earlier records (the event log of earlier runs);
-        returns how many were taken. They are not resent to event streams, do not change the
-        policy shown, and a session they leave open is closed: it ended with its run."""
-        taken = 0
+    def replay(self, records) -> None:
+        """Rebuild sessions and messages from earlier records (the event log of earlier runs),
+        before any live record. They are not resent to event streams, do not change the policy
+        shown, count as sequence number 0 (the bus of this run starts again at 1, and the page
+        marks what is newer than it has seen) and a session they leave open is shown closed:
+        it ended with its run. A record of the wrong shape is skipped."""
         with self._lock:
-            known = set(self._sessions)
             for record in records:
-                kind = str(record.get("kind", ""))
-                handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
-                if handler is None or kind == "policy.changed":
+                kind = record.get("kind") if isinstance(record, dict) else None
+                handler = getattr(self, "_on_" + kind.replace(".", "_"), None) if isinstance(kind, str) else None
+                if handler is None or kind == "policy.changed" or not _well_formed(record):
                     continue
-                try:
-                    handler(record)
-                except Exception:  # a damaged line must not cost the rest of the history
-                    continue
-                taken += 1
-            for session_id, session in self._sessions.items():
-                if session_id not in known and session["open"]:
+                handler({**record, "seq": 0})
+            for session in self._sessions.values():
+                if session["open"]:
                     session.update(open=False, close_reason="not closed in the event log: the server stopped first")
-        return taken
 
     def listen(self, listener: Listener, since: int | None = None) -> tuple[list[dict], Callable[[], None]]:
         """Register ``listener`` for every later record; return the kept records after ``since``

@@ -72,7 +72,7 @@ class WebServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.job.cancel(timeout)  # a run started from the page ends with the page
+        self.job.close(timeout)  # a run started from the page ends with the page, and none starts now
         self._unsubscribe()
         self.streams.close_all()  # event streams end now instead of holding the shutdown
         if self._server is not None:
