@@ -2,7 +2,8 @@
 
 A command missing from its state's row is answered -ERR and changes nothing. Where the
 next state depends on the answer (a wrong password), a ``Step`` names both outcomes;
-the connection moves when the server sends its reply.
+the connection moves when the server sends its reply. ``ONCE_PER_SESSION`` lists the
+commands that may succeed only once (STLS), whatever the state.
 """
 from __future__ import annotations
 

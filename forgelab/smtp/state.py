@@ -3,7 +3,8 @@
 ``TRANSITIONS[(state, event type)]`` is the state after a positive (2xx/3xx) reply
 to that event. A pair missing from the table is out of sequence: ``503 5.5.1``.
 After a negative reply the state stays, except that the end of a message (accepted
-or not) always returns to READY.
+or not) always returns to READY. ``ONCE_PER_SESSION`` lists the commands that may
+succeed only once (STARTTLS, AUTH), whatever the state.
 """
 from __future__ import annotations
 
