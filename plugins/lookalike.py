@@ -51,23 +51,9 @@ def skeleton(text: str) -> str:
     return text
 
 
-def distance(a: str, b: str) -> int:
-    """Optimal string alignment distance: insertions, deletions, substitutions, swaps."""
-    if abs(len(a) - len(b)) > 3:
-        return 4
-    prev2, prev = None, list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if prev2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
 def distance_within(a: str, b: str, limit: int) -> int:
-    """:func:`distance` when it is at most ``limit``, else ``limit + 1``.
+    """The optimal string alignment distance (insertions, deletions, substitutions,
+    swaps) when it is at most ``limit``, else ``limit + 1``.
 
     Only cells within ``limit`` of the diagonal are computed: an alignment that costs
     at most ``limit`` never leaves that band (a swap stays on its diagonal).
