@@ -13,7 +13,6 @@ a log of what it asked, so one check never repeats another check's lookup.
 """
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import re
 import threading
@@ -215,9 +214,7 @@ class SystemBackend:
             ans = self._resolver.resolve(absolute, rdt, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
             return Answer(key, rdt, (), True)
-        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as e:
-            raise DNSTempError(f"DNS lookup of {key} {rdt} failed: {e}") from e
-        except dns.exception.DNSException as e:
+        except dns.exception.DNSException as e:  # timeouts, no servers, bad answers: all temperror
             raise DNSTempError(f"DNS lookup of {key} {rdt} failed: {e}") from e
         cnames, owner = [], key
         for rrset in ans.response.answer:
@@ -394,7 +391,3 @@ def load_zone(path: str | Path) -> dns.zone.Zone:
     except UnicodeDecodeError as e:
         raise ZoneError(f"zone file {path}: not UTF-8 text ({e})") from e
     return parse_zone(text, str(path))
-
-
-def reverse_name(ip: str) -> str:
-    return dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text(omit_final_dot=True)
