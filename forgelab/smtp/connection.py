@@ -200,9 +200,7 @@ class SmtpConnection:
         self._data.clear()
         self._data_scanned = 0
         self._data_overflow = 0
-        if overflow:
-            return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
-        if len(body) > self.limits.max_message_size:
+        if overflow or len(body) > self.limits.max_message_size:
             return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
         if _longest_line(body) > self.limits.max_text_line - 2:
             return ev.CommandError(Reply(500, "5.5.2", "A text line is longer than 1000 octets; nothing was stored"))
