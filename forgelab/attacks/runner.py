@@ -97,8 +97,10 @@ def can_bind(ip: str) -> bool:
         raise
 
 
-def play(attack: Attack, host: str, port: int, bind: bool = True, timeout: float = 10.0) -> ForgeResult | list:
-    """Send one catalogue entry. Returns the ForgeResult, or for probes the list of replies."""
+def play(attack: Attack, host: str, port: int, bind: bool = True,
+         timeout: float = 10.0) -> tuple[ForgeResult | list, tuple[str, int] | None]:
+    """Send one catalogue entry. Returns (the ForgeResult, or for probes the list of replies;
+    the client's address, which finds the session's events)."""
     script = attack.script
     client = ForgeClient(host, port, source_ip=script.source_ip if bind else None, timeout=timeout)
     try:

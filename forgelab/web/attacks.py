@@ -7,7 +7,6 @@ web view stops a run after the attack being played (``MatrixJob.close``).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -15,27 +14,11 @@ import time
 log = logging.getLogger(__name__)
 
 
-def _plain(value):
-    """An Outcome (whatever its shape) as JSON-ready data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-def _describe(item) -> str:
-    """One progress line for an Outcome (or anything else the runner reports)."""
-    attack, policy, outcome = (getattr(item, name, None) for name in ("attack", "policy", "outcome"))
-    if attack is None:
-        return str(item)[:500]
-    caught = getattr(item, "caught_by", None)
-    mark = "" if getattr(item, "ok", True) else "  ! not as the catalogue expects"
-    return f"{policy:<8} {attack}: {outcome}" + (f" [{', '.join(caught)}]" if caught else "") + mark
+def _describe(outcome) -> str:
+    """One progress line for an Outcome."""
+    caught = f" [{', '.join(outcome.caught_by)}]" if outcome.caught_by else ""
+    mark = "" if outcome.ok else "  ! not as the catalogue expects"
+    return f"{outcome.policy:<8} {outcome.attack}: {outcome.outcome}{caught}{mark}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -98,11 +81,10 @@ class MatrixJob:
             items.append(item)
             del items[:-self.MAX_ITEMS]
 
-    def _progress(self, item) -> None:
+    def _progress(self, outcome) -> None:
         self._stop_if_cancelled()
-        self._add("progress", _describe(item))
-        if dataclasses.is_dataclass(item):
-            self._add("outcomes", _plain(item))
+        self._add("progress", _describe(outcome))
+        self._add("outcomes", outcome.as_dict())
 
     def _stop_if_cancelled(self) -> None:
         if self._cancel.is_set():
@@ -125,7 +107,7 @@ class MatrixJob:
         from ..attacks.runner import matrix_text, run_catalogue
 
         outcomes = run_catalogue(policies=policies, only=only, progress=self._progress)
-        return {"matrix": matrix_text(outcomes), "outcomes": _plain(list(outcomes))}
+        return {"matrix": matrix_text(outcomes), "outcomes": [o.as_dict() for o in outcomes]}
 
     def _send(self, address, only) -> dict:
         from ..attacks.catalogue import all_entries
@@ -135,12 +117,11 @@ class MatrixJob:
         entries = [a for a in all_entries() if not only or a.id in only]
         for attack in entries:
             self._stop_if_cancelled()
-            played = play(attack, host, port, bind=can_bind(attack.script.source_ip))
-            result = played[0] if isinstance(played, tuple) else played
-            if isinstance(result, list):  # VRFY/EXPN probes: the replies are the answer
+            result, _ = play(attack, host, port, bind=can_bind(attack.script.source_ip))
+            if attack.script.probes:  # VRFY/EXPN probes: the replies are the answer
                 summary = "; ".join(str(r) for r in result)[:300]
             else:
-                summary = f"{getattr(result, 'outcome', '?')}: {getattr(result, 'reply', '') or getattr(result, 'error', '')}"
+                summary = f"{result.outcome}: {result.reply or result.error or ''}"
             self._add("sent", {"attack": attack.id, "title": attack.title, "class": attack.cls,
                                "legit": attack.legit, "result": summary[:500]})
             self._add("progress", f"sent {attack.id}: {summary[:200]}")
