@@ -7,7 +7,7 @@ import dkim
 
 from ..dns import Lookups
 from . import keys as keys_mod
-from .context import lookups
+from .context import lookups, once
 from .dkim import _Collector, _dnsfunc
 
 CACHE_KEY = "arc"
@@ -53,10 +53,7 @@ def verify(raw: bytes, view: Lookups) -> ARCResult:
 
 
 def result(envelope, raw: bytes, lab) -> ARCResult:
-    cached = envelope.cache.get(CACHE_KEY)
-    if cached is None:
-        cached = envelope.cache.setdefault(CACHE_KEY, verify(raw, lookups(envelope.cache, lab)))
-    return cached
+    return once(envelope.cache, CACHE_KEY, lambda: verify(raw, lookups(envelope.cache, lab)))
 
 
 def seal(message: bytes, domain: str, srv_id: str, selector: str | None = None,

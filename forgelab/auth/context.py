@@ -23,9 +23,17 @@ def resolver_of(lab) -> Resolver:
         return _default
 
 
+def once(cache: dict, key, make):
+    """``cache[key]``, made by ``make()`` the first time it is asked for.
+
+    ``setdefault``: when two hooks race, both get the value stored first.
+    """
+    value = cache.get(key)
+    if value is None:
+        value = cache.setdefault(key, make())
+    return value
+
+
 def lookups(cache: dict, lab) -> Lookups:
     """The DNS view kept in a per-message (``envelope.cache``) or per-session cache dict."""
-    view = cache.get(LOOKUPS_KEY)
-    if view is None:
-        view = cache.setdefault(LOOKUPS_KEY, resolver_of(lab).lookups())
-    return view
+    return once(cache, LOOKUPS_KEY, lambda: resolver_of(lab).lookups())

@@ -17,7 +17,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ..dns import DNSTempError, Lookups
 from . import dkimpy_speedups  # noqa: F401  (installs them into dkimpy: same answers, less CPU)
-from .context import lookups
+from .context import lookups, once
 
 CACHE_KEY = "dkim.signatures"
 PARSED_KEY = "dkim.parsed"
@@ -136,10 +136,7 @@ def _headers_and_body(raw: bytes):
 
 def parsed(envelope, raw: bytes):
     """(header fields, body) as dkimpy splits the message, once per message (DKIM and DMARC share it)."""
-    found = envelope.cache.get(PARSED_KEY)
-    if found is None:
-        found = envelope.cache.setdefault(PARSED_KEY, _headers_and_body(raw))
-    return found
+    return once(envelope.cache, PARSED_KEY, lambda: _headers_and_body(raw))
 
 
 def _risks(fields: dict, headers, body: bytes, keysize: int | None) -> list[Risk]:
@@ -237,8 +234,4 @@ def verify_all(raw: bytes, view: Lookups, split=None) -> list[Signature]:
 
 def signatures(envelope, raw: bytes, lab) -> list[Signature]:
     """This message's DKIM results, computed once."""
-    cached = envelope.cache.get(CACHE_KEY)
-    if cached is None:
-        cached = envelope.cache.setdefault(CACHE_KEY, verify_all(raw, lookups(envelope.cache, lab),
-                                                               parsed(envelope, raw)))
-    return cached
+    return once(envelope.cache, CACHE_KEY, lambda: verify_all(raw, lookups(envelope.cache, lab), parsed(envelope, raw)))

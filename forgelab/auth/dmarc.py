@@ -21,7 +21,7 @@ from ..dns import DNSTempError, Lookups
 from ..memo import short_memo
 from . import dkim as dkim_auth
 from . import spf as spf_auth
-from .context import lookups
+from .context import lookups, once
 
 CACHE_KEY = "dmarc"
 MAX_WALK = 8  # DMARCbis: at most 8 labels are examined
@@ -298,11 +298,8 @@ def evaluate(raw: bytes, spf_result, signatures, view: Lookups, discovery: str =
 
 def result(session, envelope, raw: bytes, lab, discovery: str = "psl") -> DMARCResult:
     """This message's DMARC result, computed once, reusing the SPF and DKIM results."""
-    cached = envelope.cache.get(CACHE_KEY)
-    if cached is None:
-        spf_result = spf_auth.mailfrom_result(session, envelope, lab)
-        signatures = dkim_auth.signatures(envelope, raw, lab)
+    def make():
         headers, _ = dkim_auth.parsed(envelope, raw)
-        cached = envelope.cache.setdefault(CACHE_KEY, evaluate(raw, spf_result, signatures, lookups(envelope.cache, lab),
-                                                               discovery, envelope.id, headers))
-    return cached
+        return evaluate(raw, spf_auth.mailfrom_result(session, envelope, lab), dkim_auth.signatures(envelope, raw, lab),
+                        lookups(envelope.cache, lab), discovery, envelope.id, headers)
+    return once(envelope.cache, CACHE_KEY, make)

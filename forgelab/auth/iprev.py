@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..dns import DNSTempError, Lookups
 from ..memo import short_memo
-from .context import lookups
+from .context import lookups, once
 
 CACHE_KEY = "iprev"
 MAX_NAMES = 10  # like SPF's ptr mechanism, look at no more than 10 PTR names
@@ -53,8 +53,5 @@ def check(ip: str, view: Lookups) -> IPRevResult:
 
 def result(session, lab) -> IPRevResult:
     """iprev for this session's client address, computed once per address."""
-    key = (CACHE_KEY, session.peer_ip)
-    cached = session.cache.get(key)
-    if cached is None:
-        cached = session.cache.setdefault(key, check(session.peer_ip, lookups(session.cache, lab)))
-    return cached
+    return once(session.cache, (CACHE_KEY, session.peer_ip),
+                lambda: check(session.peer_ip, lookups(session.cache, lab)))

@@ -15,7 +15,7 @@ import spf as pyspf
 
 from ..dns import DNSTempError, Lookups
 from ..memo import short_memo
-from .context import lookups
+from .context import lookups, once
 
 _active: contextvars.ContextVar[Lookups | None] = contextvars.ContextVar("forgelab_spf_lookups", default=None)
 _original_lookup = pyspf.DNSLookup
@@ -193,8 +193,5 @@ def helo_result(session, lab, helo: str | None = None) -> SPFResult:
     :param helo: the name, when the hook has it before ``session.helo`` is set.
     """
     helo = (session.helo if helo is None else helo) or ""
-    key = (HELO_KEY, helo.lower(), session.peer_ip)
-    cached = session.cache.get(key)
-    if cached is None:
-        cached = session.cache.setdefault(key, check(session.peer_ip, "", helo, lookups(session.cache, lab)))
-    return cached
+    return once(session.cache, (HELO_KEY, helo.lower(), session.peer_ip),
+                lambda: check(session.peer_ip, "", helo, lookups(session.cache, lab)))
