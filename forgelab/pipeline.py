@@ -443,16 +443,18 @@ class SmtpPipeline:
         folder = "quarantine" if action == "quarantine" else "inbox"
         locations = []
         users = self.local_recipients
+        # As Postfix: "for <rcpt>" only with one local recipient; every other copy is the same bytes.
+        shared = None
+        if len(users) > 1 or self.relay_recipients:
+            shared = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
         if len(users) == 1:
             data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=users[0])
             locations.append((users[0], folder, self.context.store.deliver(users[0], data, folder)))
-        elif users:  # as Postfix: "for <rcpt>" only with one recipient, so every copy is the same file
-            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
-            keys = self.context.store.deliver_many(users, data, folder)
+        elif users:
+            keys = self.context.store.deliver_many(users, shared, folder)
             locations.extend((user, folder, key) for user, key in zip(users, keys))
         if self.relay_recipients:
-            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
-            locations.append(("_relay-hold", "inbox", self.context.store.hold_relay(data)))
+            locations.append(("_relay-hold", "inbox", self.context.store.hold_relay(shared)))
         return locations
 
 

@@ -69,6 +69,26 @@ def test_open_policy_holds_relayed_mail_and_sends_nothing(forgelab_server):
     assert b"Subject: relay" in lab.store.read_relay(held[0])
 
 
+def test_one_local_recipient_gets_for_rcpt_and_the_relay_hold_does_not(forgelab_server):
+    lab = forgelab_server(policy="open")
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        client.sendmail("a@shop.example", ["bob@corp.example", "victim@elsewhere.example"], b"Subject: mixed\r\n\r\nx\r\n")
+    (held,) = lab.store.list_relay()
+    assert b"for <bob@corp.example>" in stored(lab, "bob")[0]
+    assert b"for <" not in lab.store.read_relay(held[0])
+
+
+def test_several_local_recipients_and_the_relay_hold_get_the_same_bytes(forgelab_server):
+    lab = forgelab_server(policy="open")
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        client.sendmail("a@shop.example", ["alice@corp.example", "bob@corp.example", "victim@elsewhere.example"],
+                        b"Subject: mixed\r\n\r\nx\r\n")
+    (held,) = lab.store.list_relay()
+    held_copy = lab.store.read_relay(held[0])
+    assert b"Subject: mixed" in held_copy and b"for <" not in held_copy
+    assert stored(lab, "alice") == stored(lab, "bob") == [held_copy]
+
+
 def test_ehlo_advertises_the_extensions(forgelab_server):
     lab = forgelab_server()
     with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
