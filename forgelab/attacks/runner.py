@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..forge import ForgeClient, ForgeError, ForgeResult, run_transaction
+from ..store.maildir import RELAY_HOLD
 from .catalogue import CORE_CHECK, POLICIES, Attack, all_entries
 
 PASSING = ("pass", "none", "neutral")
@@ -178,7 +179,7 @@ def judge(attack: Attack, policy, played, events: list[dict], store) -> Outcome:
             continue
         if check in (CORE_CHECK, "disclosure"):
             continue  # not plugins with verdicts: the outcome itself shows whether they acted
-        if (check in seen or (delivered and _enabled(policy, check))) and _enabled(policy, check):
+        if _enabled(policy, check) and (check in seen or delivered):
             missed.append(check)
     if missed:
         problems.append(f"expected {', '.join(missed)} to react; {'it' if len(missed) == 1 else 'they'} did not")
@@ -207,7 +208,7 @@ def _as_verdict(d: dict):
 def _read_stored(store, location) -> bytes:
     user, folder, key = location
     try:
-        return store.read_relay(key) if user == "_relay-hold" else store.read(user, folder, key)
+        return store.read_relay(key) if user == RELAY_HOLD else store.read(user, folder, key)
     except Exception:
         return b""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from ..store.maildir import RELAY_HOLD
 from .display import from_views
 
-RELAY_USER = "_relay-hold"
 # Headers where the defences speak; the page highlights them.
 HIGHLIGHTED = {"authentication-results", "arc-authentication-results", "x-forgelab-verdict", "received-spf"}
 MAX_SHOWN = 512 * 1024  # characters of source put in the page; the full text is at /raw
@@ -18,7 +18,7 @@ def load_source(store, locations: list) -> tuple[bytes | None, str | None]:
     for location in locations or []:
         try:
             user, folder, key = location
-            data = store.read_relay(key) if user == RELAY_USER else store.read(user, folder, key)
+            data = store.read_relay(key) if user == RELAY_HOLD else store.read(user, folder, key)
             return data, None
         except (LookupError, OSError, ValueError) as exc:
             notes.append(f"{location}: {type(exc).__name__}")
