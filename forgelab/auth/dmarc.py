@@ -187,7 +187,7 @@ def discover(domain: str, view: Lookups, discovery: str = "psl") -> tuple[str, s
 
 
 @short_memo(1024, longest=1024)  # a pure function of the record and names (errors are not kept); dmarc only reads it
-def _parse(record: str, from_domain: str, found_at: str, org: str | None) -> Policy:
+def _parse(record: str, from_domain: str, found_at: str, org: str | None) -> tuple[Policy, dmarclib.Policy]:
     parsed = _DMARC().parse_record(record, domain=from_domain, org_domain=org if found_at != from_domain else None)
     np_ = _tag(record, "np")
     return Policy(found_at, record, parsed.p.value, parsed.sp.value if parsed.sp.value else None,
