@@ -309,6 +309,16 @@ def test_delivery_recreates_a_maildir_removed_behind_its_back(store):
     assert store.list("alice") == [(key, len(MSG))]
 
 
+def test_delivery_to_several_recreates_a_quarantine_removed_behind_its_back(store):
+    import shutil
+
+    store.deliver_many(["alice", "bob"], MSG, "quarantine")
+    shutil.rmtree(store.root / "bob")
+    keys = store.deliver_many(["alice", "bob"], MSG, "quarantine")
+    assert store.list("bob", "quarantine") == [(keys[1], len(MSG))]
+    assert (store.root / "bob" / ".Quarantine" / "maildirfolder").is_file()
+
+
 # -- one message for several users --------------------------------------------------------
 
 def test_deliver_many_writes_once_and_links_the_same_file_into_each_inbox(store):

@@ -285,17 +285,25 @@ class MailStore:
                 syncer = self._dir_syncs.setdefault(path, _DirSync(path))
         return syncer
 
-    def _store(self, maildir: Path, data: bytes, subfolder: bool = False) -> str:
+    def _into(self, maildirs: list[Path], subfolder: bool, write):
+        """``write()`` once the maildirs exist; again, after making them anew, if one was
+        removed behind our back."""
         for attempt in (1, 2):
-            self._ensure(maildir.parent if subfolder else maildir)
-            self._ensure(maildir, subfolder)
+            for maildir in maildirs:
+                self._ensure(maildir.parent if subfolder else maildir)
+                self._ensure(maildir, subfolder)
             try:
-                return self._write(maildir, bytes(data))
+                return write()
             except FileNotFoundError:
                 if attempt == 2:
                     raise
-                self._created.difference_update({maildir, maildir.parent})  # removed behind our back
+                for maildir in maildirs:
+                    self._created.difference_update({maildir, maildir.parent})
         raise AssertionError("unreachable")
+
+    def _store(self, maildir: Path, data: bytes, subfolder: bool = False) -> str:
+        data = bytes(data)
+        return self._into([maildir], subfolder, lambda: self._write(maildir, data))
 
     def deliver(self, user: str, data: bytes, folder: str = "inbox") -> str:
         """Store ``data`` for ``user``; on return it is on disk in ``new/``. Returns its key."""
@@ -311,21 +319,10 @@ class MailStore:
         users = list(users)
         if len(users) <= 1:
             return [self.deliver(user, data, folder) for user in users]
-        subfolder = folder != "inbox"
         maildirs = list(dict.fromkeys(self.folder_dir(user, folder) for user in users))  # names checked first
         data = bytes(data)
-        for attempt in (1, 2):
-            for maildir in maildirs:
-                self._ensure(maildir.parent if subfolder else maildir)
-                self._ensure(maildir, subfolder)
-            try:
-                return [self._write_linked(maildirs, data)] * len(users)
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                for maildir in maildirs:  # removed behind our back
-                    self._created.difference_update({maildir, maildir.parent})
-        raise AssertionError("unreachable")
+        name = self._into(maildirs, folder != "inbox", lambda: self._write_linked(maildirs, data))
+        return [name] * len(users)
 
     def hold_relay(self, data: bytes) -> str:
         """Keep mail an open relay would have sent to a remote domain (it is never sent)."""
