@@ -74,8 +74,3 @@ TABLE: dict[State, dict[str, Step]] = {
 
 # Commands that succeed once per session; after +OK they are refused in any state.
 ONCE_PER_SESSION: dict[str, str] = {"STLS": "TLS is already active"}
-
-
-def allowed(state: State) -> list[str]:
-    """Commands accepted in ``state``, in the table's order."""
-    return list(TABLE[state])
