@@ -42,9 +42,11 @@ class SmtpServer:
     def address(self) -> tuple[str, int]:
         return self._server.address
 
-    def _core(self) -> SmtpConnection:
-        policy = self.context.rules.policy
-        limits = SmtpLimits(max_message_size=int(policy.setting("max_message_size", 10 * 1024 * 1024)),
+    @staticmethod
+    def _core(pipeline: SmtpPipeline) -> SmtpConnection:
+        """The protocol core, under the same policy as the session's pipeline."""
+        policy = pipeline.policy
+        limits = SmtpLimits(max_message_size=pipeline.max_message_size,
                             max_errors=int(policy.setting("max_errors", 20)),
                             max_commands=int(policy.setting("max_commands", 10_000)))
         return SmtpConnection(limits, end_of_data=policy.setting("end_of_data", "strict"),
@@ -53,8 +55,8 @@ class SmtpServer:
     def _handle(self, conn: Connection) -> None:
         bus = self.context.bus
         session = Session(peer_ip=conn.peer_ip, peer_port=conn.peer_port)
-        core = self._core()
         pipeline = SmtpPipeline(self.context, session)
+        core = self._core(pipeline)
         bus.publish("session.open", protocol="smtp", session=session.as_dict(), policy=pipeline.policy.name)
 
         def say(reply: Reply) -> None:
