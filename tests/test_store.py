@@ -149,6 +149,11 @@ def test_relay_hold_keeps_mail_apart_from_every_user(store):
     assert store.list_relay() == [(key, len(MSG))]
     assert store.read_relay(key) == MSG
     assert store.users() == []
+    assert store.read_at(("_relay-hold", "inbox", key)) == MSG  # a location as the pipeline reports it
+    mine = store.deliver("alice", MSG + b"mine\r\n", "quarantine")
+    assert store.read_at(("alice", "quarantine", mine)) == MSG + b"mine\r\n"
+    with pytest.raises(KeyError):
+        store.read_at(("alice", "inbox", key))  # the relay's key is no user's message
 
 
 def test_stdlib_mailbox_reads_the_inbox(store):

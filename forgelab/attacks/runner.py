@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..forge import ForgeClient, ForgeError, ForgeResult, run_transaction
-from ..store.maildir import RELAY_HOLD
 from .catalogue import CORE_CHECK, POLICIES, Attack, all_entries
 
 PASSING = ("pass", "none", "neutral")
@@ -206,9 +205,8 @@ def _as_verdict(d: dict):
 
 
 def _read_stored(store, location) -> bytes:
-    user, folder, key = location
     try:
-        return store.read_relay(key) if user == RELAY_HOLD else store.read(user, folder, key)
+        return store.read_at(location)
     except Exception:
         return b""
 

@@ -385,6 +385,12 @@ class MailStore:
     def read_relay(self, key: str) -> bytes:
         return self._find(self.relay_dir, key).read_bytes()
 
+    def read_at(self, location) -> bytes:
+        """The bytes at a delivery location ``(user, folder, key)`` as the pipeline reports them,
+        the relay hold's included; KeyError when the message is gone."""
+        user, folder, key = location
+        return self.read_relay(key) if user == RELAY_HOLD else self.read(user, folder, key)
+
     # -- POP3 ----------------------------------------------------------------------------
 
     def open_maildrop(self, user: str) -> "Maildrop":

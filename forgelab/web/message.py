@@ -4,7 +4,6 @@ from __future__ import annotations
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from ..store.maildir import RELAY_HOLD
 from .display import from_views
 
 # Headers where the defences speak; the page highlights them.
@@ -17,9 +16,7 @@ def load_source(store, locations: list) -> tuple[bytes | None, str | None]:
     notes = []
     for location in locations or []:
         try:
-            user, folder, key = location
-            data = store.read_relay(key) if user == RELAY_HOLD else store.read(user, folder, key)
-            return data, None
+            return store.read_at(location), None
         except (LookupError, OSError, ValueError) as exc:
             notes.append(f"{location}: {type(exc).__name__}")
     if not locations:
