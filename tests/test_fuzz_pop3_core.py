@@ -19,6 +19,8 @@ from forgelab.pop3 import NEED_DATA, Pop3Connection, Pop3Reply, Pop3Service, Sta
 from forgelab.pop3 import events as ev
 from forgelab.store import MailStore
 
+from chunks import split
+
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 200))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -37,15 +39,6 @@ line_bytes = st.one_of(st.builds(lambda t, e: t.encode("utf-8", "surrogatepass")
                                  st.sampled_from(ENDINGS)),
                        st.binary(max_size=40))
 streams = st.lists(line_bytes, max_size=40).map(b"".join)
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, start = [], 0
-    for p in points + [len(data)]:
-        pieces.append(data[start:p])
-        start = p
-    return [p for p in pieces if p]
 
 
 def simple_answer(event) -> Pop3Reply:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from forgelab.smtp import NEED_DATA, Reply, SmtpConnection, SmtpLimits, events as ev
 
+from chunks import split
 from smtp_helpers import OK
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,15 +52,6 @@ line_bytes = st.one_of(
 TRANSACTION = b"EHLO x.example\r\nMAIL FROM:<a@shop.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"
 streams = st.builds(lambda prefix, lines: prefix + b"".join(lines),
                     st.sampled_from([b"", TRANSACTION]), st.lists(line_bytes, max_size=40))
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, start = [], 0
-    for p in points + [len(data)]:
-        pieces.append(data[start:p])
-        start = p
-    return [p for p in pieces if p]  # an empty piece would mean EOF
 
 
 def drive(chunks: list[bytes], **options) -> tuple[list, bytes]:

@@ -66,19 +66,12 @@ class Http:
 
 
 @pytest.fixture
-def served(forgelab_server):
-    """A running lab with its web view on a free port: (lab, web, http)."""
-    webs = []
-
+def served(lab_with_web):
+    """``start(policy)`` -> ``(lab, web, http)``: a running lab, its web view, a client for it."""
     def start(policy="observe"):
-        lab = forgelab_server(policy=policy)
-        web = WebServer(lab, port=0).start()
-        webs.append(web)
+        lab, web = lab_with_web(policy)
         return lab, web, Http(web)
-
-    yield start
-    for web in webs:
-        web.stop()
+    return start
 
 
 def wait_for(predicate, timeout=10.0):

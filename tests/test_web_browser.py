@@ -15,8 +15,6 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from forgelab.web import WebServer  # noqa: E402
-
 CHROMIUM = os.environ.get("FORGELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FORGELAB_CHROMEDRIVER", "/usr/bin/chromedriver")
 ATTACKER = "127.0.66.1"
@@ -61,18 +59,8 @@ def browser():
 
 
 @pytest.fixture
-def served(forgelab_server):
-    webs = []
-
-    def start(policy="observe"):
-        lab = forgelab_server(policy=policy)
-        web = WebServer(lab, port=0).start()
-        webs.append(web)
-        return lab, web
-
-    yield start
-    for web in webs:
-        web.stop()
+def served(lab_with_web):
+    return lab_with_web
 
 
 def send(lab, data, mail_from="alerts@bank.example", source_ip=ATTACKER):
