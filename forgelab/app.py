@@ -8,9 +8,9 @@ from pathlib import Path
 from .dns import Resolver
 from .events import EventBus, JsonlLog
 from .lab import Lab, load_lab
+from .login_throttle import LoginThrottle
 from .pipeline import ServerContext
 from .policy import Policy, load_policy
-from .pop3 import LoginThrottle
 from .server.base import Limits, parse_hostport
 from .server.pop3 import Pop3Server
 from .server.smtp import SmtpServer

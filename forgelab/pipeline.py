@@ -15,6 +15,7 @@ import pluggy
 
 from .events import EventBus
 from .lab import Lab
+from .login_throttle import LoginThrottle
 from .message import parse_message
 from .policy import Policy
 from .registry import build_plugin_manager, plugin_name
@@ -62,7 +63,6 @@ class ServerContext:
     def __init__(self, lab: Lab, store, bus: EventBus | None = None, policy: Policy | None = None,
                  plugins: tuple[str, ...] = (), tls: ssl.SSLContext | None = None, login_throttle=None):
         from .policy import load_policy
-        from .pop3.service import LoginThrottle
 
         self.lab = lab
         self.store = store

@@ -12,7 +12,7 @@ from line_client import LineClient
 from forgelab.lab import load_lab
 from forgelab.pipeline import ServerContext, SmtpPipeline
 from forgelab.policy import load_policy
-from forgelab.pop3.service import LoginThrottle
+from forgelab.login_throttle import LoginThrottle
 from forgelab.session import Session
 from forgelab.smtp import events as ev
 from forgelab.store import MailStore

@@ -12,10 +12,11 @@ import time
 
 from ..directory import Directory
 from ..events import EventBus
+from ..login_throttle import LoginThrottle
 from ..pop3 import events as ev
 from ..pop3.connection import Pop3Connection
 from ..pop3.replies import IDLE_TIMEOUT, SESSION_TIMEOUT, TOO_MANY_CONNECTIONS, Pop3Reply
-from ..pop3.service import LoginThrottle, Pop3Service
+from ..pop3.service import Pop3Service
 from ..pop3.state import State
 from ..pop3.wire import wire_size
 from ..session import new_id
