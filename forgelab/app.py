@@ -39,6 +39,7 @@ class Settings:
     tls_key: Path | None = None
     web: str | None = None  # HOST:PORT of the web view, None for none
     workers: int = 1  # SMTP processes; more than 1 starts worker processes on the same port (workers.py)
+    driver: str = "threads"  # SMTP socket driver: threads or selector (server/smtp.py)
 
 
 def attach_resolver(lab: Lab, settings: Settings) -> None:
@@ -94,7 +95,8 @@ class Forgelab:
             self.bus.subscribe(self._log)
         smtp_host, smtp_port = parse_hostport(settings.smtp)
         pop3_host, pop3_port = parse_hostport(settings.pop3)
-        self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits, reuse_port=settings.workers > 1)
+        self.smtp = SmtpServer(self.context, smtp_host, smtp_port, limits, reuse_port=settings.workers > 1,
+                               driver=settings.driver)
         self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls,
                                throttle=throttle)
         self.web = None

@@ -10,6 +10,7 @@ import logging
 import ssl
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pluggy
 
@@ -118,6 +119,8 @@ class SmtpPipeline:
         self.relay_recipients: list[str] = []
         self.local_recipients: list[str] = []  # user names, lists expanded
         self.sasl: SaslExchange | None = None
+        # Seconds the driver waits before it sends the last reply (a failed login); it resets it.
+        self.reply_delay = 0.0
 
     @property
     def policy(self) -> Policy:
@@ -342,9 +345,7 @@ class SmtpPipeline:
         self.context.bus.publish("session.auth", session_id=self.session.id, mechanism=mechanism,
                                  username=step.username[:64], result="pass" if user else "fail")
         if user is None:
-            wait = self.context.login_throttle.failure(ip)
-            if wait:
-                self.context.stopping.wait(wait)
+            self.reply_delay = self.context.login_throttle.failure(ip)
             return Reply(535, "5.7.8", "Authentication credentials invalid")
         self.context.login_throttle.success(ip)
         self.session.authenticated = user.name
@@ -401,6 +402,14 @@ class SmtpPipeline:
         return Reply(354, None, "Start mail input; end with <CRLF>.<CRLF>")
 
     def on_message(self, event: ev.Message) -> Reply:
+        outcome = self.check_message(event)
+        return outcome if isinstance(outcome, Reply) else outcome()
+
+    def check_message(self, event: ev.Message) -> Reply | Callable[[], Reply]:
+        """Run the message hooks: the refusal, or the delivery still to make (disk writes, then the 250).
+
+        The selector driver runs the delivery on another thread, so its fsyncs do not stop the loop.
+        """
         envelope = self.envelope
         envelope.data_as_sent = event.wire or event.raw
         message = parse_message(event.raw)
@@ -412,6 +421,10 @@ class SmtpPipeline:
         if refused:
             self._reset()
             return refused
+        return lambda: self._deliver(event, message, every, total)
+
+    def _deliver(self, event: ev.Message, message, every: list[Verdict], total: Decision) -> Reply:
+        envelope = self.envelope
         try:
             locations = self._store(event.raw, message, every, total.action)
         except Exception:

@@ -76,7 +76,7 @@ def worker_config(settings, data_dir: Path, address: tuple[str, int], policy: Po
     return {"smtp": _hostport(address), "data_dir": _path(data_dir), "users_file": _path(settings.users_file),
             "policy": policy.source, "plugins": list(settings.plugins), "zone_file": _path(settings.zone_file),
             "dns": settings.dns, "tls": bool(settings.tls), "tls_cert": _path(settings.tls_cert),
-            "tls_key": _path(settings.tls_key)}
+            "tls_key": _path(settings.tls_key), "driver": settings.driver}
 
 
 class EventForwarder:
@@ -302,7 +302,8 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
                             users_file=_opt_path(config.get("users_file")), policy=config["policy"],
                             plugins=tuple(config.get("plugins", ())), zone_file=_opt_path(config.get("zone_file")),
                             dns=config.get("dns", "lab"), event_log=False, tls=bool(config.get("tls", True)),
-                            tls_cert=_opt_path(config.get("tls_cert")), tls_key=_opt_path(config.get("tls_key")))
+                            tls_cert=_opt_path(config.get("tls_cert")), tls_key=_opt_path(config.get("tls_key")),
+                            driver=config.get("driver", "threads"))
         lab = load_lab(settings.users_file)
         attach_resolver(lab, settings)
         policy = load_policy(settings.policy)
@@ -310,7 +311,8 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
         tls = (lab_server_context(settings.data_dir, lab.hostname, settings.tls_cert, settings.tls_key)
                if settings.tls else None)
         context = ServerContext(lab, store, bus, policy, settings.plugins, tls=tls, login_throttle=login_throttle(policy))
-        smtp = SmtpServer(context, *parse_hostport(settings.smtp), server_limits(policy), reuse_port=True).start()
+        smtp = SmtpServer(context, *parse_hostport(settings.smtp), server_limits(policy), reuse_port=True,
+                           driver=settings.driver).start()
     except Exception as exc:  # said once, on the wire: the main process makes it one line for the user
         bus.publish("worker.failed", pid=os.getpid(), error=str(exc) or type(exc).__name__)
         stream.close()

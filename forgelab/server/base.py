@@ -84,6 +84,19 @@ class Connection:
             raise socket.timeout("timed out") from None
 
 
+def close_socket(sock: socket.socket) -> None:
+    if isinstance(sock, ssl.SSLSocket):
+        try:  # send close_notify, so a TLS client sees a clean end and not a truncation
+            sock.settimeout(1.0)
+            sock.unwrap()
+        except (OSError, ValueError):
+            pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -276,16 +289,7 @@ class ThreadedServer:
             self._finish(conn)
 
     def _finish(self, conn: Connection) -> None:
-        if isinstance(conn.sock, ssl.SSLSocket):
-            try:  # send close_notify, so a TLS client sees a clean end and not a truncation
-                conn.sock.settimeout(1.0)
-                conn.sock.unwrap()
-            except (OSError, ValueError):
-                pass
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
+        close_socket(conn.sock)
         with self._lock:
             self._active.pop(id(conn), None)
             self._per_ip[conn.peer_ip] -= 1
