@@ -239,7 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=_ints, default=CONCURRENCY, help="comma-separated (default 1,10,50)")
     p.add_argument("--sizes", type=_ints, default=SIZES, help="message sizes in octets (default 2048,102400)")
     p.add_argument("--rcpts", type=_ints, default=RCPTS, help="recipients per message (default 1,10)")
-    p.add_argument("--workers", type=int, default=1, help="forgelab serve --workers (SMTP processes, default 1)")
+    p.add_argument("--workers", type=int, default=2, help="forgelab serve --workers (SMTP processes, default 2)")
+    p.add_argument("--driver", choices=["threads", "selector"], default="selector",
+                   help="forgelab serve --driver (default selector)")
     args = p.parse_args(argv)
 
     use_source = args.generator == "smtp-source" or (args.generator == "auto" and smtp_source() is not None)
@@ -249,15 +251,15 @@ def main(argv=None) -> int:
     print(f"forgelab bench on {os_name()}; generator: {'smtp-source' if use_source else 'bench/loadgen.py'}; work dir {work}", flush=True)
     servers = {}
     try:
-        servers["open"] = ForgelabServer(work / "open", "open", args.workers)
+        servers["open"] = ForgelabServer(work / "open", "open", args.workers, driver=args.driver)
         zone, keys = bench_world(work)
         signed_message = work / "signed.eml"  # LF lines: smtp-source -F sends each line with CRLF
         signed_message.write_bytes(make_message(2048, f"news@{SENDER_DOMAIN}", "rcpt@corp.example",
                                                 SENDER_DOMAIN, keys).replace(b"\r\n", b"\n"))
-        servers["observe"] = ForgelabServer(work / "observe", "observe", args.workers, zone)
+        servers["observe"] = ForgelabServer(work / "observe", "observe", args.workers, zone, driver=args.driver)
         servers["aiosmtpd"] = AiosmtpdServer(work / "aiosmtpd")
         result = {"machine": os_name(), "generator": "smtp-source" if use_source else "loadgen",
-                  "scale": args.scale, "idle_count": args.idle, "workers": args.workers}
+                  "scale": args.scale, "idle_count": args.idle, "workers": args.workers, "driver": args.driver}
         print("throughput (messages accepted per second, a new connection per message):", flush=True)
         warm_up(servers, use_source, signed_message)
         result["throughput"] = throughput(servers, args, use_source, signed_message)

@@ -144,8 +144,8 @@ class ForgelabServer(ServerProcess):
     """``forgelab serve`` (the web view off: it is not what is measured); with ``workers`` > 1
     its CPU time, memory and threads include the worker processes."""
 
-    def __init__(self, work: Path, policy: str, workers: int = 1, zone: Path | None = None):
-        self.name = f"forgelab {policy}" + (f" ({workers} workers)" if workers > 1 else "")
+    def __init__(self, work: Path, policy: str, workers: int = 1, zone: Path | None = None, driver: str = "threads"):
+        self.name = f"forgelab {policy} ({driver}, {workers} process{'es' if workers > 1 else ''})"
         self.workers = workers
         work.mkdir(parents=True, exist_ok=True)
         policy_file = work / f"bench-{policy}.toml"
@@ -161,6 +161,8 @@ class ForgelabServer(ServerProcess):
                 "--policy", str(policy_file), "--users", str(users)]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        if driver != "threads":
+            argv += ["--driver", driver]
         if zone is not None:
             argv += ["--zone", str(zone)]
         super().__init__(argv, port, work / "server.log")

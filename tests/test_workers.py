@@ -134,14 +134,15 @@ def forged(port: int) -> int:
 
 
 @pytest.mark.timeout(90)
-def test_two_processes_share_the_port_the_store_the_log_and_the_policy(tmp_path):
+@pytest.mark.parametrize("driver", ["threads", "selector"])
+def test_two_processes_share_the_port_the_store_the_log_and_the_policy(tmp_path, driver):
     smtp, pop3, web = free_port(), free_port(), free_port()
     data = tmp_path / "data"
     out_path = tmp_path / "out.txt"
     with open(out_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "2", "--data", str(data),
                                  "--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}",
-                                 "--web", f"127.0.0.1:{web}", "--policy", "observe"],
+                                 "--web", f"127.0.0.1:{web}", "--policy", "observe", "--driver", driver],
                                 stdout=out, stderr=subprocess.STDOUT)
     worker_pids: list[int] = []
     try:
