@@ -40,6 +40,7 @@ class Settings:
     web: str | None = None  # HOST:PORT of the web view, None for none
     workers: int = 1  # SMTP processes; more than 1 starts worker processes on the same port (workers.py)
     driver: str = "threads"  # SMTP socket driver: threads or selector (server/smtp.py)
+    pin_cpus: bool = False  # with workers: each SMTP process on a CPU of its own (workers.pin_to); serve sets it
 
 
 def attach_resolver(lab: Lab, settings: Settings) -> None:

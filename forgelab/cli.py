@@ -108,7 +108,8 @@ def _max_workers() -> int:
 @click.option("--web", default="127.0.0.1:8025", show_default=True, type=HostPort(allow_off=True),
               help="Web view address, or 'off'.")
 @click.option("--workers", type=click.IntRange(1, _max_workers()), default=1, show_default=True,
-              help="SMTP processes sharing the SMTP port (SO_REUSEPORT, Linux); connection caps and the login throttle are per process.")
+              help="SMTP processes sharing the SMTP port (SO_REUSEPORT, Linux), each on a CPU of its own; "
+                   "connection caps and the login throttle are per process.")
 @click.option("--driver", type=click.Choice(["threads", "selector"]), default="threads", show_default=True,
               help="SMTP sockets: a thread per connection, or one selector thread for every plain-text connection "
                    "(faster under load; hooks must not block).")
@@ -120,7 +121,7 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
 
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
-                        web=web, workers=workers, driver=driver)
+                        web=web, workers=workers, driver=driver, pin_cpus=workers > 1)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up still stops cleanly
         signal.signal(sig, lambda *_: stop.set())

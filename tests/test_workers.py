@@ -75,6 +75,17 @@ def test_worker_lines_are_republished_on_the_main_bus_with_the_worker_pid():
     assert seen[1]["reason"] == "client quit"
 
 
+def test_each_smtp_process_gets_the_next_cpu_we_may_use_in_turn():
+    from forgelab.workers import process_cpus
+
+    mine = sorted(os.sched_getaffinity(0))
+    cpus = process_cpus(5)
+    if len(mine) < 2:
+        assert cpus == [None] * 5
+    else:
+        assert cpus == [mine[i % len(mine)] for i in range(5)] and len(set(cpus[:2])) == 2
+
+
 def test_a_failed_worker_line_is_its_error():
     forwarder = EventForwarder(EventBus(), 7)
     forwarder.run(io.BytesIO(b'{"seq": 1, "ts": 0, "kind": "worker.failed", "error": "port gone"}\n'))
@@ -151,6 +162,10 @@ def test_two_processes_share_the_port_the_store_the_log_and_the_policy(tmp_path,
         assert proc.poll() is None, out_path.read_text()
         worker_pids = [int(banner.group(1))]
         pids = {proc.pid, *worker_pids}
+        if len(os.sched_getaffinity(0)) > 1:  # each SMTP process on a CPU of its own, every thread of it
+            for pid in pids:
+                assert {len(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")} == {1}, pid
+            assert os.sched_getaffinity(proc.pid) != os.sched_getaffinity(worker_pids[0])
 
         errors: list = []
         threads = [threading.Thread(target=send, args=(smtp, list(range(i, MESSAGES, 4)), errors)) for i in range(4)]
