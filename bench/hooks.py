@@ -49,12 +49,21 @@ class TimedPipeline(SmtpPipeline):
             self.spent[f"{hook_name}:{name}"] += time.thread_time() - start
             yield name, returned, error
 
-    def _store(self, *args, **kwargs):
+    def _prepare_writes(self, *args, **kwargs):
         start = time.thread_time()
         try:
-            return super()._store(*args, **kwargs)
+            write = super()._prepare_writes(*args, **kwargs)
         finally:  # add_headers is inside: counted under its own name too
             self.spent["delivery (add_headers, headers, file)"] += time.thread_time() - start
+
+        def timed_write():
+            start = time.thread_time()
+            try:
+                return write()
+            finally:
+                self.spent["delivery (add_headers, headers, file)"] += time.thread_time() - start
+
+        return timed_write
 
 
 def main(argv=None) -> int:

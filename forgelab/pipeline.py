@@ -403,12 +403,16 @@ class SmtpPipeline:
 
     def on_message(self, event: ev.Message) -> Reply:
         outcome = self.check_message(event)
-        return outcome if isinstance(outcome, Reply) else outcome()
+        if isinstance(outcome, Reply):
+            return outcome
+        outcome.write()
+        return outcome.finish()
 
-    def check_message(self, event: ev.Message) -> Reply | Callable[[], Reply]:
-        """Run the message hooks: the refusal, or the delivery still to make (disk writes, then the 250).
+    def check_message(self, event: ev.Message) -> Reply | PendingDelivery:
+        """Run the message hooks: the refusal, or the delivery still to make.
 
-        The selector driver runs the delivery on another thread, so its fsyncs do not stop the loop.
+        The selector driver runs the delivery's disk writes on another thread, so its
+        fsyncs do not stop the loop; everything else stays on the session's thread.
         """
         envelope = self.envelope
         envelope.data_as_sent = event.wire or event.raw
@@ -421,14 +425,17 @@ class SmtpPipeline:
         if refused:
             self._reset()
             return refused
-        return lambda: self._deliver(event, message, every, total)
-
-    def _deliver(self, event: ev.Message, message, every: list[Verdict], total: Decision) -> Reply:
-        envelope = self.envelope
         try:
-            locations = self._store(event.raw, message, every, total.action)
+            write = self._prepare_writes(event.raw, message, every, total.action)
         except Exception:
             log.exception("delivery failed")
+            write = None
+        return PendingDelivery(write, lambda locations: self._delivered(event, message, every, total, locations))
+
+    def _delivered(self, event: ev.Message, message, every: list[Verdict], total: Decision,
+                   locations: list[tuple[str, str, str]] | None) -> Reply:
+        envelope = self.envelope
+        if locations is None:
             self._reset()
             return Reply(451, "4.3.0", "Local error in processing: the message was not stored; try again")
         self.context.bus.publish(
@@ -442,7 +449,10 @@ class SmtpPipeline:
         where = "quarantined" if total.action == "quarantine" else "queued"
         return Reply(250, "2.0.0", f"OK: {where} as {envelope.id}" + (" (tagged)" if total.action == "tag" else ""))
 
-    def _store(self, raw: bytes, message, verdicts: list[Verdict], action: str) -> list[tuple[str, str, str]]:
+    def _prepare_writes(self, raw: bytes, message, verdicts: list[Verdict],
+                        action: str) -> Callable[[], list[tuple[str, str, str]]]:
+        """The stored copies made (add_headers hooks, trace headers); returns the disk writes,
+        which touch only the store and may run on any thread: (user, folder, key) of each."""
         from .delivery import prepare_for_delivery
 
         extra = []
@@ -453,22 +463,50 @@ class SmtpPipeline:
                     extra.append(tuple(item))
                 else:  # a plugin's mistake must not cost the message
                     log.warning("plugin %s: forgelab_add_headers gave %r, not a (name, value) pair", name, item)
+        store = self.context.store
         folder = "quarantine" if action == "quarantine" else "inbox"
-        locations = []
-        users = self.local_recipients
+        users = list(self.local_recipients)
+        relayed = bool(self.relay_recipients)
         # As Postfix: "for <rcpt>" only with one local recipient; every other copy is the same bytes.
-        shared = None
-        if len(users) > 1 or self.relay_recipients:
+        shared = own = None
+        if len(users) > 1 or relayed:
             shared = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra)
         if len(users) == 1:
-            data = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=users[0])
-            locations.append((users[0], folder, self.context.store.deliver(users[0], data, folder)))
-        elif users:
-            keys = self.context.store.deliver_many(users, shared, folder)
-            locations.extend((user, folder, key) for user, key in zip(users, keys))
-        if self.relay_recipients:
-            locations.append(("_relay-hold", "inbox", self.context.store.hold_relay(shared)))
-        return locations
+            own = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=users[0])
+
+        def write() -> list[tuple[str, str, str]]:
+            locations = []
+            if own is not None:
+                locations.append((users[0], folder, store.deliver(users[0], own, folder)))
+            elif users:
+                keys = store.deliver_many(users, shared, folder)
+                locations.extend((user, folder, key) for user, key in zip(users, keys))
+            if relayed:
+                locations.append(("_relay-hold", "inbox", store.hold_relay(shared)))
+            return locations
+
+        return write
+
+
+class PendingDelivery:
+    """A message its verdicts let through, its copies made: ``write()`` stores them (the disk
+    writes and fsyncs; any thread), then ``finish()`` says so (event, hooks, the reply; on the
+    session's thread). ``write`` None: making the copies failed, and ``finish()`` says 451."""
+
+    def __init__(self, write: Callable[[], list] | None, finish: Callable[[list | None], Reply]):
+        self._write, self._finish = write, finish
+        self.locations: list | None = None
+
+    def write(self) -> None:
+        if self._write is None:
+            return
+        try:
+            self.locations = self._write()
+        except Exception:
+            log.exception("delivery failed")
+
+    def finish(self) -> Reply:
+        return self._finish(self.locations)
 
 
 def _header(message, name: str) -> str | None:

@@ -8,9 +8,8 @@ returns the reply bytes to send.
 from __future__ import annotations
 
 import time
-from typing import Callable
 
-from ..pipeline import ServerContext, SmtpPipeline
+from ..pipeline import PendingDelivery, ServerContext, SmtpPipeline
 from ..session import Session
 from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
 
@@ -51,8 +50,8 @@ class SmtpSession:
 
     With ``defer_deliveries``, a message its hooks let through is not stored at once: ``feed``
     stops there and leaves the delivery in ``pending``. The selector driver runs
-    ``answer_pending()`` (the disk writes and fsyncs, then the 250) on another thread, so
-    they do not hold the other connections up, and then ``run()`` for what came after it.
+    ``answer_pending()`` (the disk writes and fsyncs) on another thread, so they do not hold
+    the other connections up, and then ``run()``, which answers it and what came after it.
     """
 
     def __init__(self, context: ServerContext, peer_ip: str, peer_port: int, session_timeout: float,
@@ -68,7 +67,8 @@ class SmtpSession:
         self.delay = 0.0
         self._held = b""  # the reply held back for ``delay``
         self.defer_deliveries = defer_deliveries
-        self.pending: Callable[[], Reply] | None = None
+        self.pending: PendingDelivery | None = None
+        self._written: PendingDelivery | None = None  # answer_pending() stored it: run() answers
         self.reason = "client quit"
         self._closed = False
         self.bus.publish("session.open", protocol="smtp", session=self.session.as_dict(),
@@ -98,6 +98,9 @@ class SmtpSession:
         out = [self._held] if self._held else []
         size = len(self._held)
         self._held = b""
+        if self._written is not None:
+            delivery, self._written = self._written, None
+            out.append(self.say(delivery.finish()))
         self.delay = 0.0
         core = self.core
         self.more = False
@@ -115,11 +118,10 @@ class SmtpSession:
             shown = _describe(event) or core.last_line  # the core masks credentials
             self.bus.publish("session.line", session_id=self.session.id, protocol="smtp", direction="in", text=shown)
             if self.defer_deliveries and isinstance(event, ev.Message):
-                outcome = self.pipeline.check_message(event)
-                if not isinstance(outcome, Reply):
-                    self.pending = outcome
+                reply = self.pipeline.check_message(event)
+                if isinstance(reply, PendingDelivery):
+                    self.pending = reply
                     return b"".join(out)
-                reply = outcome
             else:
                 reply = self.pipeline.handle(event)
             if self.pipeline.reply_delay > 0:
@@ -135,9 +137,11 @@ class SmtpSession:
         return b"".join(out)
 
     def answer_pending(self) -> bytes:
-        """Make the ``pending`` delivery: its reply."""
-        deliver, self.pending = self.pending, None
-        return self.say(deliver())
+        """Store the ``pending`` delivery (any thread); the next ``run()`` answers it."""
+        delivery, self.pending = self.pending, None
+        delivery.write()
+        self._written = delivery
+        return b""
 
     def timed_out(self) -> bytes:
         """The 421 for a client that went quiet, or whose session ran past its limit; ends the session."""
