@@ -1,6 +1,7 @@
 """What both SMTP drivers (serve --driver threads|selector) must do alike under load and abuse,
 and the session object they share, without sockets."""
 import base64
+import os
 import re
 import smtplib
 import socket
@@ -187,3 +188,14 @@ def test_session_timed_out_says_which_limit(context):
     s = SmtpSession(context, "127.0.0.1", 40000, session_timeout=0)
     s.greet()
     assert s.timed_out().startswith(b"421 4.4.2 Session time limit") and s.reason == "session time limit"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling classes")
+def test_selector_delivery_threads_do_not_preempt_the_loop(forgelab_server):
+    lab = forgelab_server(policy="open", driver="selector")
+    with smtplib.SMTP(*lab.smtp.address, timeout=10) as client:
+        client.sendmail("a@shop.example", ["alice@corp.example"], b"Subject: x\r\n\r\nhi\r\n")
+    delivery = [t for t in threading.enumerate() if t.name.startswith("smtp-delivery")]
+    assert delivery and {os.sched_getscheduler(t.native_id) for t in delivery} == {os.SCHED_BATCH}
+    loop = next(t for t in threading.enumerate() if t.name == "smtp-selector")
+    assert os.sched_getscheduler(loop.native_id) == os.SCHED_OTHER
