@@ -149,7 +149,43 @@ def listening_socket(name: str, host: str, port: int, reuse_port: bool = False) 
     return sock
 
 
-class ThreadedServer:
+class ListeningServer:
+    """What every driver has: a name, the address to listen on, the caps, the reply for a
+    client over them, and the stop flag."""
+
+    def __init__(self, name: str, host: str, port: int, busy: bytes, limits: Limits | None, reuse_port: bool):
+        self.name = name
+        self.busy = busy
+        self.limits = limits or Limits()
+        self.reuse_port = reuse_port
+        self._host, self._port = host, port
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._per_ip: Counter[str] = Counter()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._sock is not None, "server not started"
+        return self._sock.getsockname()[:2]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _refuse(self, client: socket.socket) -> None:
+        """Over the caps: the busy reply, as far as the socket buffer takes it at once, then close."""
+        try:
+            client.setblocking(False)
+            client.send(self.busy)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+
+class ThreadedServer(ListeningServer):
     """Accepts on ``host:port`` and runs ``handle(conn)`` for each connection on a pool thread.
 
     :param kernel_timeouts: the idle limit is kept by the kernel (see ``Connection.set_timeout``);
@@ -161,27 +197,13 @@ class ThreadedServer:
     def __init__(self, name: str, host: str, port: int, handle: Callable[[Connection], None],
                  busy: bytes, limits: Limits | None = None, *, kernel_timeouts: bool = False,
                  reuse_port: bool = False):
-        self.name = name
-        self.reuse_port = reuse_port
+        super().__init__(name, host, port, busy, limits, reuse_port)
         self.handle = handle
-        self.busy = busy
-        self.limits = limits or Limits()
         self.kernel_timeouts = kernel_timeouts
-        self._host, self._port = host, port
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
         self._active: dict[int, Connection] = {}
-        self._per_ip: Counter[str] = Counter()
         self._threads: set[threading.Thread] = set()
         self._handoff: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._idle = 0  # pool threads waiting for a connection, minus connections queued for them
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._sock is not None, "server not started"
-        return self._sock.getsockname()[:2]
 
     @property
     def active_connections(self) -> int:
@@ -230,13 +252,7 @@ class ThreadedServer:
                 else:
                     spawn = True
         if full:
-            try:
-                client.settimeout(2)
-                client.sendall(self.busy)
-            except OSError:
-                pass
-            finally:
-                client.close()
+            self._refuse(client)
             return
         if not spawn:
             self._handoff.put(conn)
@@ -295,10 +311,6 @@ class ThreadedServer:
             self._per_ip[conn.peer_ip] -= 1
             if self._per_ip[conn.peer_ip] <= 0:
                 del self._per_ip[conn.peer_ip]
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every open connection, wait for the threads."""

@@ -24,11 +24,11 @@ import selectors
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Protocol
 
-from .base import Connection, Limits, close_socket, listening_socket
+from .base import Connection, Limits, ListeningServer, close_socket, listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class _Client:
         self.wake_at: float | None = None  # when the held-back reply is due (session.delay)
 
 
-class SelectorServer:
+class SelectorServer(ListeningServer):
     """Accepts on ``host:port``; ``open_session(conn)`` makes the session of each connection.
 
     :param handover: runs on a thread of its own for a session that starts TLS, with the
@@ -86,41 +86,22 @@ class SelectorServer:
     def __init__(self, name: str, host: str, port: int, open_session: Callable[[Connection], Session],
                  handover: Callable[[Connection, Session], None], busy: bytes, limits: Limits | None = None, *,
                  reuse_port: bool = False):
-        self.name = name
+        super().__init__(name, host, port, busy, limits, reuse_port)
         self.open_session = open_session
         self.handover = handover
-        self.busy = busy
-        self.limits = limits or Limits()
-        self.reuse_port = reuse_port
-        self._host, self._port = host, port
-        self._sock: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._clients: dict[int, _Client] = {}  # by file descriptor; the loop thread's alone
-        self._per_ip: Counter[str] = Counter()
-        self._lock = threading.Lock()  # guards the counts below, read from other threads
-        self._active = 0
-        self._handed: set[threading.Thread] = set()
-        self._handed_conns: dict[int, Connection] = {}
+        self._active = 0  # connections, with the TLS ones handed over (under _lock)
+        self._handed: dict[threading.Thread, Connection] = {}  # TLS sessions, each on a thread of its own
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool: ThreadPoolExecutor | None = None
         self._accept_again: float | None = None  # accepting paused after a failure, until then
         self._answered: deque[tuple[_Client, Future]] = deque()  # pending steps done, for the loop
 
     @property
-    def address(self) -> tuple[str, int]:
-        assert self._sock is not None, "server not started"
-        return self._sock.getsockname()[:2]
-
-    @property
     def active_connections(self) -> int:
         with self._lock:
             return self._active
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def start(self) -> "SelectorServer":
         self._sock = listening_socket(self.name, self._host, self._port, reuse_port=self.reuse_port)
@@ -186,12 +167,7 @@ class SelectorServer:
                 self._active += 1
                 self._per_ip[peer_ip] += 1
         if full:
-            try:
-                sock.setblocking(False)
-                sock.send(self.busy)  # a few octets: the socket buffer takes them or we give up
-            except OSError:
-                pass
-            sock.close()
+            self._refuse(sock)
             return
         sock.setblocking(False)
         local = sock.getsockname()
@@ -336,15 +312,13 @@ class SelectorServer:
         thread = threading.Thread(target=self._serve_handed, args=(conn, client.session),
                                   name=f"{self.name}-tls", daemon=True)
         with self._lock:
-            self._handed.add(thread)
-            self._handed_conns[id(conn)] = conn
+            self._handed[thread] = conn
         try:
             thread.start()
         except RuntimeError:  # no thread to be had: drop this client
             log.error("%s: cannot start a thread for %s", self.name, conn.peer_ip)
             with self._lock:
-                self._handed.discard(thread)
-                self._handed_conns.pop(id(conn), None)
+                self._handed.pop(thread, None)
             client.session.close("server busy")
             self._release(conn)
             conn.sock.close()
@@ -359,8 +333,7 @@ class SelectorServer:
             close_socket(conn.sock)
             self._release(conn)
             with self._lock:
-                self._handed.discard(threading.current_thread())
-                self._handed_conns.pop(id(conn), None)
+                self._handed.pop(threading.current_thread(), None)
 
     def _close(self, client: _Client, reason: str | None = None) -> None:
         sock = client.conn.sock
@@ -396,7 +369,7 @@ class SelectorServer:
         if self._sock:
             self._sock.close()
         with self._lock:
-            handed = list(self._handed_conns.values())
+            handed = list(self._handed.values())
             threads = list(self._handed)
         for conn in handed:
             try:
