@@ -66,30 +66,40 @@ def server_limits(policy: Policy) -> Limits:
                   max_commands=int(policy.setting("max_commands", 10_000)))
 
 
+def server_context(settings: Settings, data_dir: Path, bus: EventBus,
+                   context_class: type[ServerContext] = ServerContext) -> ServerContext:
+    """The lab with its DNS, the policy and its plugins, the store, the lab certificate and the
+    login throttle: what a process serving SMTP needs (``Forgelab``, and each worker of ``--workers``)."""
+    lab = load_lab(settings.users_file)
+    attach_resolver(lab, settings)
+    policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
+    tls = lab_server_context(data_dir, lab.hostname, settings.tls_cert, settings.tls_key) if settings.tls else None
+    return context_class(lab, MailStore(data_dir / "mail"), bus, policy, settings.plugins, tls=tls,
+                         login_throttle=login_throttle(policy))
+
+
 class Forgelab:
     def __init__(self, settings: Settings, bus: EventBus | None = None):
         self.settings = settings
         self.data_dir = Path(settings.data_dir or default_data_dir())
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = bus or EventBus()
-        self.lab: Lab = load_lab(settings.users_file)
-        attach_resolver(self.lab, settings)
-        policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
-        self.store = MailStore(self.data_dir / "mail")
-        # Made before any worker process starts: the workers load this same certificate.
-        self.tls = (lab_server_context(self.data_dir, self.lab.hostname, settings.tls_cert, settings.tls_key)
-                    if settings.tls else None)
-        # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
-        throttle = login_throttle(policy)
         self.workers = None
         context_class = ServerContext
         if settings.workers > 1:
             from .workers import PooledContext, check_workers
 
-            check_workers(settings.workers, policy)
             context_class = PooledContext  # its set_policy also switches every worker
-        self.context = context_class(self.lab, self.store, self.bus, policy, settings.plugins, tls=self.tls,
-                                     login_throttle=throttle)
+        # The lab certificate is made here, before any worker process starts: they load the same one.
+        self.context = server_context(settings, self.data_dir, self.bus, context_class)
+        self.lab: Lab = self.context.lab
+        self.store = self.context.store
+        self.tls = self.context.tls
+        policy = self.context.rules.policy
+        if settings.workers > 1:
+            check_workers(settings.workers, policy)
+        # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
+        throttle = self.context.login_throttle
         limits = server_limits(policy)
         self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
         if self._log:

@@ -91,15 +91,20 @@ def pin_to(cpu: int | None) -> None:
     """
     if cpu is None:
         return
-    try:
-        threads = os.listdir("/proc/self/task")
-    except OSError:
-        return
-    for tid in threads:
+    pinned: set[str] = set()
+    for _ in range(3):  # again for a thread started meanwhile by one not pinned yet
         try:
-            os.sched_setaffinity(int(tid), {cpu})
-        except (OSError, ValueError):  # a thread that just ended, or the CPU went away
-            pass
+            threads = set(os.listdir("/proc/self/task")) - pinned
+        except OSError:
+            return
+        if not threads:
+            return
+        for tid in threads:
+            try:
+                os.sched_setaffinity(int(tid), {cpu})
+            except (OSError, ValueError):  # a thread that just ended, or the CPU went away
+                pass
+        pinned |= threads
 
 
 def worker_config(settings, data_dir: Path, address: tuple[str, int], policy: Policy) -> dict:
@@ -311,13 +316,9 @@ class PooledContext(ServerContext):
 
 def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     """Run one SMTP worker until its stdin ends or SIGTERM; returns the exit code."""
-    from .app import Settings, attach_resolver, login_throttle, server_limits
-    from .lab import load_lab
-    from .policy import load_policy
+    from .app import Settings, server_context, server_limits
     from .server.base import parse_hostport
     from .server.smtp import SmtpServer
-    from .store import MailStore
-    from .tls import lab_server_context
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
     stop = threading.Event()
@@ -339,13 +340,8 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
                             dns=config.get("dns", "lab"), event_log=False, tls=bool(config.get("tls", True)),
                             tls_cert=_opt_path(config.get("tls_cert")), tls_key=_opt_path(config.get("tls_key")),
                             driver=config.get("driver", "threads"))
-        lab = load_lab(settings.users_file)
-        attach_resolver(lab, settings)
-        policy = load_policy(settings.policy)
-        store = MailStore(settings.data_dir / "mail")
-        tls = (lab_server_context(settings.data_dir, lab.hostname, settings.tls_cert, settings.tls_key)
-               if settings.tls else None)
-        context = ServerContext(lab, store, bus, policy, settings.plugins, tls=tls, login_throttle=login_throttle(policy))
+        context = server_context(settings, settings.data_dir, bus)
+        policy = context.rules.policy
         smtp = SmtpServer(context, *parse_hostport(settings.smtp), server_limits(policy), reuse_port=True,
                            driver=settings.driver).start()
     except Exception as exc:  # said once, on the wire: the main process makes it one line for the user
