@@ -106,7 +106,7 @@ def test_a_slowed_failed_login_holds_up_no_other_client(forgelab_server):
     assert len(lab.store.list("bob")) == 1
 
 
-def test_stop_ends_idle_and_busy_connections_promptly(forgelab_server):
+def test_stop_closes_every_connected_client_promptly(forgelab_server):
     lab = forgelab_server()
     idle = [LineClient(lab.smtp.address, greet="smtp") for _ in range(5)]
     for c in idle[:2]:
