@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from waiting import wait_for
 
 from forgelab.server.base import BindError
 from forgelab.web import EventIndex, WebServer
@@ -72,16 +73,6 @@ def served(lab_with_web):
         lab, web = lab_with_web(policy)
         return lab, web, Http(web)
     return start
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def delivered(lab, count=1):

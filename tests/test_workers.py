@@ -15,6 +15,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from waiting import wait_for
 
 from forgelab.cli import main
 from forgelab.events import EventBus, JsonlLog
@@ -100,16 +101,6 @@ def test_workers_out_of_range_is_a_click_error():
 
 
 # -- the real thing ------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def events(data_dir) -> list[dict]:
