@@ -6,7 +6,6 @@ the canonicalisation and b= blanking replacements are compared with dkimpy's reg
 random byte strings; the key-record memo with dkimpy's parser; Authentication-Results
 clauses with what authres writes.
 """
-import base64
 import hashlib
 import random
 import re
@@ -161,11 +160,18 @@ def test_odd_keys_answer_like_dkimpy(keyring):
     assert same(hashlib.md5(b"x"), sig, public(key)) is KeyError  # dkimpy's own failure for an unmapped hash
 
 
-def test_the_fast_path_is_taken_for_an_ordinary_signature(keyring, monkeypatch):
-    key = keyring["2048"]
-    sig = bytes(dkimpy_sign(hashlib.sha256(b"x"), key))
+@pytest.fixture
+def dkimpy_verifies(monkeypatch) -> list:
+    """Every call the fast path hands to dkimpy's own RSA verification, recorded."""
     calls = []
     monkeypatch.setattr(speedups, "_DKIMPY_RSA_VERIFY", lambda *a: calls.append(a) or ORIGINAL_VERIFY(*a))
+    return calls
+
+
+def test_the_fast_path_is_taken_for_an_ordinary_signature(keyring, dkimpy_verifies):
+    key = keyring["2048"]
+    sig = bytes(dkimpy_sign(hashlib.sha256(b"x"), key))
+    calls = dkimpy_verifies
     assert speedups.rsa_verify(hashlib.sha256(b"x"), sig, public(key)) is True
     assert speedups.rsa_verify(hashlib.sha256(b"y"), sig, public(key)) is False
     assert calls == []
@@ -352,12 +358,11 @@ def test_memos_stay_bounded(keyring):
     assert speedups._key_records == {}  # parsed, not kept
 
 
-def test_sha1_signatures_are_always_dkimpys_to_judge(keyring, monkeypatch):
+def test_sha1_signatures_are_always_dkimpys_to_judge(keyring, dkimpy_verifies):
     # A system OpenSSL may refuse SHA-1 and call a good signature invalid; dkimpy does not.
     key = keyring["2048"]
     sig = bytes(dkimpy_sign(hashlib.sha1(b"x"), key))
-    calls = []
-    monkeypatch.setattr(speedups, "_DKIMPY_RSA_VERIFY", lambda *a: calls.append(a) or ORIGINAL_VERIFY(*a))
+    calls = dkimpy_verifies
     assert speedups.rsa_verify(hashlib.sha1(b"x"), sig, public(key)) is True
     assert len(calls) == 1
 
