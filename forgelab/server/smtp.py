@@ -31,7 +31,8 @@ class SmtpServer:
         self.context = context
         self.limits = limits or Limits()
         if driver == "selector":
-            self._server = SelectorServer("smtp", host, port, self._open_deferring, self._continue_in_tls, BUSY,
+            self._server = SelectorServer("smtp", host, port, lambda conn: self._open(conn, defer_deliveries=True),
+                                          self._continue_in_tls, BUSY,
                                           self.limits, reuse_port=reuse_port)
         elif driver == "threads":
             self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits,
@@ -51,12 +52,9 @@ class SmtpServer:
     def address(self) -> tuple[str, int]:
         return self._server.address
 
-    def _open(self, conn: Connection) -> SmtpSession:
-        return SmtpSession(self.context, conn.peer_ip, conn.peer_port, self.limits.session_timeout)
-
-    def _open_deferring(self, conn: Connection) -> SmtpSession:
+    def _open(self, conn: Connection, defer_deliveries: bool = False) -> SmtpSession:
         return SmtpSession(self.context, conn.peer_ip, conn.peer_port, self.limits.session_timeout,
-                           defer_deliveries=True)
+                           defer_deliveries=defer_deliveries)
 
     def _handle(self, conn: Connection) -> None:
         smtp = self._open(conn)

@@ -136,12 +136,11 @@ class SmtpSession:
         self.done = True
         return b"".join(out)
 
-    def answer_pending(self) -> bytes:
+    def answer_pending(self) -> None:
         """Store the ``pending`` delivery (any thread); the next ``run()`` answers it."""
         delivery, self.pending = self.pending, None
         delivery.write()
         self._written = delivery
-        return b""
 
     def timed_out(self) -> bytes:
         """The 421 for a client that went quiet, or whose session ran past its limit; ends the session."""
