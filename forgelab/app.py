@@ -16,6 +16,7 @@ from .server.pop3 import Pop3Server
 from .server.smtp import SmtpServer
 from .store import MailStore
 from .tls import lab_server_context
+from .workers import PooledContext, WorkerPool, check_workers
 
 
 def default_data_dir() -> Path:
@@ -85,19 +86,15 @@ class Forgelab:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = bus or EventBus()
         self.workers = None
-        context_class = ServerContext
-        if settings.workers > 1:
-            from .workers import PooledContext, check_workers
-
-            context_class = PooledContext  # its set_policy also switches every worker
-        # The lab certificate is made here, before any worker process starts: they load the same one.
-        self.context = server_context(settings, self.data_dir, self.bus, context_class)
+        # With workers, a policy switch must reach them too (PooledContext.set_policy). The lab
+        # certificate is made here, before any worker process starts: they load the same one.
+        self.context = server_context(settings, self.data_dir, self.bus,
+                                      PooledContext if settings.workers > 1 else ServerContext)
         self.lab: Lab = self.context.lab
         self.store = self.context.store
         self.tls = self.context.tls
         policy = self.context.rules.policy
-        if settings.workers > 1:
-            check_workers(settings.workers, policy)
+        check_workers(settings.workers, policy)
         # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
         throttle = self.context.login_throttle
         limits = server_limits(policy)
@@ -125,8 +122,6 @@ class Forgelab:
                     server.start()
                     started.append(server)
             if self.settings.workers > 1:
-                from .workers import WorkerPool
-
                 # After our SMTP socket is bound: the workers join its real port (it may have been 0).
                 self.workers = WorkerPool(self.settings, self.data_dir, self.smtp.address, self.bus)
                 self.context.pool = self.workers
