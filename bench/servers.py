@@ -170,9 +170,21 @@ class ForgelabServer(ServerProcess):
             self._wait_for_workers(workers - 1)
 
     def _wait_for_workers(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` worker processes listen on the SMTP port too: the main process answers
+        the banner first, and a worker still loading the lab would leave it all the load."""
         deadline = time.monotonic() + timeout
-        while len(self.ps.children()) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            listening = 0
+            for child in self.ps.children():
+                try:
+                    listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+                                     for c in child.net_connections(kind="tcp"))
+                except psutil.Error:
+                    pass
+            if listening >= count:
+                return
             time.sleep(0.1)
+        raise RuntimeError(f"{count} SMTP worker process(es) not listening on {self.port} within {timeout} s")
 
     def _processes(self) -> list[psutil.Process]:
         return [self.ps, *self.ps.children(recursive=True)]
