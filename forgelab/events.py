@@ -66,6 +66,27 @@ class EventBus:
                     log.exception("event subscriber %r failed", fn)
         return record
 
+    def publish_encoded(self, fields: str) -> None:
+        """Publish a record that is already one JSON line, as ``JsonlLog`` writes them: ``fields`` is
+        that line after its opening brace, starting with ``"ts"``. The bus puts its ``seq`` in front.
+        A subscriber with ``takes_encoded`` gets the line itself; the others get it decoded, as
+        ``publish`` would have given it (decoding costs more than encoding: a worker's forwarded
+        events are decoded only if something but the log wants them)."""
+        with self._lock:
+            self._seq += 1
+            line = f'{{"seq": {self._seq}, {fields}'
+            record = None
+            for fn in self._subscribers:
+                try:
+                    if getattr(fn, "takes_encoded", False):
+                        fn(line)
+                    else:
+                        if record is None:
+                            record = json.loads(line)
+                        fn(record)
+                except Exception:
+                    log.exception("event subscriber %r failed", fn)
+
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every subscriber that buffers (has ``flush``) has written what it was given."""
         for fn in self._subscribers:
@@ -103,7 +124,9 @@ class JsonlLog:
         self._thread = threading.Thread(target=self._run, name="forgelab-event-log", daemon=True)
         self._thread.start()
 
-    def __call__(self, record: dict) -> None:
+    takes_encoded = True  # EventBus.publish_encoded hands us the line as it is
+
+    def __call__(self, record: dict | str) -> None:
         if self._closing:
             return
         self._pending.append(record)
@@ -137,6 +160,9 @@ class JsonlLog:
                 record = pending.popleft()
             except IndexError:
                 break
+            if record.__class__ is str:
+                lines.append(record)
+                continue
             try:
                 lines.append(_encode(record))
             except Exception:  # one odd record must not stop the log

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,9 @@ SWITCH_TIMEOUT = 10.0  # seconds the workers have to take a new policy
 STOP_TIMEOUT = 10.0    # seconds a worker has to stop after its stdin closes, before SIGTERM
 # Records of the wire itself, never republished on the main bus.
 WIRE_KINDS = ("worker.ready", "worker.failed", "worker.policy", "policy.changed")
+WIRE_KINDS_BYTES = tuple(kind.encode() for kind in WIRE_KINDS)
+# The first keys of a line as the worker's JsonlLog encodes every record: seq, ts, kind, then more.
+_ENCODED_HEAD = re.compile(rb'\{"seq": (\d+), "ts": [0-9.e+-]+, "kind": "([a-z0-9_.-]+)", ')
 
 
 class WorkerError(RuntimeError):
@@ -130,6 +134,16 @@ class EventForwarder:
         self._switched = threading.Condition()
 
     def feed(self, line: bytes) -> None:
+        head = _ENCODED_HEAD.match(line)
+        if head and head[2] not in WIRE_KINDS_BYTES and line.endswith(b"}\n"):
+            # Our own encoder's line: renumbered and passed on without decoding it (see publish_encoded).
+            try:
+                fields = line[head.end(1) + 2:-2].decode()
+            except UnicodeDecodeError:
+                pass
+            else:
+                self.bus.publish_encoded(f'{fields}, "worker_seq": {head[1].decode()}, "worker": {self.pid}}}')
+                return
         try:
             record = json.loads(line)
         except ValueError:

@@ -96,3 +96,23 @@ def test_a_failing_subscriber_does_not_stop_the_others(tmp_path):
     bus.publish("b")
     assert [r["kind"] for r in seen] == ["a"]
     bus.flush()  # no subscriber buffers: returns at once
+
+
+def test_an_encoded_record_reaches_the_log_as_it_is_and_other_subscribers_decoded():
+    bus = EventBus()
+    bus.publish("first", n=1)
+
+    class Raw(list):
+        takes_encoded = True
+
+        def __call__(self, line):
+            self.append(line)
+
+    raw, decoded = Raw(), []
+    bus.subscribe(raw)
+    bus.subscribe(decoded.append)
+    bus.subscribe(decoded.append)
+    bus.publish_encoded('"ts": 1.5, "kind": "session.line", "text": "\\u00e9\\n", "worker": 7}')
+    assert raw == ['{"seq": 2, "ts": 1.5, "kind": "session.line", "text": "\\u00e9\\n", "worker": 7}']
+    assert decoded[0] == {"seq": 2, "ts": 1.5, "kind": "session.line", "text": "é\n", "worker": 7}
+    assert decoded[1] is decoded[0]  # decoded once, shared, as publish shares its record

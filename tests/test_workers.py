@@ -76,6 +76,58 @@ def test_worker_lines_are_republished_on_the_main_bus_with_the_worker_pid():
     assert seen[1]["reason"] == "client quit"
 
 
+def test_the_main_log_gets_a_worker_line_as_it_was_decoded_and_encoded_without_decoding_it(tmp_path):
+    worker_bus, out = EventBus(), io.StringIO()
+    writer = JsonlLog(stream=out)
+    worker_bus.subscribe(writer)
+    worker_bus.publish("session.line", session_id="s1-4321-1", protocol="smtp", direction="in",
+                       text='MAIL FROM:<"\\x" \u00e9@example.net>\x07')
+    worker_bus.publish("verdict", session_id="s1-4321-1", message_id=None, stage="helo",
+                       verdict={"check": "spf-helo", "details": {"n": [1, 2.5, None, True]}}, action="accept")
+    worker_bus.publish("worker.policy", name="strict")
+    writer.flush()
+    lines = out.getvalue().encode().splitlines(keepends=True)
+
+    def forward(log_only: bool) -> tuple[list[dict], list[str]]:
+        bus = EventBus()
+        bus.publish("policy.changed", name="strict")
+        log = JsonlLog(tmp_path / f"events-{log_only}.jsonl")
+        bus.subscribe(log)
+        seen = []
+        if not log_only:
+            bus.subscribe(seen.append)
+        forwarder = EventForwarder(bus, 4321)
+        forwarder.run(io.BytesIO(b"".join(lines)))
+        log.close()
+        return seen, (tmp_path / f"events-{log_only}.jsonl").read_text().splitlines()
+
+    seen, with_viewer = forward(log_only=False)
+    _, log_only = forward(log_only=True)
+    assert with_viewer == log_only and len(log_only) == 2 and forwarder_switched(lines)
+    # What the log holds is what publishing the decoded record would have written.
+    decoded = [json.loads(line) for line in lines[:2]]
+    expected_bus, expected = EventBus(), io.StringIO()
+    expected_bus.publish("policy.changed", name="strict")
+    expected_log = JsonlLog(stream=expected)
+    expected_bus.subscribe(expected_log)
+    for record in decoded:
+        kind = record.pop("kind")
+        record["worker_seq"] = record.pop("seq")
+        record["worker"] = 4321
+        expected_bus.publish(kind, **record)
+    expected_log.flush()
+    assert log_only == expected.getvalue().splitlines()
+    assert [json.loads(line) for line in log_only] == seen
+    assert seen[0]["text"].endswith("\x07") and seen[1]["verdict"]["details"]["n"] == [1, 2.5, None, True]
+
+
+def forwarder_switched(lines: list[bytes]) -> bool:
+    """The wire record among them is still taken as one (never passed on)."""
+    forwarder = EventForwarder(EventBus(), 4321)
+    forwarder.run(io.BytesIO(b"".join(lines)))
+    return forwarder.switches == 1
+
+
 def test_each_smtp_process_gets_the_next_cpu_we_may_use_in_turn():
     from forgelab.workers import process_cpus
 
