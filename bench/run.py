@@ -83,11 +83,29 @@ def measure(server, **load) -> dict:
     server.reset_peak()
     cpu0 = server.cpu_seconds()
     result = run_load(server.port, **load)
-    cpu = server.cpu_seconds() - cpu0
-    ok = result["ok"]
-    result.update(server=server.name, rate=round(ok / result["seconds"], 1) if ok else 0.0,
-                  cpu_ms=round(cpu / ok * 1000, 3) if ok else None, peak_rss_mb=mb(server.peak_rss()))
+    result["cpu"] = server.cpu_seconds() - cpu0
+    result["peak_rss_mb"] = mb(server.peak_rss())
     return result
+
+
+def alternated(servers: list, rounds: int, **load) -> list[dict]:
+    """``load`` run ``rounds`` times on each server, the servers taking turns: on a shared
+    machine whose speed drifts within a minute, each server meets the same drift."""
+    runs = {id(server): [] for server in servers}
+    for _ in range(rounds):
+        for server in servers:
+            runs[id(server)].append(measure(server, **load))
+    results = []
+    for server in servers:
+        parts = runs[id(server)]
+        ok, seconds, cpu = sum(r["ok"] for r in parts), sum(r["seconds"] for r in parts), sum(r["cpu"] for r in parts)
+        results.append({"generator": parts[0]["generator"], "ok": ok, "failed": sum(r["failed"] for r in parts),
+                        "seconds": seconds, "error": next((r["error"] for r in parts if r["error"]), ""),
+                        "server": server.name, "rate": round(ok / seconds, 1) if ok else 0.0,
+                        "rates": [round(r["ok"] / r["seconds"], 1) if r["ok"] else 0.0 for r in parts],
+                        "cpu_ms": round(cpu / ok * 1000, 3) if ok else None,
+                        "peak_rss_mb": max(r["peak_rss_mb"] for r in parts)})
+    return results
 
 
 def warm_up(servers: dict, use_source: bool, signed_message: Path) -> None:
@@ -105,17 +123,18 @@ def throughput(servers: dict, args, use_source: bool, signed_message: Path) -> l
     plan = [("open", size, c, r, False) for size in args.sizes for r in args.rcpts for c in args.concurrency]
     plan += [("observe", 2048, c, 1, True) for c in args.concurrency]
     for policy, size, c, r, signed in plan:
-        messages = max(int(base_count(size, c) * args.scale), c, 5)
-        load = dict(messages=messages, concurrency=c, size=size, rcpts=r, use_source=use_source,
+        per_run = max(int(base_count(size, c) * args.scale) // args.rounds, c, 5)
+        messages = per_run * args.rounds
+        load = dict(messages=per_run, concurrency=c, size=size, rcpts=r, use_source=use_source,
                     signed=signed_message if signed else None, timeout=args.timeout)
-        fl = measure(servers[policy], **load)
-        aio = measure(servers["aiosmtpd"], **load)
+        fl, aio = alternated([servers[policy], servers["aiosmtpd"]], args.rounds, **load)
         ratio = round(fl["rate"] / aio["rate"], 2) if aio["rate"] else None
         row = {"policy": policy, "size": size, "concurrency": c, "rcpts": r, "signed": signed,
                "messages": messages, "forgelab": fl, "aiosmtpd": aio, "ratio": ratio}
         rows.append(row)
         print(f"  {policy:<8} {size // 1024:>4} KB  c={c:<3} rcpt={r:<3} {'signed ' if signed else ''}"
               f"forgelab {fl['rate']:>7.1f}/s  aiosmtpd {aio['rate']:>7.1f}/s  ratio {ratio}"
+              f"  (runs: {' '.join(map(str, fl['rates']))} / {' '.join(map(str, aio['rates']))})"
               f"{'  FAILED ' + str(fl['failed'] + aio['failed']) if fl['failed'] or aio['failed'] else ''}",
               flush=True)
     return rows
@@ -239,6 +258,8 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=_ints, default=CONCURRENCY, help="comma-separated (default 1,10,50)")
     p.add_argument("--sizes", type=_ints, default=SIZES, help="message sizes in octets (default 2048,102400)")
     p.add_argument("--rcpts", type=_ints, default=RCPTS, help="recipients per message (default 1,10)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="each row's messages in this many runs per server, the servers taking turns (default 3)")
     p.add_argument("--workers", type=int, default=2, help="forgelab serve --workers (SMTP processes, default 2)")
     p.add_argument("--driver", choices=["threads", "selector"], default="selector",
                    help="forgelab serve --driver (default selector)")
