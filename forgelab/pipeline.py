@@ -24,6 +24,7 @@ from .server.base import is_loopback
 from .session import Envelope, Session
 from .smtp import Reply, events as ev, help_reply
 from .smtp.sasl import Challenge, SaslExchange, SaslProblem
+from .store import MailStore, WriteSteps
 from .verdicts import Verdict, collect, harshest
 
 log = logging.getLogger(__name__)
@@ -430,7 +431,8 @@ class SmtpPipeline:
         except Exception:
             log.exception("delivery failed")
             write = None
-        return PendingDelivery(write, lambda locations: self._delivered(event, message, every, total, locations))
+        return PendingDelivery(self.context.store, write,
+                               lambda locations: self._delivered(event, message, every, total, locations))
 
     def _delivered(self, event: ev.Message, message, every: list[Verdict], total: Decision,
                    locations: list[tuple[str, str, str]] | None) -> Reply:
@@ -450,9 +452,10 @@ class SmtpPipeline:
         return Reply(250, "2.0.0", f"OK: {where} as {envelope.id}" + (" (tagged)" if total.action == "tag" else ""))
 
     def _prepare_writes(self, raw: bytes, message, verdicts: list[Verdict],
-                        action: str) -> Callable[[], list[tuple[str, str, str]]]:
-        """The stored copies made (add_headers hooks, trace headers); returns the disk writes,
-        which touch only the store and may run on any thread: (user, folder, key) of each."""
+                        action: str) -> Callable[[], WriteSteps]:
+        """The stored copies made (add_headers hooks, trace headers); returns the disk writes
+        (as the store's steps), which touch only the store and may run on any thread: they
+        end with (user, folder, key) of each copy."""
         from .delivery import prepare_for_delivery
 
         extra = []
@@ -474,15 +477,15 @@ class SmtpPipeline:
         if len(users) == 1:
             own = prepare_for_delivery(raw, self.session, self.envelope, self.lab, verdicts, extra, for_rcpt=users[0])
 
-        def write() -> list[tuple[str, str, str]]:
+        def write() -> WriteSteps:
             locations = []
             if own is not None:
-                locations.append((users[0], folder, store.deliver(users[0], own, folder)))
+                locations.append((users[0], folder, (yield from store.delivering(users[0], own, folder))))
             elif users:
-                keys = store.deliver_many(users, shared, folder)
+                keys = yield from store.delivering_many(users, shared, folder)
                 locations.extend((user, folder, key) for user, key in zip(users, keys))
             if relayed:
-                locations.append(("_relay-hold", "inbox", store.hold_relay(shared)))
+                locations.append(("_relay-hold", "inbox", (yield from store.holding_relay(shared))))
             return locations
 
         return write
@@ -491,19 +494,30 @@ class SmtpPipeline:
 class PendingDelivery:
     """A message its verdicts let through, its copies made: ``write()`` stores them (the disk
     writes and fsyncs; any thread), then ``finish()`` says so (event, hooks, the reply; on the
-    session's thread). ``write`` None: making the copies failed, and ``finish()`` says 451."""
+    session's thread). ``write`` None: making the copies failed, and ``finish()`` says 451.
+    ``write_together`` stores several at once, their fsyncs shared (``MailStore.run_together``)."""
 
-    def __init__(self, write: Callable[[], list] | None, finish: Callable[[list | None], Reply]):
-        self._write, self._finish = write, finish
+    def __init__(self, store: MailStore, write: Callable[[], WriteSteps] | None,
+                 finish: Callable[[list | None], Reply]):
+        self._store, self._write, self._finish = store, write, finish
         self.locations: list | None = None
 
     def write(self) -> None:
-        if self._write is None:
-            return
-        try:
-            self.locations = self._write()
-        except Exception:
-            log.exception("delivery failed")
+        self.write_together([self])
+
+    @staticmethod
+    def write_together(deliveries: list["PendingDelivery"]) -> None:
+        deliveries = [d for d in deliveries if d._write is not None]
+        by_store: dict[int, list[PendingDelivery]] = {}
+        for delivery in deliveries:
+            by_store.setdefault(id(delivery._store), []).append(delivery)
+        for group in by_store.values():
+            results = group[0]._store.run_together([d._write() for d in group])
+            for delivery, result in zip(group, results):
+                if isinstance(result, BaseException):
+                    log.error("delivery failed", exc_info=result)
+                else:
+                    delivery.locations = result
 
     def finish(self) -> Reply:
         return self._finish(self.locations)

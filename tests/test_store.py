@@ -404,3 +404,43 @@ def test_deliver_many_checks_every_name_before_writing(store):
     with pytest.raises(ValueError):
         store.deliver_many(["alice", "../evil"], MSG)
     assert not (store.root / "alice").exists() or store.list("alice") == []
+
+
+def test_writes_run_together_are_all_written_before_the_first_flush_and_share_a_directory_fsync(store, monkeypatch):
+    store.deliver("alice", b"warm up")
+    store.deliver("bob", b"warm up")
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            calls.append("fsync-dir")
+        else:  # how many messages are written (in tmp/) when a file is flushed
+            calls.append(("fsync-file", len(files(store.root / "alice" / "tmp") + files(store.root / "bob" / "tmp"))))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    keys = store.run_together([store.delivering("alice", MSG), store.delivering("alice", MSG + b"2"),
+                               store.delivering("bob", MSG)])
+    assert calls == [("fsync-file", 3)] * 3 + ["fsync-dir"] * 2  # alice's new/ once for both of hers
+    assert [store.read(user, "inbox", key) for user, key in zip(["alice", "alice", "bob"], keys)] == [MSG, MSG + b"2", MSG]
+    assert files(store.root / "alice" / "tmp") == [] and files(store.root / "bob" / "tmp") == []
+
+
+def test_a_write_that_fails_among_several_costs_only_its_own_message(store, monkeypatch):
+    store.deliver("alice", b"warm up")
+    real_fsync, flushed = os.fsync, []
+
+    def fsync(fd):
+        flushed.append(fd)
+        if len(flushed) == 2:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    results = store.run_together([store.delivering("alice", b"one"), store.delivering("alice", b"two"),
+                                  store.delivering("alice", b"three")])
+    assert isinstance(results[1], OSError) and all(isinstance(r, str) for r in (results[0], results[2]))
+    stored = {store.read("alice", "inbox", key) for key, _ in store.list("alice")}
+    assert stored == {b"warm up", b"one", b"three"}
+    assert files(store.root / "alice" / "tmp") == []

@@ -32,8 +32,8 @@ class SmtpServer:
         self.limits = limits or Limits()
         if driver == "selector":
             self._server = SelectorServer("smtp", host, port, lambda conn: self._open(conn, defer_deliveries=True),
-                                          self._continue_in_tls, BUSY,
-                                          self.limits, reuse_port=reuse_port)
+                                          self._continue_in_tls, BUSY, self.limits, reuse_port=reuse_port,
+                                          answer_pending=SmtpSession.answer_together)
         elif driver == "threads":
             self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits,
                                           kernel_timeouts=True, reuse_port=reuse_port)

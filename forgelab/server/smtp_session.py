@@ -138,9 +138,17 @@ class SmtpSession:
 
     def answer_pending(self) -> None:
         """Store the ``pending`` delivery (any thread); the next ``run()`` answers it."""
-        delivery, self.pending = self.pending, None
-        delivery.write()
-        self._written = delivery
+        self.answer_together([self])
+
+    @staticmethod
+    def answer_together(sessions: list["SmtpSession"]) -> None:
+        """``answer_pending()`` of several sessions at once: their deliveries share the fsyncs."""
+        deliveries = []
+        for session in sessions:
+            delivery, session.pending = session.pending, None
+            session._written = delivery
+            deliveries.append(delivery)
+        PendingDelivery.write_together(deliveries)
 
     def timed_out(self) -> bytes:
         """The 421 for a client that went quiet, or whose session ran past its limit; ends the session."""

@@ -27,6 +27,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Callable, Generator
 
 from ..directory import NAME_RE
 from .crlf import wire_size
@@ -39,6 +40,9 @@ _NAME = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.")
 _SIZE = re.compile(r",S=(\d+)")
 _WIRE = re.compile(r",W=(\d+)")
 _UID_OK = re.compile(r"^[\x21-\x7e]{1,70}$")
+
+# What a write yields: ("file", fd) or ("dirs", [paths]) to flush; what it returns at the end.
+WriteSteps = Generator[tuple, None, object]
 
 
 class MaildropLocked(Exception):
@@ -216,7 +220,11 @@ class MailStore:
         return (f"{sec}.M{usec:06d}P{os.getpid()}Q{counter}.{self._host}"
                 f",S={len(data)},W={wire_size(data)}")
 
-    def _write_tmp(self, path: str, data: bytes) -> None:
+    # A write is a generator ("steps"): it does the file-system work itself and yields at each
+    # flush it needs before it may go on, ("file", fd) or ("dirs", [paths]); ``run_together``
+    # does those flushes, for several writes at once when it is given several.
+
+    def _write_tmp(self, path: str, data: bytes) -> WriteSteps:
         """Create ``path`` with ``data``, flushed to disk when fsync is on; nothing is left on failure."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -225,28 +233,28 @@ class MailStore:
                 while view:
                     view = view[os.write(fd, view):]
                 if self.fsync:
-                    os.fsync(fd)
+                    yield ("file", fd)
             finally:
                 os.close(fd)
         except BaseException:
             _unlink_quietly(path)
             raise
 
-    def _write(self, maildir: Path, data: bytes, name: str | None = None) -> str:
+    def _write(self, maildir: Path, data: bytes, name: str | None = None) -> WriteSteps:
         name = name or self._unique_name(data)
         base = os.fspath(maildir)
         tmp, new = f"{base}/tmp/{name}", f"{base}/new/{name}"
-        self._write_tmp(tmp, data)
+        yield from self._write_tmp(tmp, data)
         try:
             os.rename(tmp, new)
         except BaseException:
             _unlink_quietly(tmp)
             raise
         if self.fsync:
-            self._dir_sync(f"{base}/new").sync()
+            yield ("dirs", [f"{base}/new"])
         return name
 
-    def _write_linked(self, maildirs: list[Path], data: bytes) -> str:
+    def _write_linked(self, maildirs: list[Path], data: bytes) -> WriteSteps:
         """One file, written and flushed once, hard-linked into every maildir's new/; returns its name.
 
         A maildir the link cannot reach (another file system) gets a copy of its own. Each
@@ -255,7 +263,7 @@ class MailStore:
         name = self._unique_name(data)
         first = os.fspath(maildirs[0])
         tmp = f"{first}/tmp/{name}"
-        self._write_tmp(tmp, data)
+        yield from self._write_tmp(tmp, data)
         placed: list[str] = []
         try:
             for maildir in maildirs:
@@ -265,7 +273,7 @@ class MailStore:
                 except OSError as exc:
                     if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
                         raise
-                    self._write(maildir, data, name)  # no hard link here: a copy, flushed on its own
+                    yield from self._write(maildir, data, name)  # no hard link here: a copy, flushed on its own
                 placed.append(new)
         except BaseException:
             for path in placed:
@@ -274,8 +282,7 @@ class MailStore:
             raise
         _unlink_quietly(tmp)  # the links hold the data; tmp/ leftovers are never read anyway
         if self.fsync:
-            for maildir in maildirs:
-                self._dir_sync(f"{os.fspath(maildir)}/new").sync()
+            yield ("dirs", [f"{os.fspath(maildir)}/new" for maildir in maildirs])
         return name
 
     def _dir_sync(self, path: str) -> _DirSync:
@@ -285,15 +292,15 @@ class MailStore:
                 syncer = self._dir_syncs.setdefault(path, _DirSync(path))
         return syncer
 
-    def _into(self, maildirs: list[Path], subfolder: bool, write):
-        """``write()`` once the maildirs exist; again, after making them anew, if one was
-        removed behind our back."""
+    def _into(self, maildirs: list[Path], subfolder: bool, write: Callable[[], WriteSteps]) -> WriteSteps:
+        """``write()``'s steps once the maildirs exist; again, after making them anew, if one
+        was removed behind our back."""
         for attempt in (1, 2):
             for maildir in maildirs:
                 self._ensure(maildir.parent if subfolder else maildir)
                 self._ensure(maildir, subfolder)
             try:
-                return write()
+                return (yield from write())
             except FileNotFoundError:
                 if attempt == 2:
                     raise
@@ -301,13 +308,78 @@ class MailStore:
                     self._created.difference_update({maildir, maildir.parent})
         raise AssertionError("unreachable")
 
-    def _store(self, maildir: Path, data: bytes, subfolder: bool = False) -> str:
+    def _store(self, maildir: Path, data: bytes, subfolder: bool = False) -> WriteSteps:
         data = bytes(data)
         return self._into([maildir], subfolder, lambda: self._write(maildir, data))
 
+    def run_together(self, writes: list[WriteSteps]) -> list:
+        """Run several writes (``delivering`` and the like) to the end at once; the result of
+        each, or the exception it raised, in order.
+
+        Their flushes are shared: every file is written before the first is fsynced, so the
+        first fsync's journal commit carries the others and theirs find nothing left to do;
+        each directory is fsynced once for all of them. One thread storing a batch this way
+        does less work than one thread per message (docs/performance.md)."""
+        results: list = [None] * len(writes)
+        waiting: dict[int, tuple] = {}
+
+        def advance(i: int, error: BaseException | None = None) -> None:
+            try:
+                waiting[i] = writes[i].throw(error) if error is not None else writes[i].send(None)
+            except StopIteration as done:
+                results[i] = done.value
+            except Exception as exc:
+                results[i] = exc
+
+        for i in range(len(writes)):
+            advance(i)
+        while waiting:
+            now, waiting = waiting, {}
+            errors: dict[int, OSError] = {}
+            for i, (kind, what) in now.items():
+                if kind == "file":
+                    try:
+                        os.fsync(what)
+                    except OSError as exc:
+                        errors[i] = exc
+            failed_dirs: dict[str, OSError] = {}
+            for path in dict.fromkeys(p for kind, what in now.values() if kind == "dirs" for p in what):
+                try:
+                    self._dir_sync(path).sync()
+                except OSError as exc:
+                    failed_dirs[path] = exc
+            for i, (kind, what) in now.items():
+                error = errors.get(i) if kind == "file" else next((failed_dirs[p] for p in what if p in failed_dirs), None)
+                advance(i, error)
+        return results
+
+    def run(self, write: WriteSteps):
+        """Run one write to the end; its result (or it raises)."""
+        (result,) = self.run_together([write])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def delivering(self, user: str, data: bytes, folder: str = "inbox") -> WriteSteps:
+        """``deliver`` as steps, for ``run_together``: returns the key."""
+        return self._store(self.folder_dir(user, folder), data, subfolder=folder != "inbox")
+
     def deliver(self, user: str, data: bytes, folder: str = "inbox") -> str:
         """Store ``data`` for ``user``; on return it is on disk in ``new/``. Returns its key."""
-        return self._store(self.folder_dir(user, folder), data, subfolder=folder != "inbox")
+        return self.run(self.delivering(user, data, folder))
+
+    def delivering_many(self, users: list[str], data: bytes, folder: str = "inbox") -> WriteSteps:
+        """``deliver_many`` as steps, for ``run_together``: returns the keys."""
+        users = list(users)
+        if len(users) <= 1:
+            keys = []
+            for user in users:
+                keys.append((yield from self.delivering(user, data, folder)))
+            return keys
+        maildirs = list(dict.fromkeys(self.folder_dir(user, folder) for user in users))  # names checked first
+        data = bytes(data)
+        name = yield from self._into(maildirs, folder != "inbox", lambda: self._write_linked(maildirs, data))
+        return [name] * len(users)
 
     def deliver_many(self, users: list[str], data: bytes, folder: str = "inbox") -> list[str]:
         """Store the same ``data`` for every user in ``users``; the key of each copy, in order.
@@ -316,17 +388,15 @@ class MailStore:
         on return every copy is on disk, as with ``deliver``. Either every user gets it or
         (on an error) none does.
         """
-        users = list(users)
-        if len(users) <= 1:
-            return [self.deliver(user, data, folder) for user in users]
-        maildirs = list(dict.fromkeys(self.folder_dir(user, folder) for user in users))  # names checked first
-        data = bytes(data)
-        name = self._into(maildirs, folder != "inbox", lambda: self._write_linked(maildirs, data))
-        return [name] * len(users)
+        return self.run(self.delivering_many(users, data, folder))
+
+    def holding_relay(self, data: bytes) -> WriteSteps:
+        """``hold_relay`` as steps, for ``run_together``: returns the key."""
+        return self._store(self.relay_dir, data)
 
     def hold_relay(self, data: bytes) -> str:
         """Keep mail an open relay would have sent to a remote domain (it is never sent)."""
-        return self._store(self.relay_dir, data)
+        return self.run(self.holding_relay(data))
 
     # -- reading -------------------------------------------------------------------------
 
