@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
-from .events import EventBus, JsonlLog
+from .events import EventBus, JsonlLog, decode
 from .pipeline import ServerContext
 from .policy import Policy
 
@@ -47,7 +47,7 @@ STOP_TIMEOUT = 10.0    # seconds a worker has to stop after its stdin closes, be
 WIRE_KINDS = ("worker.ready", "worker.failed", "worker.policy", "policy.changed")
 WIRE_KINDS_BYTES = tuple(kind.encode() for kind in WIRE_KINDS)
 # The first keys of a line as the worker's JsonlLog encodes every record: seq, ts, kind, then more.
-_ENCODED_HEAD = re.compile(rb'\{"seq": (\d+), "ts": [0-9.e+-]+, "kind": "([a-z0-9_.-]+)", ')
+_ENCODED_HEAD = re.compile(rb'\{"seq":(\d+),"ts":[0-9.e+-]+,"kind":"([a-z0-9_.-]+)",')
 
 
 class WorkerError(RuntimeError):
@@ -137,15 +137,10 @@ class EventForwarder:
         head = _ENCODED_HEAD.match(line)
         if head and head[2] not in WIRE_KINDS_BYTES and line.endswith(b"}\n"):
             # Our own encoder's line: renumbered and passed on without decoding it (see publish_encoded).
-            try:
-                fields = line[head.end(1) + 2:-2].decode()
-            except UnicodeDecodeError:
-                pass
-            else:
-                self.bus.publish_encoded(f'{fields}, "worker_seq": {head[1].decode()}, "worker": {self.pid}}}')
-                return
+            self.bus.publish_encoded(b'%b,"worker_seq":%b,"worker":%d}' % (line[head.end(1) + 1:-2], head[1], self.pid))
+            return
         try:
-            record = json.loads(line)
+            record = decode(line)
         except ValueError:
             log.warning("SMTP worker %d wrote a line that is not JSON: %r", self.pid, line[:200])
             return
@@ -338,7 +333,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Our stdout carries the events; anything else printed goes to stderr.
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
     bus = EventBus()

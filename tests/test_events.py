@@ -112,7 +112,29 @@ def test_an_encoded_record_reaches_the_log_as_it_is_and_other_subscribers_decode
     bus.subscribe(raw)
     bus.subscribe(decoded.append)
     bus.subscribe(decoded.append)
-    bus.publish_encoded('"ts": 1.5, "kind": "session.line", "text": "\\u00e9\\n", "worker": 7}')
-    assert raw == ['{"seq": 2, "ts": 1.5, "kind": "session.line", "text": "\\u00e9\\n", "worker": 7}']
+    bus.publish_encoded('"ts":1.5,"kind":"session.line","text":"é\\n","worker":7}'.encode())
+    assert raw == ['{"seq":2,"ts":1.5,"kind":"session.line","text":"é\\n","worker":7}'.encode()]
     assert decoded[0] == {"seq": 2, "ts": 1.5, "kind": "session.line", "text": "é\n", "worker": 7}
     assert decoded[1] is decoded[0]  # decoded once, shared, as publish shares its record
+
+
+def test_what_json_cannot_say_natively_is_logged_as_its_str_and_nothing_is_lost(tmp_path):
+    import dataclasses
+    import datetime
+
+    from forgelab.events import decode, encode
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    when = datetime.datetime(2026, 11, 29, 3, 0)
+    record = {"seq": 1, "kind": "x", "point": Point(1), "when": when, "tags": {"a"}, "path": tmp_path,
+              "raw": b"\xff", 7: "int key", "big": 2 ** 80, "lone": "\udcff"}
+    line = encode(record)
+    assert b"\n" not in line
+    back = decode(line)
+    assert back["point"] == str(Point(1)) and back["when"] == str(when) and back["tags"] == "{'a'}"
+    assert back["path"] == str(tmp_path) and back["raw"] == "b'\\xff'" and back["7"] == "int key"
+    assert back["big"] == 2 ** 80 and back["lone"] == "\udcff"  # past orjson: the json module, escaped
+    assert decode(encode({"text": "é\x07"})) == {"text": "é\x07"}

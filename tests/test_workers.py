@@ -48,7 +48,7 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 def test_worker_lines_are_republished_on_the_main_bus_with_the_worker_pid():
-    worker_bus, out = EventBus(), io.StringIO()
+    worker_bus, out = EventBus(), io.BytesIO()
     writer = JsonlLog(stream=out)
     worker_bus.subscribe(writer)
     worker_bus.publish("worker.ready", pid=4321, address=["127.0.0.1", 2525])
@@ -57,7 +57,7 @@ def test_worker_lines_are_republished_on_the_main_bus_with_the_worker_pid():
     worker_bus.publish("worker.policy", name="strict")
     worker_bus.publish("session.close", protocol="smtp", session_id="s1-4321-1", reason="client quit")
     writer.flush()
-    lines = out.getvalue().encode().splitlines(keepends=True)
+    lines = out.getvalue().splitlines(keepends=True)
     assert len(lines) == 5
 
     main_bus, seen = EventBus(), []
@@ -77,7 +77,7 @@ def test_worker_lines_are_republished_on_the_main_bus_with_the_worker_pid():
 
 
 def test_the_main_log_gets_a_worker_line_as_it_was_decoded_and_encoded_without_decoding_it(tmp_path):
-    worker_bus, out = EventBus(), io.StringIO()
+    worker_bus, out = EventBus(), io.BytesIO()
     writer = JsonlLog(stream=out)
     worker_bus.subscribe(writer)
     worker_bus.publish("session.line", session_id="s1-4321-1", protocol="smtp", direction="in",
@@ -86,7 +86,7 @@ def test_the_main_log_gets_a_worker_line_as_it_was_decoded_and_encoded_without_d
                        verdict={"check": "spf-helo", "details": {"n": [1, 2.5, None, True]}}, action="accept")
     worker_bus.publish("worker.policy", name="strict")
     writer.flush()
-    lines = out.getvalue().encode().splitlines(keepends=True)
+    lines = out.getvalue().splitlines(keepends=True)
 
     def forward(log_only: bool) -> tuple[list[dict], list[str]]:
         bus = EventBus()
@@ -99,14 +99,14 @@ def test_the_main_log_gets_a_worker_line_as_it_was_decoded_and_encoded_without_d
         forwarder = EventForwarder(bus, 4321)
         forwarder.run(io.BytesIO(b"".join(lines)))
         log.close()
-        return seen, (tmp_path / f"events-{log_only}.jsonl").read_text().splitlines()
+        return seen, (tmp_path / f"events-{log_only}.jsonl").read_bytes().splitlines()
 
     seen, with_viewer = forward(log_only=False)
     _, log_only = forward(log_only=True)
     assert with_viewer == log_only and len(log_only) == 2 and forwarder_switched(lines)
     # What the log holds is what publishing the decoded record would have written.
     decoded = [json.loads(line) for line in lines[:2]]
-    expected_bus, expected = EventBus(), io.StringIO()
+    expected_bus, expected = EventBus(), io.BytesIO()
     expected_bus.publish("policy.changed", name="strict")
     expected_log = JsonlLog(stream=expected)
     expected_bus.subscribe(expected_log)

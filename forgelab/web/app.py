@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..events import encode
 from ..policy import PolicyError, load_policy, shipped_policies
 from .attacks import MatrixJob
 from .index import EventIndex
@@ -86,8 +87,7 @@ def _put(queue: asyncio.Queue, item) -> None:
 
 
 def _sse(record: dict) -> bytes:
-    data = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
-    return f"id: {record.get('seq', 0)}\ndata: {data}\n\n".encode("utf-8")
+    return b"id: %b\ndata: %b\n\n" % (str(record.get("seq", 0)).encode(), encode(record))
 
 
 class BadRequest(Exception):

@@ -1,10 +1,11 @@
 """What the web view knows from before it started: the tail of the JSONL event log."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Iterator
+
+from ..events import decode
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def earlier_records(path: Path, max_bytes: int = MAX_HISTORY_BYTES) -> Iterator[
         lines = lines[1:]  # the first line may start mid-record
     for line in lines:
         try:
-            record = json.loads(line)
+            record = decode(line)
         except ValueError:
             continue
         if isinstance(record, dict):
