@@ -56,10 +56,10 @@ class TimedPipeline(SmtpPipeline):
         finally:  # add_headers is inside: counted under its own name too
             self.spent["delivery (add_headers, headers, file)"] += time.thread_time() - start
 
-        def timed_write():
+        def timed_write():  # the store's steps; with fsync off they run through without pausing
             start = time.thread_time()
             try:
-                return write()
+                return (yield from write())
             finally:
                 self.spent["delivery (add_headers, headers, file)"] += time.thread_time() - start
 
