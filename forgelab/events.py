@@ -186,8 +186,7 @@ class JsonlLog:
         if not lines:
             return
         try:
-            lines.append(b"")
-            self._file.write(b"\n".join(lines))
+            self._file.write(b"\n".join(lines) + b"\n")
             self._file.flush()
         except (OSError, ValueError):
             log.exception("event log %s could not be written", self.path)

@@ -138,3 +138,16 @@ def test_what_json_cannot_say_natively_is_logged_as_its_str_and_nothing_is_lost(
     assert back["path"] == str(tmp_path) and back["raw"] == "b'\\xff'" and back["7"] == "int key"
     assert back["big"] == 2 ** 80 and back["lone"] == "\udcff"  # past orjson: the json module, escaped
     assert decode(encode({"text": "é\x07"})) == {"text": "é\x07"}
+
+
+def test_flush_counts_records_not_lines_so_a_later_record_is_waited_for_too(tmp_path):
+    bus, path = EventBus(), tmp_path / "events.jsonl"
+    log = JsonlLog(path)
+    bus.subscribe(log)
+    logged = 0
+    for batch in (3, 1, 1, 2, 1, 5, 1):  # batches of several records, then single ones
+        for n in range(batch):
+            bus.publish("x", n=n)
+        logged += batch
+        assert log.flush() and len(read(path)) == logged
+    log.close()
