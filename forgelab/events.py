@@ -5,7 +5,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +14,6 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[dict], None]
 
-BATCH_DELAY = 0.003  # seconds the log writer waits after the first record of a batch
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -112,12 +110,18 @@ class EventBus:
 class JsonlLog:
     """Appends every event as one JSON line (``events.jsonl`` in the data directory, or ``stream``).
 
-    Publishing only queues the record: a writer thread encodes and writes whatever has
-    queued up, in order, with one ``write`` per batch, so no mail thread waits on the file
-    or on the bus lock while another one writes. A batch reaches the file within
-    milliseconds of the bus going quiet; ``flush()`` waits for it, ``close()`` writes the
-    rest and stops the thread.
+    The publishing thread encodes the record (orjson: about a microsecond) and adds it to a
+    buffer, which goes to the file in one ``write`` once it holds ``FLUSH_BYTES``, or from a
+    timer thread ``FLUSH_DELAY`` after its first record. A writer thread that encoded and
+    wrote every few milliseconds cost the mail threads more than the encoding itself: each
+    of its turns took the GIL from them (docs/performance.md). ``flush()`` writes the buffer
+    now; ``close()`` writes it and stops the timer.
     """
+
+    FLUSH_BYTES = 64 * 1024
+    FLUSH_DELAY = 0.05  # seconds: how late a line may reach the file when few events come
+
+    takes_encoded = True  # EventBus.publish_encoded hands us the line as it is
 
     def __init__(self, path: str | Path | None = None, *, stream=None):
         # stream: an open binary file to write to instead (a worker process's stdout, see workers.py)
@@ -128,88 +132,70 @@ class JsonlLog:
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
-        self._pending: deque[dict | bytes] = deque()
-        self._queued = 0        # records handed to us (only the bus, under its lock, adds)
-        self._written = 0       # records written to the file
-        self._idle = True       # the writer sleeps until woken
+        self._lock = threading.Lock()  # the buffer and the file, in order
+        self._lines: list[bytes] = []
+        self._size = 0
         self._closing = False
-        self._wake = threading.Event()
-        self._done = threading.Condition()
+        self._due = threading.Event()  # the buffer has lines the timer has not written yet
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forgelab-event-log", daemon=True)
         self._thread.start()
-
-    takes_encoded = True  # EventBus.publish_encoded hands us the line as it is
 
     def __call__(self, record: dict | bytes) -> None:
         if self._closing:
             return
-        self._pending.append(record)
-        self._queued += 1
-        if self._idle:  # wake the writer once per batch, not once per record
-            self._idle = False
-            self._wake.set()
+        line = record if record.__class__ is bytes else self._encode(record)
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line) + 1
+            if self._size >= self.FLUSH_BYTES:
+                self._write()
+            elif len(self._lines) == 1:
+                self._due.set()
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if not self._closing:
-                time.sleep(BATCH_DELAY)  # let a batch gather: one write for many records
-            while True:
-                self._drain()
-                self._idle = True
-                # A record queued between the drain and _idle = True found _idle False and
-                # did not wake us: look once more before sleeping.
-                if not self._pending:
-                    break
-                self._idle = False
-            if self._closing:
-                return
-
-    def _drain(self) -> None:
-        lines = []
-        pending = self._pending
-        while pending:
-            try:
-                record = pending.popleft()
-            except IndexError:
-                break
-            if record.__class__ is bytes:
-                lines.append(record)
-                continue
-            try:
-                lines.append(encode(record))
-            except Exception:  # one odd record must not stop the log
-                log.exception("event %r could not be logged", record.get("kind"))
-                lines.append(encode({"seq": record.get("seq"), "kind": str(record.get("kind")),
-                                     "error": "not serialisable"}))
-        if not lines:
-            return
+    @staticmethod
+    def _encode(record: dict) -> bytes:
         try:
-            self._file.write(b"\n".join(lines) + b"\n")
+            return encode(record)
+        except Exception:  # one odd record must not stop the log
+            log.exception("event %r could not be logged", record.get("kind"))
+            return encode({"seq": record.get("seq"), "kind": str(record.get("kind")), "error": "not serialisable"})
+
+    def _write(self) -> None:  # under self._lock
+        data = b"\n".join(self._lines) + b"\n"
+        self._lines, self._size = [], 0
+        try:
+            self._file.write(data)
             self._file.flush()
         except (OSError, ValueError):
             log.exception("event log %s could not be written", self.path)
-        with self._done:
-            self._written += len(lines)
-            self._done.notify_all()
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._due.wait()
+            if self._stop.wait(self.FLUSH_DELAY):  # let lines gather: one write for many
+                return  # closing: close() writes the rest
+            self._due.clear()  # first: a line added after the write below sets it again
+            with self._lock:
+                if self._lines:
+                    self._write()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record queued before this call is in the file; False on timeout."""
-        target = self._queued
-        with self._done:
-            if self._written >= target:
-                return True
-            self._idle = False
-            self._wake.set()
-            return self._done.wait_for(lambda: self._written >= target or not self._thread.is_alive(), timeout)
+        """Write every line added so far to the file now."""
+        with self._lock:
+            if self._lines:
+                self._write()
+        return True
 
     def close(self) -> None:
-        """Write what is queued, stop the writer thread, close the file. Safe to call twice."""
+        """Write what is buffered, stop the timer thread, close the file. Safe to call twice."""
         if not self._closing:
             self._closing = True
-            self._wake.set()
+            self._stop.set()
+            self._due.set()
             self._thread.join(10)
-        if not self._file.closed:
-            self._drain()  # the writer is gone (or stuck): the rest, if any, from here
-            self._file.close()
+        with self._lock:
+            if not self._file.closed:
+                if self._lines:
+                    self._write()
+                self._file.close()

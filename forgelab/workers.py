@@ -21,6 +21,7 @@ and the login throttle of SMTP AUTH.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -334,6 +335,10 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Our stdout carries the events; anything else printed goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
+    try:  # room for bursts of events: a full pipe would stop our SMTP loop until the main process reads
+        fcntl.fcntl(out.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (AttributeError, OSError):  # not Linux, not a pipe, or over the system's limit
+        pass
     os.dup2(2, 1)
     stdin = stdin or sys.stdin.buffer
     bus = EventBus()
@@ -358,6 +363,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
         stream.close()
         return 1
     bus.publish("worker.ready", pid=os.getpid(), address=list(smtp.address))
+    bus.flush()  # the main process waits for this
     reader = threading.Thread(target=_read_control, args=(stdin, context, bus, stop), name="forgelab-control",
                               daemon=True)
     reader.start()
@@ -393,6 +399,7 @@ def _read_control(stdin: IO[bytes], context: ServerContext, bus: EventBus, stop:
                     bus.publish("worker.policy", error=str(exc) or type(exc).__name__)
                 else:
                     bus.publish("worker.policy", name=policy.name)
+                bus.flush()  # the main process waits for this answer
     except (OSError, ValueError):
         pass
     finally:

@@ -151,3 +151,27 @@ def test_flush_counts_records_not_lines_so_a_later_record_is_waited_for_too(tmp_
         logged += batch
         assert log.flush() and len(read(path)) == logged
     log.close()
+
+
+def test_close_is_prompt_and_complete_whenever_the_timer_is_due(tmp_path):
+    path = tmp_path / "events.jsonl"
+    for n in range(12):  # closing before, during and after the timer's own write
+        log = JsonlLog(path)
+        log({"seq": n, "kind": "x"})
+        time.sleep(JsonlLog.FLUSH_DELAY * n / 8)
+        started = time.monotonic()
+        log.close()
+        assert time.monotonic() - started < 1 and not log._thread.is_alive()
+    assert [r["seq"] for r in read(path)] == list(range(12))
+
+
+def test_a_big_burst_reaches_the_file_without_waiting_for_the_timer(tmp_path):
+    bus, path = EventBus(), tmp_path / "events.jsonl"
+    log = JsonlLog(path)
+    bus.subscribe(log)
+    for i in range(2000):
+        bus.publish("session.line", text="x" * 100, n=i)
+    written = read(path)  # no flush: every full buffer went out as it filled
+    assert len(written) > 1000 and [r["n"] for r in written] == list(range(len(written)))
+    log.close()
+    assert len(read(path)) == 2000
