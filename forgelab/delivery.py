@@ -1,6 +1,7 @@
 """What forgelab writes on a message before storing it: Received, verdict and auth headers."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
@@ -8,6 +9,18 @@ from .auth.results import strip_forged_authres
 from .lab import Lab
 from .session import Envelope, Session
 from .verdicts import Verdict
+
+
+_date: tuple[int, str] = (0, "")  # the Received date of this second, made once per second
+
+
+def _received_date() -> str:
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, format_datetime(datetime.fromtimestamp(now, timezone.utc)))
+    return _date[1]
+
 
 def _clean(value: str, limit: int = 900) -> str:
     """One header line's worth: no CR/LF/NUL from attacker text, bounded length."""
@@ -30,7 +43,7 @@ def received(session: Session, envelope: Envelope, lab: Lab, for_rcpt: str | Non
         protocol += "A"
     target = f"\r\n\tfor <{_clean(for_rcpt, 255)}>" if for_rcpt else ""
     return (f"from {helo} ({name}[{session.peer_ip}])\r\n\tby {lab.hostname} (forgelab) with {protocol} id {envelope.id}"
-            f"{target}; {format_datetime(datetime.now(timezone.utc))}")
+            f"{target}; {_received_date()}")
 
 
 def prepare_for_delivery(raw: bytes, session: Session, envelope: Envelope, lab: Lab,

@@ -402,3 +402,16 @@ def test_the_public_suffix_list_is_built_once_when_many_sessions_need_it_at_once
         t.join(10)
     assert len(builds) == 1 and len(got) == 8 and all(g is got[0] for g in got)
     assert got[0].privatesuffix("mail.bank.example") == "bank.example"
+
+
+def test_stripping_forged_authentication_results_keeps_everything_else_byte_for_byte():
+    from forgelab.auth.results import strip_forged_authres
+
+    plain = b"From: a@b.example\r\nSubject: x\r\n\r\nAuthentication-Results: mx.corp.example; spf=pass\r\n"
+    assert strip_forged_authres(plain, "mx.corp.example") == plain  # in the body: not a header
+    forged = (b"AUTHENTICATION-RESULTS: MX.corp.example;\r\n\tspf=pass\r\n"
+              b"Authentication-Results: other.example; dkim=pass\r\nFrom: a@b.example\r\n\r\nbody\r\n")
+    assert strip_forged_authres(forged, "mx.corp.example") == (
+        b"Authentication-Results: other.example; dkim=pass\r\nFrom: a@b.example\r\n\r\nbody\r\n")
+    bare_lf = b"Authentication-Results: mx.corp.example; none\nFrom: a@b.example\n\nbody\n"
+    assert strip_forged_authres(bare_lf, "mx.corp.example") == b"From: a@b.example\n\nbody\n"

@@ -96,6 +96,9 @@ def _authserv_id(value: str) -> str:
     return flat.split(";", 1)[0].strip().split(" ")[0].strip().lower().strip('"')
 
 
+_HEADER_BYTES = HEADER.lower().encode()
+
+
 def strip_forged_authres(message_bytes: bytes, authserv_id: str) -> bytes:
     """Remove incoming Authentication-Results headers that claim our authserv-id (RFC 8601 5).
 
@@ -105,6 +108,8 @@ def strip_forged_authres(message_bytes: bytes, authserv_id: str) -> bytes:
     m = re.search(rb"\r?\n\r?\n", message_bytes)
     head_end = m.end() - (2 if m.group().endswith(b"\r\n") else 1) if m else len(message_bytes)
     head, rest = message_bytes[:head_end], message_bytes[head_end:]
+    if _HEADER_BYTES not in head.lower():  # the everyday case: no such header to look at
+        return message_bytes
     fields: list[bytes] = []
     for line in re.split(rb"(?<=\n)", head):
         if not line:
