@@ -117,8 +117,10 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
           workers, driver):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from .app import Forgelab, Settings
+    from .malloc import keep_heap_small
     from .terminal import TerminalView
 
+    keep_heap_small()  # before the lab is loaded: what loading frees goes back too
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
                         web=web, workers=workers, driver=driver, pin_cpus=workers > 1)

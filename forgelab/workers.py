@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from .events import EventBus, JsonlLog, decode
+from .malloc import keep_heap_small
 from .pipeline import ServerContext
 from .policy import Policy
 
@@ -330,6 +331,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     from .server.base import parse_hostport
     from .server.smtp import SmtpServer
 
+    keep_heap_small()  # as serve does for the main process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
