@@ -111,11 +111,12 @@ class JsonlLog:
     """Appends every event as one JSON line (``events.jsonl`` in the data directory, or ``stream``).
 
     The publishing thread encodes the record (orjson: about a microsecond) and adds it to a
-    buffer, which goes to the file in one ``write`` once it holds ``FLUSH_BYTES``, or from a
-    timer thread ``FLUSH_DELAY`` after its first record. A writer thread that encoded and
-    wrote every few milliseconds cost the mail threads more than the encoding itself: each
-    of its turns took the GIL from them (docs/performance.md). ``flush()`` writes the buffer
-    now; ``close()`` writes it and stops the timer.
+    buffer; a writer thread writes the buffer in one ``write`` ``FLUSH_DELAY`` after its
+    first line, or as soon as it holds ``FLUSH_BYTES``. No publisher waits on the file. The
+    writer used to encode too and to wake every few milliseconds: each of its turns took
+    the GIL from the mail threads, which cost them more than the encoding itself
+    (docs/performance.md). ``flush()`` writes the buffer now; ``close()`` writes it and
+    stops the writer.
     """
 
     FLUSH_BYTES = 64 * 1024
@@ -132,12 +133,13 @@ class JsonlLog:
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
-        self._lock = threading.Lock()  # the buffer and the file, in order
+        self._lock = threading.Lock()  # the buffer (publishers hold it for an append only)
+        self._write_lock = threading.Lock()  # taking the buffer and writing it: one writer at a time, in order
         self._lines: list[bytes] = []
         self._size = 0
         self._closing = False
-        self._due = threading.Event()  # the buffer has lines the timer has not written yet
-        self._stop = threading.Event()
+        self._due = threading.Event()  # the buffer has lines the writer has not taken yet
+        self._full = threading.Event()  # ... FLUSH_BYTES of them: no more waiting (or closing)
         self._thread = threading.Thread(target=self._run, name="forgelab-event-log", daemon=True)
         self._thread.start()
 
@@ -148,10 +150,10 @@ class JsonlLog:
         with self._lock:
             self._lines.append(line)
             self._size += len(line) + 1
-            if self._size >= self.FLUSH_BYTES:
-                self._write()
-            elif len(self._lines) == 1:
+            if len(self._lines) == 1:
                 self._due.set()
+            elif self._size >= self.FLUSH_BYTES and not self._full.is_set():
+                self._full.set()
 
     @staticmethod
     def _encode(record: dict) -> bytes:
@@ -161,41 +163,41 @@ class JsonlLog:
             log.exception("event %r could not be logged", record.get("kind"))
             return encode({"seq": record.get("seq"), "kind": str(record.get("kind")), "error": "not serialisable"})
 
-    def _write(self) -> None:  # under self._lock
-        data = b"\n".join(self._lines) + b"\n"
-        self._lines, self._size = [], 0
-        try:
-            self._file.write(data)
-            self._file.flush()
-        except (OSError, ValueError):
-            log.exception("event log %s could not be written", self.path)
+    def _write(self) -> None:
+        with self._write_lock:
+            with self._lock:
+                lines, self._lines, self._size = self._lines, [], 0
+                self._due.clear()  # a line added from here on sets it again
+            if not lines or self._file.closed:
+                return
+            try:
+                self._file.write(b"\n".join(lines) + b"\n")
+                self._file.flush()
+            except (OSError, ValueError):
+                log.exception("event log %s could not be written", self.path)
 
     def _run(self) -> None:
         while not self._closing:
             self._due.wait()
-            if self._stop.wait(self.FLUSH_DELAY):  # let lines gather: one write for many
-                return  # closing: close() writes the rest
-            self._due.clear()  # first: a line added after the write below sets it again
-            with self._lock:
-                if self._lines:
-                    self._write()
+            self._full.wait(self.FLUSH_DELAY)  # let lines gather: one write for many
+            self._full.clear()
+            if self._closing:
+                return  # close() writes the rest
+            self._write()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Write every line added so far to the file now."""
-        with self._lock:
-            if self._lines:
-                self._write()
+        self._write()
         return True
 
     def close(self) -> None:
-        """Write what is buffered, stop the timer thread, close the file. Safe to call twice."""
+        """Write what is buffered, stop the writer thread, close the file. Safe to call twice."""
         if not self._closing:
             self._closing = True
-            self._stop.set()
+            self._full.set()
             self._due.set()
             self._thread.join(10)
-        with self._lock:
+        self._write()
+        with self._write_lock:
             if not self._file.closed:
-                if self._lines:
-                    self._write()
                 self._file.close()
