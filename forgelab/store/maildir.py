@@ -317,9 +317,9 @@ class MailStore:
         each, or the exception it raised, in order.
 
         Their flushes are shared: every file is written before the first is fsynced, so the
-        first fsync's journal commit carries the others and theirs find nothing left to do;
-        each directory is fsynced once for all of them. One thread storing a batch this way
-        does less work than one thread per message (docs/performance.md)."""
+        file system can commit them together, and each directory is fsynced once for all of
+        them. Eight messages stored this way cost about a third less system CPU each than one
+        at a time (docs/performance.md)."""
         results: list = [None] * len(writes)
         waiting: dict[int, tuple] = {}
 
