@@ -14,8 +14,6 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[dict], None]
 
-
-
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
@@ -70,12 +68,7 @@ class EventBus:
         with self._lock:
             self._seq += 1
             record = {"seq": self._seq, "ts": time.time(), "kind": kind, **fields}
-            # Deliver inside the lock so every subscriber sees records in seq order.
-            for fn in self._subscribers:
-                try:
-                    fn(record)
-                except Exception:  # a broken viewer must never break the mail server
-                    log.exception("event subscriber %r failed", fn)
+            self._hand_out(record)
         return record
 
     def publish_encoded(self, fields: bytes) -> None:
@@ -86,18 +79,21 @@ class EventBus:
         events are decoded only if something but the log wants them)."""
         with self._lock:
             self._seq += 1
-            line = b'{"seq":%d,%b' % (self._seq, fields)
-            record = None
-            for fn in self._subscribers:
-                try:
-                    if getattr(fn, "takes_encoded", False):
-                        fn(line)
-                    else:
-                        if record is None:
-                            record = decode(line)
-                        fn(record)
-                except Exception:
-                    log.exception("event subscriber %r failed", fn)
+            self._hand_out(None, b'{"seq":%d,%b' % (self._seq, fields))
+
+    def _hand_out(self, record: dict | None, line: bytes | None = None) -> None:
+        # Under the lock, so every subscriber sees records in seq order. ``line``: the record
+        # encoded, for who takes that; decoded once for the others.
+        for fn in self._subscribers:
+            try:
+                if line is not None and getattr(fn, "takes_encoded", False):
+                    fn(line)
+                else:
+                    if record is None:
+                        record = decode(line)
+                    fn(record)
+            except Exception:  # a broken viewer must never break the mail server
+                log.exception("event subscriber %r failed", fn)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every subscriber that buffers (has ``flush``) has written what it was given."""

@@ -507,17 +507,16 @@ class PendingDelivery:
 
     @staticmethod
     def write_together(deliveries: list["PendingDelivery"]) -> None:
+        """Deliveries of one server (so of one store)."""
         deliveries = [d for d in deliveries if d._write is not None]
-        by_store: dict[int, list[PendingDelivery]] = {}
-        for delivery in deliveries:
-            by_store.setdefault(id(delivery._store), []).append(delivery)
-        for group in by_store.values():
-            results = group[0]._store.run_together([d._write() for d in group])
-            for delivery, result in zip(group, results):
-                if isinstance(result, BaseException):
-                    log.error("delivery failed", exc_info=result)
-                else:
-                    delivery.locations = result
+        if not deliveries:
+            return
+        results = deliveries[0]._store.run_together([d._write() for d in deliveries])
+        for delivery, result in zip(deliveries, results):
+            if isinstance(result, BaseException):
+                log.error("delivery failed", exc_info=result)
+            else:
+                delivery.locations = result
 
     def finish(self) -> Reply:
         return self._finish(self.locations)

@@ -48,7 +48,6 @@ class Session(Protocol):
     def greet(self) -> bytes: ...
     def feed(self, data: bytes) -> bytes: ...
     def run(self) -> bytes: ...
-    def answer_pending(self) -> None: ...
     def timed_out(self) -> bytes: ...
     def close(self, reason: str | None = None) -> None: ...
 
@@ -145,12 +144,12 @@ class SelectorServer(ListeningServer):
     :param handover: runs on a thread of its own for a session that starts TLS, with the
         socket blocking again; it serves the rest of the session and returns when it ends.
     :param answer_pending: runs the ``pending`` steps of several sessions at once, on the
-        delivery thread; by default each session's ``answer_pending()`` in turn.
+        delivery thread (SMTP: ``SmtpSession.answer_together``).
     """
 
     def __init__(self, name: str, host: str, port: int, open_session: Callable[[Connection], Session],
                  handover: Callable[[Connection, Session], None], busy: bytes, limits: Limits | None = None, *,
-                 reuse_port: bool = False, answer_pending: Callable[[list], None] | None = None):
+                 reuse_port: bool = False, answer_pending: Callable[[list], None]):
         super().__init__(name, host, port, busy, limits, reuse_port)
         self.open_session = open_session
         self.handover = handover
@@ -159,7 +158,7 @@ class SelectorServer(ListeningServer):
         self._active = 0  # connections, with the TLS ones handed over (under _lock)
         self._handed: dict[threading.Thread, Connection] = {}  # TLS sessions, each on a thread of its own
         self._wake_r, self._wake_w = socket.socketpair()
-        self.answer_pending = answer_pending or (lambda sessions: [s.answer_pending() for s in sessions])
+        self.answer_pending = answer_pending
         self._pending: _PendingSteps | None = None
         self._accept_again: float | None = None  # accepting paused after a failure, until then
 
