@@ -51,11 +51,15 @@ def attach_resolver(lab: Lab, settings: Settings) -> None:
         lab.resolver = Resolver.lab(settings.zone_file) if settings.zone_file else Resolver.lab()
 
 
+# Policy key -> LoginThrottle setting; the defaults are LoginThrottle's own.
+THROTTLE_KEYS = {"login_free_failures": "free_failures", "login_user_free_failures": "user_free_failures",
+                 "login_delay": "delay", "login_max_delay": "max_delay",
+                 "login_ip_free_failures": "ip_free_failures", "login_ip_max_delay": "ip_max_delay"}
+
+
 def login_throttle(policy: Policy) -> LoginThrottle:
-    return LoginThrottle(free_failures=int(policy.setting("login_free_failures", 3)),
-                         delay=float(policy.setting("login_delay", 1.0)),
-                         max_failures=int(policy.setting("login_max_failures", 6)),
-                         lockout=float(policy.setting("login_lockout", 60.0)))
+    return LoginThrottle(**{name: type(getattr(LoginThrottle, name))(policy.setting(key, getattr(LoginThrottle, name)))
+                            for key, name in THROTTLE_KEYS.items()})
 
 
 def server_limits(policy: Policy) -> Limits:

@@ -1,63 +1,118 @@
-"""Failed logins per client address, one throttle for POP3 and SMTP AUTH: a guesser gains nothing by switching."""
+"""Failed logins per user name, one throttle for POP3 and SMTP AUTH: a guesser gains nothing by switching.
+
+A class shares one address (127.0.0.1), so failures are counted per user name and per
+client address + user name, never per address alone: hammering bob slows every attempt on
+bob (from any connection, old or new) and leaves alice's login alone. The answer to each
+login attempt waits until the user's next slot; each failure past the free ones doubles the
+gap between slots, up to ``max_delay``. Attempts that would wait longer than that are
+refused at once, unchecked (many parallel connections on one user). Names that exist and
+names that do not are throttled alike, so neither replies nor delays tell who exists.
+
+The per-address count is only a high ceiling against spraying many names from one address:
+past it, the answer to each *failure* from that address is held back a little (a right
+password is never slowed by it), so a class mistyping passwords is never locked out.
+"""
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
+
+MAX_NAME = 64  # key length: longer names share a key (they only throttle themselves harder)
+
+
+def _backoff(failures: int, free: int, first: float, cap: float) -> float:
+    """0 for the free failures, then first, 2*first, 4*first ... at most cap."""
+    if failures <= free:
+        return 0.0
+    return min(first * 2 ** min(failures - free - 1, 32), cap)
 
 
 @dataclass
 class LoginThrottle:
-    """Failed logins per client IP: free at first, then slowed down, then refused a while.
+    """Shared by every POP3 and SMTP session of a process.
 
-    :param free_failures: failures answered at once.
-    :param delay: seconds to wait before answering each failure after those.
-    :param max_failures: failures after which logins from that IP are refused outright
-        with ``-ERR [SYS/TEMP]`` for ``lockout`` seconds (then the count starts over).
-    :param window: seconds after the last failure at which the count is forgotten.
+    :param free_failures: failures per client address + user name answered without delay.
+    :param user_free_failures: failures per user name, from all addresses together, without delay.
+    :param delay: the gap after the first failure past the free ones; it doubles with each more.
+    :param max_delay: the longest gap; an attempt that would wait longer is refused unchecked.
+    :param ip_free_failures: failures from one client address (any names) before its failures
+        are answered late; the delay doubles up to ``ip_max_delay``.
+    :param window: seconds after the last failure at which a count is forgotten.
+    :param max_entries: counts kept at most (memory stays bounded under a spray of names).
     """
 
     free_failures: int = 3
+    user_free_failures: int = 10
     delay: float = 1.0
-    max_failures: int = 6
-    lockout: float = 60.0
+    max_delay: float = 30.0
+    ip_free_failures: int = 100
+    ip_max_delay: float = 5.0
     window: float = 600.0
+    max_entries: int = 50_000
     clock: Callable[[], float] = time.monotonic
-    _failures: dict = field(default_factory=dict, init=False, repr=False)  # ip -> [count, last, locked_until]
+    # key -> [failures, time of the last failure, the next free slot, the last slot taken]; oldest first
+    _entries: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def _entry(self, ip: str, now: float) -> list | None:
-        entry = self._failures.get(ip)
-        if entry is None:
-            return None
-        _, last, locked_until = entry
-        over = now >= locked_until if locked_until else now - last > self.window
-        if over:  # the lockout is over, or the failures are old enough to forget
-            del self._failures[ip]
-            return None
+    def _keys(self, ip: str, name: str) -> tuple[tuple, tuple]:
+        user = (name or "").lower().partition("@")[0][:MAX_NAME]
+        return ("user", user), ("pair", ip, user)
+
+    def _free(self, key: tuple) -> int:
+        return self.user_free_failures if key[0] == "user" else self.free_failures
+
+    def _entry(self, key: tuple, now: float, create: bool = False) -> list | None:
+        entry = self._entries.get(key)
+        if entry is not None and now - entry[1] > self.window and now >= entry[2]:
+            del self._entries[key]  # old failures are forgotten
+            entry = None
+        if entry is None and create:
+            entry = self._entries[key] = [0, now, now, now]
+            self._bound(now)
+        elif entry is not None:
+            self._entries.move_to_end(key)
         return entry
 
-    def locked(self, ip: str) -> bool:
-        """True while ``ip`` must be answered SYS/TEMP without checking anything."""
-        with self._lock:
-            entry = self._entry(ip, self.clock())
-            return bool(entry and entry[2])
+    def _bound(self, now: float) -> None:
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)  # the least recently used, even if still in force
 
-    def failure(self, ip: str) -> float:
-        """Count one failed login; returns the seconds to wait before answering it."""
+    def attempt(self, ip: str, name: str) -> float | None:
+        """A login for ``name`` from ``ip`` is being tried: the seconds its answer must wait
+        (its slot is taken), or None to refuse it unchecked (it would wait over ``max_delay``)."""
         with self._lock:
             now = self.clock()
-            entry = self._entry(ip, now) or self._failures.setdefault(ip, [0, now, 0.0])
+            entries = [(key, self._entry(key, now)) for key in self._keys(ip, name)]
+            start = max([now] + [e[2] for _, e in entries if e])
+            if start - now > self.max_delay:
+                return None
+            for key, entry in entries:
+                if entry is not None:  # the next attempt waits one gap after this one
+                    entry[2] = start + _backoff(entry[0], self._free(key), self.delay, self.max_delay)
+                    entry[3] = start
+            return start - now
+
+    def failure(self, ip: str, name: str) -> float:
+        """Count one failed login; returns the extra seconds to hold its answer back (the
+        per-address ceiling: 0 unless ``ip`` failed more than ``ip_free_failures`` times)."""
+        with self._lock:
+            now = self.clock()
+            for key in self._keys(ip, name):
+                entry = self._entry(key, now, create=True)
+                entry[0] += 1
+                entry[1] = now
+                gap = _backoff(entry[0], self._free(key), self.delay, self.max_delay)
+                entry[2] = max(entry[2], max(now, entry[3]) + gap)  # a gap after the slot it was tried in
+            entry = self._entry(("ip", ip), now, create=True)
             entry[0] += 1
             entry[1] = now
-            if entry[0] >= self.max_failures:
-                entry[2] = now + self.lockout
-            if len(self._failures) > 10_000:  # keep memory bounded under a spray of addresses
-                for old in [k for k, e in self._failures.items() if now - e[1] > self.window]:
-                    del self._failures[old]
-            return self.delay if entry[0] > self.free_failures else 0.0
+            return _backoff(entry[0], self.ip_free_failures, self.delay, self.ip_max_delay)
 
-    def success(self, ip: str) -> None:
+    def success(self, ip: str, name: str) -> None:
+        """The right password: the user's counts start over (not the address's)."""
         with self._lock:
-            self._failures.pop(ip, None)
+            for key in self._keys(ip, name):
+                self._entries.pop(key, None)

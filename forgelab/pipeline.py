@@ -59,7 +59,7 @@ class ServerContext:
     """What every SMTP session shares: the lab, the store, the event bus, the current rules.
 
     ``tls`` is the server context STARTTLS uses (None: STARTTLS is not offered);
-    ``login_throttle`` slows down and then refuses repeated AUTH failures per client IP.
+    ``login_throttle`` slows down repeated AUTH failures per user name (shared with POP3).
     """
 
     def __init__(self, lab: Lab, store, bus: EventBus | None = None, policy: Policy | None = None,
@@ -317,8 +317,6 @@ class SmtpPipeline:
     def on_auth(self, event: ev.Auth) -> Reply:
         if not self.auth_allowed:
             return Reply(538, "5.7.11", "Encryption required for requested authentication mechanism: use STARTTLS first")
-        if self.context.login_throttle.locked(self.session.real_peer_ip):
-            return Reply(454, "4.7.0", "Too many failed logins from your address; try again later")
         try:
             self.sasl = SaslExchange(event.mechanism)
             return self._auth_step(self.sasl.start(event.initial))
@@ -339,16 +337,21 @@ class SmtpPipeline:
         if isinstance(step, Challenge):
             return Reply(334, None, step.text)
         mechanism, self.sasl = self.sasl.mechanism, None
+        ip, throttle = self.session.real_peer_ip, self.context.login_throttle
+        # The answer waits for this user's slot (the driver holds it back, so a reconnect gains nothing).
+        wait = throttle.attempt(ip, step.username)
+        if wait is None:
+            return Reply(454, "4.7.0", "Too many failed logins; try again later")
         user = self.lab.directory.authenticate(step.username, step.password)
         if user is not None and step.authzid and step.authzid.lower() not in (step.username.lower(), user.name):
             user = None  # no proxy logins: one may only act as oneself
-        ip = self.session.real_peer_ip
         self.context.bus.publish("session.auth", session_id=self.session.id, mechanism=mechanism,
                                  username=step.username[:64], result="pass" if user else "fail")
         if user is None:
-            self.reply_delay = self.context.login_throttle.failure(ip)
+            self.reply_delay = wait + throttle.failure(ip, step.username)
             return Reply(535, "5.7.8", "Authentication credentials invalid")
-        self.context.login_throttle.success(ip)
+        throttle.success(ip, step.username)
+        self.reply_delay = wait
         self.session.authenticated = user.name
         return Reply(235, "2.7.0", f"Authentication successful: you are {user.name}")
 

@@ -47,9 +47,11 @@ SERVER_KEYS = {
     "max_connections": int,
     "max_connections_per_ip": int,
     "login_free_failures": int,
+    "login_user_free_failures": int,
     "login_delay": (int, float),
-    "login_max_failures": int,
-    "login_lockout": (int, float),
+    "login_max_delay": (int, float),
+    "login_ip_free_failures": int,
+    "login_ip_max_delay": (int, float),
 }
 # What a result does when neither the check's table nor the policy's default names it.
 FALLBACK = {"pass": "accept", "none": "accept", "neutral": "accept", "softfail": "tag",

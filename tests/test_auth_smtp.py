@@ -34,7 +34,7 @@ def b64(text: str) -> str:
 @pytest.fixture
 def lab(forgelab_server):
     app = forgelab_server()
-    app.context.login_throttle = LoginThrottle(free_failures=2, delay=0.05, max_failures=4, lockout=60)
+    app.context.login_throttle = LoginThrottle(free_failures=2, delay=0.05, max_delay=0.1, clock=lambda: 0.0)
     return app
 
 
@@ -138,10 +138,11 @@ def test_repeated_failures_are_slowed_then_refused_even_with_the_right_password(
         assert client.cmd("AUTH PLAIN " + b64("\0alice\0guess"))[0] == 535
     code, text = client.cmd(f"AUTH PLAIN {PLAIN}")
     assert (code, text[:5]) == (454, "4.7.0")
-    other = Client(lab.smtp.address)  # the lockout is per client address, not per session
+    other = Client(lab.smtp.address)  # the backoff is per user name, not per session
     try:
         other.cmd("EHLO me.example")
         assert other.cmd(f"AUTH PLAIN {PLAIN}")[0] == 454
+        assert other.cmd("AUTH PLAIN " + b64("\0bob\0tiny-tim"))[0] == 235  # another user: at once
     finally:
         other.close()
 

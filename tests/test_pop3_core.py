@@ -406,18 +406,18 @@ def test_apop_uses_the_greeting_timestamp(world):
     assert Session(store, directory).greeting != s.greeting  # a fresh timestamp each session
 
 
-def test_failed_logins_are_slowed_then_refused_for_a_while(world):
+def test_failed_logins_on_a_user_are_slowed_then_refused_for_a_while(world):
     store, directory = world
     clock, slept = Clock(), []
-    throttle = LoginThrottle(free_failures=3, delay=1.5, max_failures=5, lockout=60, clock=clock)
+    throttle = LoginThrottle(free_failures=3, delay=1.5, max_delay=4, clock=clock)
     s = Session(store, directory, throttle=throttle, sleep=slept.append, peer_ip="127.0.0.9")
     for _ in range(5):
         assert s(b"USER alice\r\nPASS nope\r\n").endswith(b"[AUTH] invalid user name or password\r\n")
-    assert slept == [1.5, 1.5]  # the 4th and 5th failures waited
-    locked = s(b"USER alice\r\nPASS rabbit-hole\r\n")
+    assert slept == [1.5]  # the clock stood still: the 5th waited for the slot after the 4th failure
+    locked = s(b"USER alice\r\nPASS rabbit-hole\r\n")  # its slot is 1.5 + 3 s away: over max_delay
     assert locked.endswith(b"-ERR [SYS/TEMP] too many failed logins, try later\r\n")
     other = Session(store, directory, throttle=throttle, sleep=slept.append, peer_ip="127.0.0.10")
-    assert b"+OK alice's maildrop" in other(b"USER alice\r\nPASS rabbit-hole\r\n")  # per IP
+    assert b"+OK alice's maildrop" in other(b"USER alice\r\nPASS rabbit-hole\r\n")  # per address + user
     other(b"QUIT\r\n")
     clock.now += 61
     assert b"+OK alice's maildrop" in s(b"USER alice\r\nPASS rabbit-hole\r\n")
@@ -426,7 +426,7 @@ def test_failed_logins_are_slowed_then_refused_for_a_while(world):
 def test_a_good_login_forgets_earlier_failures(world):
     store, directory = world
     slept = []
-    throttle = LoginThrottle(free_failures=2, delay=1.0, max_failures=3, clock=Clock())
+    throttle = LoginThrottle(free_failures=2, delay=1.0, clock=Clock())
     for _ in range(3):
         s = Session(store, directory, throttle=throttle, sleep=slept.append)
         s(b"USER alice\r\nPASS nope\r\n")

@@ -32,7 +32,7 @@ def start(tmp_path, limits=None, throttle=None):
     directory = parse_directory(USERS)
     bus, records = EventBus(), []
     bus.subscribe(records.append)
-    throttle = throttle or LoginThrottle(free_failures=1000, max_failures=1000, delay=0)
+    throttle = throttle or LoginThrottle(free_failures=1000, user_free_failures=1000, delay=0)
     server = Pop3Server(store, directory, bus, port=0, limits=limits or Limits(idle_timeout=10),
                         throttle=throttle).start()
     return SimpleNamespace(store=store, server=server, records=records, address=server.address)
@@ -214,8 +214,9 @@ def test_failed_logins_do_not_tell_which_users_exist(lab):
     assert answers == {b"+OK send PASS\r\n-ERR [AUTH] invalid user name or password\r\n"}
 
 
-def test_repeated_failures_from_one_address_are_refused(tmp_path):
-    lab = start(tmp_path, throttle=LoginThrottle(free_failures=1, delay=0.05, max_failures=3, lockout=60))
+def test_repeated_failures_on_one_user_are_refused_a_while_but_not_another_user(tmp_path):
+    lab = start(tmp_path, throttle=LoginThrottle(free_failures=1, delay=0.05, max_delay=0.1,
+                                                             clock=lambda: 0.0))
     try:
         client = Raw(lab.address)
         client.line()
@@ -224,6 +225,8 @@ def test_repeated_failures_from_one_address_are_refused(tmp_path):
             assert client.ask(b"PASS guess") == b"-ERR [AUTH] invalid user name or password\r\n"
         client.ask(b"USER alice")
         assert client.ask(b"PASS rabbit-hole") == b"-ERR [SYS/TEMP] too many failed logins, try later\r\n"
+        client.ask(b"USER bob")
+        assert client.ask(b"PASS can-we-fix-it").startswith(b"+OK bob's maildrop")
         client.close()
     finally:
         lab.server.stop()

@@ -88,7 +88,7 @@ def test_many_clients_at_once_all_delivered_and_every_session_closed_once(forgel
 
 def test_a_slowed_failed_login_holds_up_no_other_client(forgelab_server):
     lab = forgelab_server()
-    lab.context.login_throttle = LoginThrottle(free_failures=0, delay=1.5, max_failures=10, lockout=60)
+    lab.context.login_throttle = LoginThrottle(delay=1.5, ip_free_failures=0, ip_max_delay=1.5)
     guesser = LineClient(lab.smtp.address, greet="smtp")
     try:
         guesser.cmd("EHLO guess.example")
@@ -172,7 +172,7 @@ def test_session_gives_replies_to_a_long_batch_in_parts(context):
 
 
 def test_session_holds_back_a_slowed_reply_and_what_follows_it(context):
-    context.login_throttle = LoginThrottle(free_failures=0, delay=2.0, max_failures=10, lockout=60)
+    context.login_throttle = LoginThrottle(delay=2.0, ip_free_failures=0, ip_max_delay=2.0)
     s = SmtpSession(context, "127.0.0.1", 40000, session_timeout=60)
     s.greet()
     s.feed(b"EHLO me.example\r\n")

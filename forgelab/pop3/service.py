@@ -1,7 +1,7 @@
 """The business behind POP3 events: logins against the directory, the maildrop, the replies.
 
 The sans-IO core decides what a line means and whether it may come now; this class
-decides what the answer is. One ``Pop3Service`` per session; failed logins go to the
+decides what the answer is. One ``Pop3Service`` per session; logins go through the
 server's ``LoginThrottle`` (``forgelab/login_throttle.py``, shared with SMTP AUTH).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Pop3Service:
     :param peer_ip: the client address, for the login throttle.
     :param hostname: the host named in the greeting timestamp.
     :param throttle: shared by every session of a server; None for no throttling.
-    :param sleep: how to wait before answering a throttled failure.
+    :param sleep: how to wait out a throttled login (the session's own thread waits).
     """
 
     def __init__(self, store: MailStore, directory: Directory, *, peer_ip: str = "127.0.0.1",
@@ -100,28 +100,34 @@ class Pop3Service:
 
     def _on_pass(self, event: ev.Pass) -> Pop3Reply:
         name, self._name = self._name, None
-        if self.throttle and self.throttle.locked(self.peer_ip):
-            return r.TOO_MANY_FAILURES
-        return self._login(self.directory.authenticate(name or "", event.password))
+        return self._login(name or "", lambda: self.directory.authenticate(name or "", event.password))
 
     def _on_apop(self, event: ev.Apop) -> Pop3Reply:
-        if self.throttle and self.throttle.locked(self.peer_ip):
-            return r.TOO_MANY_FAILURES
-        user = self.directory.user(event.name)
-        secret = (user.password if user else None) or os.urandom(16).hex()
-        expected = hashlib.md5((self.timestamp + secret).encode()).hexdigest()
-        good = hmac.compare_digest(expected, event.digest) and user is not None and user.password is not None
-        return self._login(user if good else None)
+        def check() -> User | None:
+            user = self.directory.user(event.name)
+            secret = (user.password if user else None) or os.urandom(16).hex()
+            expected = hashlib.md5((self.timestamp + secret).encode()).hexdigest()
+            good = hmac.compare_digest(expected, event.digest) and user is not None and user.password is not None
+            return user if good else None
+        return self._login(event.name, check)
 
-    def _login(self, user: User | None) -> Pop3Reply:
+    def _login(self, name: str, check: Callable[[], User | None]) -> Pop3Reply:
+        """Wait for ``name``'s slot in the throttle (this session's thread waits), then check."""
+        if self.throttle:
+            wait = self.throttle.attempt(self.peer_ip, name)
+            if wait is None:
+                return r.TOO_MANY_FAILURES
+            if wait > 0:
+                self.sleep(wait)
+        user = check()
         if user is None:
             if self.throttle:
-                wait = self.throttle.failure(self.peer_ip)
+                wait = self.throttle.failure(self.peer_ip, name)
                 if wait > 0:
                     self.sleep(wait)
             return r.AUTH_FAILED
         if self.throttle:
-            self.throttle.success(self.peer_ip)
+            self.throttle.success(self.peer_ip, name)
         try:
             self.maildrop = self.store.open_maildrop(user.name)
         except MaildropLocked:
