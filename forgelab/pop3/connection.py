@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import replace
 
@@ -23,6 +24,24 @@ MAX_LINE = 255
 
 _TOO_LONG = object()  # marks a discarded over-long line in the queue of received lines
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_PASS)
+
+
+# One word that may be a secret sent on its own line (AUTH's base64 answer): not a POP3 verb.
+_LONE_WORD = re.compile(r"\s*[A-Za-z0-9+/]+={0,2}\s*|\s*[=*]\s*")
+
+
+def _safe_to_show(text: str) -> str:
+    """The line for transcripts: a credential is never shown, however it was (mis)typed
+    (" PASS x", "pass\tx", "PASS\0x", "APOP name digest", "AUTH PLAIN <base64>", base64 alone)."""
+    words = text.split(None, 2)
+    head = words[0][:4].upper() if words else ""
+    if head in ("PASS", "AUTH"):
+        return f"{words[0][:4]} ****"
+    if head == "APOP":
+        return f"APOP {words[1]} ****" if words[0].upper() == "APOP" and len(words) > 2 else "APOP ****"
+    if _LONE_WORD.fullmatch(text) and text.strip().upper() not in COMMANDS:
+        return "<a line that may be a credential ****>"
+    return text
 
 
 def hint(state: State) -> str:
@@ -143,9 +162,7 @@ class Pop3Connection:
         text = raw[:-1].removesuffix(b"\r").decode("utf-8", "surrogateescape")
         typed, _, rest = text.partition(" ")
         verb = typed.upper() if typed.isascii() else ""  # "ſtat".upper() is "STAT": refuse it
-        first = text.split(None, 1)[0] if text.strip() else ""
-        # However it was mistyped (" PASS x", "pass\tx"), a password line is never echoed.
-        line = printable(f"{first} ****" if first.upper() == "PASS" else text)
+        line = printable(_safe_to_show(text))
         if verb not in COMMANDS:
             return ev.Rejected(self._unknown(typed, verb), verb=verb, line=line), stay
         step = TABLE[state].get(verb)

@@ -1,7 +1,8 @@
 """Events the POP3 core hands to the server: one per client command line.
 
 Every event except ``ConnectionClosed`` needs exactly one reply through ``Pop3Connection.send``.
-``line`` is the command as the client typed it, printable, with a PASS argument masked:
+``line`` is the command as the client typed it, printable, with credentials masked (PASS,
+APOP, AUTH, a line that may be a base64 credential):
 what a transcript may show.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Pass(Event):
 class Apop(Event):
     """APOP name digest: MD5 of the greeting timestamp followed by the shared secret."""
     name: str
-    digest: str
+    digest: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from . import events as ev
-from .commands import SyntaxProblem, parse_command
+from .commands import COMMANDS, SyntaxProblem, parse_command
 from .replies import Reply
 from .state import ONCE_PER_SESSION, State, allowed, done_after, next_state
 
@@ -80,7 +80,7 @@ class SmtpConnection:
         self._data_overflow = 0  # octets dropped because the message was too big
         self.last_line = ""  # the last command line as typed (cut short), for transcripts
         self._crlf_in_data = False
-        self._mask_next = False  # the line after a refused AUTH may be a credential
+        self._mask_next = False  # after a refused AUTH, lines up to the next command may be credentials
 
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -128,11 +128,15 @@ class SmtpConnection:
             return self._too_long(self._discarded_head)
         return self._command(raw)
 
+    def _shown(self, line: bytes) -> str:
+        shown = _safe_to_show(line.decode("utf-8", "replace"), self.state, self._mask_next)
+        self._mask_next = self._mask_next and shown == MASKED_RESPONSE  # a command line ends them
+        return shown
+
     def _too_long(self, head: bytes):
         # The same event however the line arrived: whole, or dropped piece by piece. It is the
         # line after a refused AUTH as much as a short one would be: a credential is not shown.
-        shown = _safe_to_show(head[:80].decode("utf-8", "replace"), self.state, self._mask_next)
-        self._mask_next = False
+        shown = self._shown(head[:80])
         self.last_line = "<a line over 512 octets, dropped>"
         return ev.CommandError(Reply(500, "5.5.2", "Line too long (the limit is 512 octets)"), shown)
 
@@ -140,8 +144,7 @@ class SmtpConnection:
         if len(raw) > self.limits.max_command_line:
             return self._too_long(raw)
         line_bytes = raw.rstrip(b"\r\n")
-        shown = _safe_to_show(line_bytes[:200].decode("utf-8", "replace"), self.state, self._mask_next)
-        self._mask_next = False
+        shown = self._shown(line_bytes[:200])
         self.last_line = shown
         self.commands += 1
         if self.state is State.AUTH:
@@ -161,7 +164,7 @@ class SmtpConnection:
         except KeyError:
             verb = line.split()[0]
             # Echo only what looks like a verb: a stray token may be a password (after a refused AUTH).
-            named = f": {verb}" if re.fullmatch(r"[A-Za-z]{1,12}", verb) and not shown.startswith("<AUTH") else ""
+            named = f": {verb}" if re.fullmatch(r"[A-Za-z]{1,12}", verb) and not shown.startswith("<") else ""
             return ev.CommandError(Reply(500, "5.5.2", f"Command unrecognized{named}; try HELP"), shown)
         except SyntaxProblem as problem:
             return ev.CommandError(problem.reply, shown)
@@ -237,8 +240,9 @@ class SmtpConnection:
         """Answer the pending event (or send the greeting) and move the state."""
         event, self._pending = self._pending, None
         typed_verb = self.last_line.split(None, 1)[0].upper() if self.last_line.strip() else ""
-        if reply.code >= 400 and (isinstance(event, ev.Auth) or isinstance(event, ev.CommandError) and typed_verb == "AUTH"):
-            self._mask_next = True
+        if reply.code >= 400 and (isinstance(event, (ev.Auth, ev.AuthResponse)) or self.state is State.AUTH
+                                  or isinstance(event, ev.CommandError) and typed_verb == "AUTH"):
+            self._mask_next = True  # a user name and a password may follow, typed or pipelined
         if event is not None and not isinstance(event, ev.CommandError):
             if reply.code != 334:  # a 334 goes on with the exchange: not a final answer
                 self._done = done_after(self._done, type(event), positive=reply.code < 400)
@@ -267,15 +271,31 @@ _CONTROL = re.compile(rb"[\x01-\x08\x0a-\x1f\x7f]")
 _LINE_START_DOT = re.compile(rb"([\r\n])\.")
 
 
+# SASL mechanism names shown in transcripts; anything else after AUTH may be the credential itself.
+_MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI", "NTLM",
+               "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"}
+# One word that may be a secret sent on its own line (pipelined after a refused AUTH): not a verb.
+_LONE_WORD = re.compile(r"\s*[A-Za-z0-9+/]+={0,2}\s*|\s*[=*]\s*")
+MAYBE_CREDENTIAL = "<a line that may be a credential ****>"
+MASKED_RESPONSE = "<AUTH response ****>"
+
+
 def _safe_to_show(line: str, state: State, after_refused_auth: bool = False) -> str:
     """The line for transcripts: a credential is never shown, however the AUTH was typed.
 
-    After a refused AUTH the client may still send its credential on the next line."""
-    if state is State.AUTH or after_refused_auth:
-        return "<AUTH response ****>"
+    After a refused AUTH the client may still send its credentials: every line up to the next
+    command (a known verb) is masked."""
+    if state is State.AUTH:
+        return MASKED_RESPONSE
     words = line.split(None, 2)
-    if len(words) > 2 and words[0].upper() == "AUTH":
-        return f"{words[0]} {words[1]} ****"
+    if words and words[0][:4].upper() == "AUTH":
+        if words[0].upper() != "AUTH" or len(words) > 1 and words[1].upper() not in _MECHANISMS:
+            return f"{words[0][:4]} ****"
+        return f"{words[0]} {words[1]} ****" if len(words) > 2 else line
+    if after_refused_auth and not (words and words[0].upper() in COMMANDS):
+        return MASKED_RESPONSE
+    if _LONE_WORD.fullmatch(line) and line.strip().upper() not in COMMANDS:
+        return MAYBE_CREDENTIAL
     return line
 
 

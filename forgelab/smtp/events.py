@@ -114,14 +114,14 @@ class StartTls:
 @dataclass(frozen=True)
 class Auth:
     mechanism: str
-    initial: str | None = None
+    initial: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class AuthResponse:
     """A line the client sent in answer to a ``334`` challenge."""
 
-    line: str
+    line: str = field(repr=False)
 
 
 @dataclass(frozen=True)
