@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import nofollow
 from .dns import Resolver
 from .events import EventBus, JsonlLog
 from .lab import Lab, load_lab
@@ -87,7 +88,10 @@ class Forgelab:
     def __init__(self, settings: Settings, bus: EventBus | None = None):
         self.settings = settings
         self.data_dir = Path(settings.data_dir or default_data_dir())
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # itself may be a symlink: the user's choice
+        for inside in ("mail", "tls", "events.jsonl"):  # what is inside must not be
+            if (self.data_dir / inside).is_symlink():
+                raise nofollow.refuse(self.data_dir / inside)
         self.bus = bus or EventBus()
         self.workers = None
         # With workers, a policy switch must reach them too (PooledContext.set_policy). The lab

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import orjson
+
+from .nofollow import open_fd
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,8 @@ class JsonlLog:
         else:
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")
+            # Never through a symlink planted in the data directory; 0600: the log holds what clients sent.
+            self._file = open(open_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         self._lock = threading.Lock()  # the buffer (publishers hold it for an append only)
         self._write_lock = threading.Lock()  # taking the buffer and writing it: one writer at a time, in order
         self._lines: list[bytes] = []

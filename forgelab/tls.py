@@ -5,7 +5,7 @@ On first start forgelab writes a self-signed lab certificate into ``<data>/tls/`
     <data>/tls/lab-key.pem    EC P-256 private key, mode 0600
     <data>/tls/lab-cert.pem   self-signed certificate for the lab host name, localhost, 127.0.0.1
 
-and reuses it afterwards, so students can pin it once (``openssl s_client -starttls smtp``
+and reuses it afterwards (never through a symlink there), so students can pin it once (``openssl s_client -starttls smtp``
 shows it). A trainer's own pair is given with ``--tls-cert`` / ``--tls-key``.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ import ipaddress
 import os
 import ssl
 from pathlib import Path
+
+from . import nofollow
 
 CERT_NAME = "lab-cert.pem"
 KEY_NAME = "lab-key.pem"
@@ -34,6 +36,8 @@ def lab_certificate_paths(data_dir: str | Path) -> tuple[Path, Path]:
 def ensure_lab_certificate(data_dir: str | Path, hostname: str) -> tuple[Path, Path]:
     """The lab (cert, key) paths under ``data_dir/tls``, generated if either is missing."""
     cert_path, key_path = lab_certificate_paths(data_dir)
+    for path in (cert_path, key_path):  # inside the data directory: never through a symlink
+        nofollow.check(Path(data_dir), path)
     if cert_path.is_file() and key_path.is_file():
         return cert_path, key_path
     cert_pem, key_pem = generate_certificate(hostname)
@@ -77,7 +81,7 @@ def generate_certificate(hostname: str, days: int = VALID_DAYS) -> tuple[bytes, 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = nofollow.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -132,6 +132,8 @@ class Pop3Service:
             self.maildrop = self.store.open_maildrop(user.name)
         except MaildropLocked:
             return r.IN_USE
+        except OSError:  # e.g. a symlink in the maildrop (logged by the store): refused, never followed
+            return Pop3Reply.err("[SYS/TEMP] maildrop not available now; try later")
         self.user = user
         count, octets = self.maildrop.stat()
         return Pop3Reply.ok(f"{user.name}'s maildrop has {_messages(count)} ({octets} octets)")

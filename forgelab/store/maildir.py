@@ -13,6 +13,10 @@ stat and the stdlib ``mailbox.Maildir`` reads the same folders::
     <sec>.M<usec>P<pid>Q<counter>.<host>,S=<stored octets>,W=<POP3 wire octets>[:2,<flags>]
 
 The key of a message is its file name without the ``:2,...`` info part.
+
+Nothing below ``root`` is reached through a symlink (``forgelab/nofollow.py``): folders are
+checked with ``lstat`` before each delivery and read, files are opened ``O_NOFOLLOW``; a
+symlink is refused with ``SymlinkRefused`` (an OSError: the delivery is answered 451).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import weakref
 from pathlib import Path
 from typing import Callable, Generator
 
+from .. import nofollow
 from ..directory import NAME_RE
 from .crlf import wire_size
 
@@ -196,15 +201,34 @@ class MailStore:
 
     def users(self) -> list[str]:
         """Names of users that have a Maildir (have had mail or a POP3 login)."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+        return sorted(p.name for p in self.root.iterdir()
+                      if NAME_RE.match(p.name) and p.is_dir() and not p.is_symlink())
+
+    def _check(self, maildir: Path, *parts: str) -> None:
+        """SymlinkRefused if the maildir, or one of its ``parts``, or a folder between, is a symlink."""
+        for part in parts:
+            nofollow.check(self.root, maildir / part)
+
+    def _make_dirs(self, path: Path) -> None:
+        """``path`` and the folders above it up to ``root``, made one by one, none a symlink."""
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            try:
+                current.mkdir(exist_ok=True)
+            except FileExistsError:
+                pass  # a file or a link in its place: lstat says which
+            if not os.path.isdir(current) or os.path.islink(current):
+                raise nofollow.refuse(current) if os.path.islink(current) else NotADirectoryError(
+                    errno.ENOTDIR, "not a directory", str(current))
 
     def _ensure(self, maildir: Path, subfolder: bool = False) -> None:
         if maildir in self._created:
             return
         for part in ("tmp", "new", "cur"):
-            (maildir / part).mkdir(parents=True, exist_ok=True)
+            self._make_dirs(maildir / part)
         if subfolder:  # Maildir++ marks a folder with this empty file
-            (maildir / "maildirfolder").touch(exist_ok=True)
+            os.close(nofollow.open_fd(maildir / "maildirfolder", os.O_WRONLY | os.O_CREAT))
         if self.fsync:
             for parent in {maildir, maildir.parent, self.root}:
                 _fsync_dir(parent)
@@ -226,7 +250,7 @@ class MailStore:
 
     def _write_tmp(self, path: str, data: bytes) -> WriteSteps:
         """Create ``path`` with ``data``, flushed to disk when fsync is on; nothing is left on failure."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = nofollow.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:  # plain os.write: no buffered file object for one write
                 view = memoryview(data)
@@ -242,6 +266,7 @@ class MailStore:
 
     def _write(self, maildir: Path, data: bytes, name: str | None = None) -> WriteSteps:
         name = name or self._unique_name(data)
+        self._check(maildir, "tmp", "new")  # every time: a folder may have been swapped for a link
         base = os.fspath(maildir)
         tmp, new = f"{base}/tmp/{name}", f"{base}/new/{name}"
         yield from self._write_tmp(tmp, data)
@@ -261,6 +286,9 @@ class MailStore:
         new/ is fsynced before this returns, so every copy is on disk. On failure none is left.
         """
         name = self._unique_name(data)
+        self._check(maildirs[0], "tmp")
+        for maildir in maildirs:
+            self._check(maildir, "new")
         first = os.fspath(maildirs[0])
         tmp = f"{first}/tmp/{name}"
         yield from self._write_tmp(tmp, data)
@@ -441,19 +469,23 @@ class MailStore:
             pass
         raise KeyError(key)
 
+    def _reading(self, maildir: Path) -> Path:
+        self._check(maildir, "new", "cur")
+        return maildir
+
     def list(self, user: str, folder: str = "inbox") -> list[tuple[str, int]]:
         """(key, stored octets) of every message in the folder, in delivery order."""
-        return self._listing(self.folder_dir(user, folder))
+        return self._listing(self._reading(self.folder_dir(user, folder)))
 
     def read(self, user: str, folder: str, key: str) -> bytes:
         """The stored bytes of one message; KeyError when it is gone."""
-        return self._find(self.folder_dir(user, folder), key).read_bytes()
+        return nofollow.read_bytes(self._find(self._reading(self.folder_dir(user, folder)), key))
 
     def list_relay(self) -> list[tuple[str, int]]:
-        return self._listing(self.relay_dir)
+        return self._listing(self._reading(self.relay_dir))
 
     def read_relay(self, key: str) -> bytes:
-        return self._find(self.relay_dir, key).read_bytes()
+        return nofollow.read_bytes(self._find(self._reading(self.relay_dir), key))
 
     def read_at(self, location) -> bytes:
         """The bytes at a delivery location ``(user, folder, key)`` as the pipeline reports them,
@@ -467,12 +499,13 @@ class MailStore:
         """Lock ``user``'s inbox for one POP3 session and snapshot it; MaildropLocked if held."""
         maildir = self.user_dir(user)
         self._ensure(maildir)
+        self._check(maildir, "new", "cur")
         lock_path = maildir / LOCK_FILE
         lock_id = str(lock_path.resolve())
         with _held_guard:
             if lock_id in _held_locks:
                 raise MaildropLocked(user)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = nofollow.open_fd(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -520,8 +553,8 @@ class Maildrop:
             size = _size_in_name(name, _WIRE)
             if size is None:  # a file some other tool put here: measure it once
                 try:
-                    size = wire_size(path.read_bytes())
-                except FileNotFoundError:
+                    size = wire_size(nofollow.read_bytes(path))
+                except (FileNotFoundError, nofollow.SymlinkRefused):
                     continue
             self._paths.append(path)
             self._keys.append(_key_of(name))
@@ -565,7 +598,7 @@ class Maildrop:
 
     def retrieve(self, n: int) -> bytes:
         """The stored bytes of message ``n``; FileNotFoundError if someone removed the file."""
-        return self._paths[self._index(n)].read_bytes()
+        return nofollow.read_bytes(self._paths[self._index(n)])
 
     # -- deletion ------------------------------------------------------------------------
 
