@@ -51,7 +51,7 @@ class LoginThrottle:
     ip_free_failures: int = 100
     ip_max_delay: float = 5.0
     window: float = 600.0
-    max_entries: int = 50_000
+    max_entries: int = 20_000
     clock: Callable[[], float] = time.monotonic
     # key -> [failures, time of the last failure, the next free slot, the last slot taken]; oldest first
     _entries: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)

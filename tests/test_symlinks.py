@@ -146,3 +146,14 @@ def test_the_data_directory_is_made_0700_and_may_itself_be_a_symlink(tmp_path, f
     lab = forgelab_server(data_dir=tmp_path / "linked")  # the user's choice: followed
     code, _ = send(lab)
     assert code == 250 and len(os.listdir(real / "mail" / "alice" / "new")) == 1
+
+
+def test_keygen_writes_no_private_key_through_a_symlink(tmp_path, outside):
+    from forgelab.auth.keys import keygen
+
+    (tmp_path / "s1._domainkey.shop.example.pem").symlink_to(outside / "precious")
+    with pytest.raises(SymlinkRefused):
+        keygen("shop.example", "s1", tmp_path, algorithm="ed25519")
+    assert unchanged(outside)
+    pair = keygen("shop.example", "s2", tmp_path, algorithm="ed25519")
+    assert stat.S_IMODE(os.stat(pair.key.path).st_mode) == 0o600

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 import base64
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Sequence
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from ..nofollow import open_fd
 
 LAB_KEYS = Path(str(resources.files("forgelab.lab"))) / "keys"
 SUFFIX = ".pem"
@@ -117,7 +120,8 @@ def keygen(domain: str, selector: str, out_dir: str | Path | None = None, algori
     out = Path(out_dir) if out_dir is not None else Path.cwd()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{selector}{DOMAINKEY}{domain}{SUFFIX}"
-    path.write_bytes(pem)
+    with os.fdopen(open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # 0600 from the start
+        f.write(pem)
     path.chmod(0o600)
     _, record = public_record(pem)
     dk = DomainKey(domain, selector, algorithm, path)
