@@ -120,7 +120,7 @@ class SmtpPipeline:
         self.relay_recipients: list[str] = []
         self.local_recipients: list[str] = []  # user names, lists expanded
         self.sasl: SaslExchange | None = None
-        # Seconds the driver waits before it sends the last reply (a failed login); it resets it.
+        # Seconds the driver waits before it sends the last reply (a throttled login); it resets it.
         self.reply_delay = 0.0
 
     @property
