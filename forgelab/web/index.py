@@ -127,6 +127,12 @@ class EventIndex:
                 if session["open"]:
                     session.update(open=False, close_reason="not closed in the event log: the server stopped first")
 
+    def recent(self, since: int | None) -> tuple[list[dict], int]:
+        """The kept records after ``since`` (none for None) and the last sequence number seen, together."""
+        with self._lock:
+            backlog = [r for r in self._recent if since is not None and r.get("seq", 0) > since]
+            return backlog, self.last_seq
+
     def listen(self, listener: Listener, since: int | None = None) -> tuple[list[dict], Callable[[], None]]:
         """Register ``listener`` for every later record; return the kept records after ``since``
         (atomically, so nothing is missed or sent twice) and a function that unregisters it."""
