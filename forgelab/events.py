@@ -156,6 +156,8 @@ def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(exc.errno, f"{path} is a symbolic link: not followed, remove it") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise OSError(exc.errno, f"{path} is not a regular file: remove it") from None
         raise
     try:
         st = os.fstat(fd)
@@ -250,13 +252,34 @@ class JsonlLog:
                 return
             data = b"\n".join(lines) + b"\n"
             try:
-                if self.max_bytes and self._file_size and self._file_size + len(data) > self.max_bytes:
-                    self._rotate()
-                self._file.write(data)
-                self._file.flush()
-                self._file_size += len(data)
+                if self.max_bytes and self._file_size + len(data) > self.max_bytes:
+                    self._write_rotating(lines)
+                else:
+                    self._append(data)
             except (OSError, ValueError):
                 log.exception("event log %s could not be written", self.path)
+
+    def _append(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+        self._file_size += len(data)
+
+    def _write_rotating(self, lines: list[bytes]) -> None:
+        """Write ``lines``, rotating wherever the next line would take the file past ``max_bytes``
+        (a file holds at least one line, however long)."""
+        part: list[bytes] = []
+        size = self._file_size
+        for line in lines:
+            if size and size + len(line) + 1 > self.max_bytes:
+                if part:
+                    self._append(b"\n".join(part) + b"\n")
+                    part = []
+                self._rotate()
+                size = 0
+            part.append(line)
+            size += len(line) + 1
+        if part:
+            self._append(b"\n".join(part) + b"\n")
 
     def _rotate(self) -> None:
         """events.jsonl -> .1 -> .2 ... -> .keep (the last one is overwritten); a new events.jsonl."""
