@@ -84,7 +84,7 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
     """The web view of a running ``Forgelab``; ``index`` must already be subscribed to its bus."""
     templates = _templates()
     job = job or MatrixJob()
-    streams = streams or Streams()
+    streams = Streams() if streams is None else streams  # (an empty Streams is falsy)
     index.listen(streams)  # for the life of the web view: Streams never waits on a client
 
     def policy_info() -> dict:

@@ -18,6 +18,9 @@ from .index import EventIndex
 
 log = logging.getLogger(__name__)
 
+ACCEPT_BATCH = 32    # connections accepted in one turn of the web loop
+LISTEN_QUEUE = 1024  # connections the kernel holds until the web loop accepts them
+
 
 class WebServer:
     """``WebServer(lab_app, host, port).start()`` serves the live view of ``lab_app`` (a ``Forgelab``).
@@ -68,7 +71,7 @@ class WebServer:
         self._sock = self._bind()
         config = uvicorn.Config(self.app, http=self.guard.protocol(), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=5,
-                                h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+                                h11_max_incomplete_event_size=MAX_REQUEST_HEAD, backlog=ACCEPT_BATCH)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="forgelab-web", daemon=True)
@@ -79,6 +82,9 @@ class WebServer:
                 self.stop()
                 raise RuntimeError("the web view did not start")
             time.sleep(0.02)
+        # asyncio accepts up to ``backlog`` connections in a row before the guard sees any: a
+        # small batch keeps a flood from taking every descriptor first; the kernel queue stays long.
+        self._sock.listen(LISTEN_QUEUE)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
