@@ -171,7 +171,7 @@ class SmtpPipeline:
         for verdict in verdicts:
             self.context.bus.publish("verdict", session_id=self.session.id,
                                      message_id=self.envelope.id if self.envelope else None,
-                                     stage=stage, verdict=bounded(verdict.as_dict()), action=self.policy.action_for(verdict))
+                                     stage=stage, verdict=_verdict_record(verdict), action=self.policy.action_for(verdict))
         return Decision.fold(verdicts, self.policy)
 
     def _refusal(self, stage: str, decision: Decision) -> Reply:
@@ -527,6 +527,15 @@ class PendingDelivery:
 
 
 MAX_REPLY_TEXT = 400  # characters of a verdict's reason put in a refusal (RFC 5321 4.5.3.1.5: 512-octet reply lines)
+
+
+def _verdict_record(verdict: Verdict) -> dict:
+    """A verdict for its event, bounded; without what the stored message or the event already
+    holds: the parts of its Authentication-Results header, a copy of its reason."""
+    record = verdict.as_dict()
+    record["details"] = {k: v for k, v in record["details"].items()
+                         if k != "authres" and not (k == "reason" and v == verdict.reason)}
+    return bounded(record)
 
 
 def _summary(verdict: Verdict) -> dict:
