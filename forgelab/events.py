@@ -75,6 +75,31 @@ def bounded(value, limit: int = MAX_TEXT, depth: int = 0):
     return value
 
 
+class TranscriptBudget:
+    """How much of one session's dialogue is published: ``FREE`` bytes, then one byte for each
+    byte the client sent. A client pipelining thousands of NOOPs made the log grow 48 times
+    what it sent (issue 15, item 7); past the budget its lines are counted, not published.
+    A line costs its text and ``LINE_COST`` for the rest of its record (seq, ts, ids)."""
+
+    FREE = 8 * 1024
+    LINE_COST = 150
+    NOTE = "<transcript limit reached: the rest of this session's lines are counted, not logged>"
+
+    def __init__(self):
+        self.received = 0
+        self.spent = 0
+        self.unlogged = 0
+
+    def take(self, text: str) -> str | None:
+        """``text`` if it fits, ``NOTE`` for the first line that does not, else None (counted)."""
+        cost = len(text) + self.LINE_COST
+        if self.spent + cost <= self.FREE + self.received:
+            self.spent += cost
+            return text
+        self.unlogged += 1
+        return self.NOTE if self.unlogged == 1 else None
+
+
 def decode(line: bytes | str):
     """A line of the event log as the record it holds (``ValueError`` if it is not JSON)."""
     try:

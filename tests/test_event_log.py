@@ -11,7 +11,7 @@ import pytest
 
 from forgelab.app import Forgelab, Settings
 from forgelab.cli import ByteSize
-from forgelab.events import EventBus, JsonlLog, bounded, clip, rotated
+from forgelab.events import EventBus, JsonlLog, TranscriptBudget, bounded, clip, rotated
 from forgelab.web.history import earlier_records
 
 pytestmark = pytest.mark.timeout(120)
@@ -161,3 +161,30 @@ def test_event_log_size_option():
     for bad in ("1KB", "lots", "12TB", "-5"):
         with pytest.raises(click.BadParameter):
             size.convert(bad, None, None)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_a_flood_of_commands_is_counted_not_logged_past_the_session_budget(forgelab_server, protocol):
+    lab = forgelab_server(policy="strict")
+    log = lab.data_dir / "events.jsonl"
+    lab.bus.flush()
+    before = log.stat().st_size
+    if protocol == "smtp":
+        payload = b"EHLO x.example\r\n" + b"NOOP\r\n" * 3000 + b"QUIT\r\n"
+        address = lab.smtp.address
+    else:
+        payload = b"USER alice\r\nPASS rabbit-hole\r\n" + b"NOOP\r\n" * 3000 + b"QUIT\r\n"
+        address = lab.pop3.address
+    import socket
+
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(payload)
+        while sock.recv(65536):
+            pass
+    (closed,) = lab.recorder.wait_for("session.close")
+    lab.bus.flush()
+    growth = log.stat().st_size - before
+    assert growth < 2 * len(payload), f"{growth} bytes logged for {len(payload)} received"  # 48x before
+    lines = [r["text"] for r in lab.recorded("session.line")]
+    assert lines.count(TranscriptBudget.NOTE) == 1
+    assert closed["unlogged_lines"] > 4000  # counted: in and out, for most of the 3,000 NOOPs
