@@ -127,11 +127,14 @@ class EventIndex:
                 if session["open"]:
                     session.update(open=False, close_reason="not closed in the event log: the server stopped first")
 
-    def recent(self, since: int | None) -> tuple[list[dict], int]:
-        """The kept records after ``since`` (none for None) and the last sequence number seen, together."""
+    def recent(self, since: int | None, then: Callable[[int], None] | None = None) -> list[dict]:
+        """The kept records after ``since`` (none for None); ``then(last_seq)`` is called before
+        any later record is handed to a listener (so a listener it adds misses nothing)."""
         with self._lock:
             backlog = [r for r in self._recent if since is not None and r.get("seq", 0) > since]
-            return backlog, self.last_seq
+            if then is not None:
+                then(self.last_seq)
+            return backlog
 
     def listen(self, listener: Listener, since: int | None = None) -> tuple[list[dict], Callable[[], None]]:
         """Register ``listener`` for every later record; return the kept records after ``since``

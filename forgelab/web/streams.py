@@ -89,10 +89,12 @@ class Streams:
     # -- a publisher's thread (inside the index's lock): append, maybe wake the loop, return
     def __call__(self, record: dict) -> None:
         with self._lock:
-            if len(self._pending) == PENDING and self._clients:
+            if not self._clients:
+                return
+            if len(self._pending) == PENDING:
                 self._lost = True  # the loop has not kept up: no client can be whole any more
             self._pending.append(record)
-            if not self._clients or self._wake_pending:
+            if self._wake_pending:
                 return
             self._wake_pending = True
             loop = self._loop
@@ -106,22 +108,27 @@ class Streams:
         """A new client and the kept records after ``since`` it gets first; None when
         ``max_streams`` are open already (or the web view is stopping)."""
         loop = asyncio.get_running_loop()
-        backlog, upto = index.recent(since)
-        client = StreamClient(only_session, upto)
-        with self._lock:
-            if self.closing or len(self._clients) >= self.max_streams:
-                return None
-            self._loop = loop
-            # Records still pending are handed out on this loop, so after this: none is missed or sent twice.
-            self._clients.add(client)
-            if self._pending and not self._wake_pending:
-                self._wake_pending = True
-                loop.call_soon(self._hand_out)
+        client = StreamClient(only_session, 0)
+        admitted = []
+
+        def attach(last_seq: int) -> None:  # inside the index's lock: no record can fall in between
+            client.upto = last_seq  # records up to here come with the backlog
+            with self._lock:
+                if not self.closing and len(self._clients) < self.max_streams:
+                    self._loop = loop
+                    self._clients.add(client)
+                    admitted.append(client)
+
+        backlog = index.recent(since, attach)
+        if not admitted:
+            return None
         return client, [r for r in backlog if wanted(r, only_session)]
 
     def close(self, client: StreamClient) -> None:
         with self._lock:
             self._clients.discard(client)
+            if not self._clients:
+                self._pending.clear()
 
     def _hand_out(self) -> None:
         with self._lock:
