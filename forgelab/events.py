@@ -91,9 +91,10 @@ class TranscriptBudget:
         self.unlogged = 0
 
     def take(self, text: str) -> str | None:
-        """``text`` if it fits, ``NOTE`` for the first line that does not, else None (counted)."""
+        """``text`` if it fits, ``NOTE`` for the first line that does not, then None (counted) for
+        every later line: the transcript has no gaps, it stops."""
         cost = len(text) + self.LINE_COST
-        if self.spent + cost <= self.FREE + self.received:
+        if not self.unlogged and self.spent + cost <= self.FREE + self.received:
             self.spent += cost
             return text
         self.unlogged += 1
