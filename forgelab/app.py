@@ -58,10 +58,11 @@ def raise_open_files_limit() -> int:
     """Raise this process's soft limit of open files to its hard limit (workers inherit it):
     the usual soft 1,024 is what a thousand held web connections used to exhaust. Returns it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+    target = 65536 if hard == resource.RLIM_INFINITY else hard  # the kernel refuses an infinite one
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError) as exc:
             log.warning("the open-files limit stays %s: %s", soft, exc)
     return soft

@@ -241,3 +241,14 @@ def test_the_bus_never_waits_for_the_web_loop(forgelab_server):
         assert response.read().endswith(BEHIND)
         reader.close()
     web.stop()
+
+
+def test_serve_raises_its_open_files_limit_to_the_hard_limit():
+    from forgelab.app import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+        assert raise_open_files_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
