@@ -90,14 +90,15 @@ def test_a_thousand_held_web_connections_leave_the_web_view_smtp_and_pop3_workin
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, *map(str, web.address), "1000"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            assert int(holder.stdout.readline()) > 900  # the attacker holds its connections open
+            held = int(holder.stdout.readline())
+            assert held > 900  # the attacker holds its connections open
             started = time.monotonic()
             assert get(web)[0] == 200
             send_mail(lab)
             pop3_login(lab)
             assert time.monotonic() - started < 10
             assert len(web.guard.open) <= web.guard.max_connections
-            assert web.guard.shed >= 1000 - web.guard.max_connections
+            assert web.guard.shed >= held - web.guard.max_connections  # GET / came after every one of them
         finally:
             holder.kill()
             holder.wait()
