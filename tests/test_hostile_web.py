@@ -253,3 +253,25 @@ def test_serve_raises_its_open_files_limit_to_the_hard_limit():
         assert raise_open_files_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_event_streams_past_the_cap_get_503(forgelab_server):
+    lab = forgelab_server()
+    web = WebServer(lab, port=0, max_streams=2).start()
+    streams = [http.client.HTTPConnection(*web.address, timeout=10) for _ in range(2)]
+    try:
+        for conn in streams:
+            conn.request("GET", "/api/events")
+            assert conn.getresponse().status == 200
+        status, body = get(web, "/api/events")
+        assert status == 503 and b"too many event streams" in body
+        streams.pop().close()  # one leaves: a new one gets in
+        assert wait_until(lambda: len(web.streams) == 1)
+        conn = http.client.HTTPConnection(*web.address, timeout=10)
+        streams.append(conn)
+        conn.request("GET", "/api/events")
+        assert conn.getresponse().status == 200
+    finally:
+        for conn in streams:
+            conn.close()
+        web.stop()
