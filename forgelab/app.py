@@ -1,7 +1,9 @@
 """A whole forgelab: lab world, store, event bus, SMTP and POP3 servers, started and stopped together."""
 from __future__ import annotations
 
+import logging
 import os
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,12 @@ from .server.smtp import SmtpServer
 from .store import MailStore
 from .tls import lab_server_context
 from .workers import PooledContext, WorkerPool, check_workers
+
+
+log = logging.getLogger(__name__)
+
+EVENT_LOG_MAX = 64 * 1024 * 1024  # bytes of events.jsonl before it is rotated (serve --event-log-max)
+EVENT_LOG_KEEP = 3                # rotated files kept: events.jsonl.1 ... .3 (serve --event-log-keep)
 
 
 def default_data_dir() -> Path:
@@ -43,6 +51,35 @@ class Settings:
     workers: int = 1  # SMTP processes; more than 1 starts worker processes on the same port (workers.py)
     driver: str = "threads"  # SMTP socket driver: threads or selector (server/smtp.py)
     pin_cpus: bool = False  # with workers: each SMTP process on a CPU of its own (workers.pin_to); serve sets it
+    event_log_max: int = EVENT_LOG_MAX  # 0: never rotated
+    event_log_keep: int = EVENT_LOG_KEEP
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (workers inherit it):
+    the usual soft 1,024 is what a thousand held web connections used to exhaust. Returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else hard  # the kernel refuses an infinite one
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("the open-files limit stays %s: %s", soft, exc)
+    return soft
+
+
+def private_data_dir(path: Path) -> Path:
+    """``path`` made (0700), or made 0700 if others could enter it: it holds everyone's mail and the event log."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            path.chmod(0o700)
+            log.warning("data directory %s was mode %o: made 0700", path, mode)
+        except OSError as exc:
+            log.warning("data directory %s is mode %o and could not be made 0700: %s", path, mode, exc)
+    return path
 
 
 def attach_resolver(lab: Lab, settings: Settings) -> None:
@@ -87,9 +124,8 @@ def server_context(settings: Settings, data_dir: Path, bus: EventBus,
 class Forgelab:
     def __init__(self, settings: Settings, bus: EventBus | None = None):
         self.settings = settings
-        self.data_dir = Path(settings.data_dir or default_data_dir())
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # itself may be a symlink: the user's choice
-        for inside in ("mail", "tls", "events.jsonl"):  # what is inside must not be
+        self.data_dir = private_data_dir(Path(settings.data_dir or default_data_dir()))
+        for inside in ("mail", "tls", "events.jsonl"):  # the directory may be a symlink (the user's choice); what is inside must not
             if (self.data_dir / inside).is_symlink():
                 raise nofollow.refuse(self.data_dir / inside)
         self.bus = bus or EventBus()
@@ -106,7 +142,8 @@ class Forgelab:
         # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
         throttle = self.context.login_throttle
         limits = server_limits(policy)
-        self._log = JsonlLog(self.data_dir / "events.jsonl") if settings.event_log else None
+        self._log = JsonlLog(self.data_dir / "events.jsonl", max_bytes=settings.event_log_max,
+                             keep=settings.event_log_keep) if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)
         smtp_host, smtp_port = parse_hostport(settings.smtp)

@@ -30,6 +30,28 @@ class HostPort(click.ParamType):
         return value
 
 
+class ByteSize(click.ParamType):
+    """A size such as 64MB, 512KB, 1GB or a number of bytes (units of 1,024)."""
+    name = "SIZE"
+    UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "G": 1024 ** 3, "GB": 1024 ** 3}
+
+    def __init__(self, minimum: int = 0):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper()
+        number = text.rstrip("KMGB")
+        unit = text[len(number):]
+        if not number.isdigit() or unit not in self.UNITS:
+            self.fail(f"{value!r} is not a size like 64MB, 512KB or 1GB", param, ctx)
+        size = int(number) * self.UNITS[unit]
+        if size and size < self.minimum:
+            self.fail(f"{value!r} is below {self.minimum // 1024} KB (0 turns rotation off)", param, ctx)
+        return size
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="forgelab")
 def main():
@@ -113,17 +135,23 @@ def _max_workers() -> int:
 @click.option("--driver", type=click.Choice(["threads", "selector"]), default="threads", show_default=True,
               help="SMTP sockets: a thread per connection, or one selector thread for every plain-text connection "
                    "(faster under load; hooks must not block).")
+@click.option("--event-log-max", type=ByteSize(minimum=64 * 1024), default="64MB", show_default=True,
+              help="Size at which events.jsonl is rotated to events.jsonl.1 (0: never).")
+@click.option("--event-log-keep", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="Rotated event logs kept (events.jsonl.1 ... .N); the log takes at most SIZE x (N + 1).")
 def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
-          workers, driver):
+          workers, driver, event_log_max, event_log_keep):
     """Start the SMTP and POP3 servers on the embedded lab world."""
-    from .app import Forgelab, Settings
+    from .app import Forgelab, Settings, raise_open_files_limit
     from .malloc import keep_heap_small
     from .terminal import TerminalView
 
     keep_heap_small()  # before the lab is loaded: what loading frees goes back too
+    raise_open_files_limit()  # before workers start: they inherit it
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
-                        web=web, workers=workers, driver=driver, pin_cpus=workers > 1)
+                        web=web, workers=workers, driver=driver, pin_cpus=workers > 1,
+                        event_log_max=event_log_max, event_log_keep=event_log_keep)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up still stops cleanly
         signal.signal(sig, lambda *_: stop.set())

@@ -6,6 +6,7 @@ other defence still runs.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import threading
@@ -14,7 +15,7 @@ from typing import Callable
 
 import pluggy
 
-from .events import EventBus
+from .events import EventBus, bounded, clip
 from .lab import Lab
 from .login_throttle import LoginThrottle
 from .message import parse_message
@@ -170,12 +171,12 @@ class SmtpPipeline:
         for verdict in verdicts:
             self.context.bus.publish("verdict", session_id=self.session.id,
                                      message_id=self.envelope.id if self.envelope else None,
-                                     stage=stage, verdict=verdict.as_dict(), action=self.policy.action_for(verdict))
+                                     stage=stage, verdict=_verdict_record(verdict), action=self.policy.action_for(verdict))
         return Decision.fold(verdicts, self.policy)
 
     def _refusal(self, stage: str, decision: Decision) -> Reply:
         verdict = decision.deciding
-        text = f"[{verdict.check}] {verdict.reason or verdict.result}"
+        text = f"[{verdict.check}] {clip(verdict.reason or verdict.result, MAX_REPLY_TEXT)}"
         if decision.action == "tempfail":
             enhanced = "4.3.0" if verdict.result == "temperror" else "4.7.1"
             return Reply(421 if stage == "connect" else 451, enhanced, text)
@@ -188,8 +189,8 @@ class SmtpPipeline:
         reply = self._refusal(stage, decision)
         self.context.bus.publish("message.rejected", session_id=self.session.id,
                                  message_id=self.envelope.id if self.envelope else None,
-                                 stage=stage, reply=str(reply), action=decision.action,
-                                 verdicts=[v.as_dict() for v in decision.verdicts])
+                                 stage=stage, reply=clip(str(reply)), action=decision.action,
+                                 verdicts=[_summary(v) for v in decision.verdicts])
         self._notify("forgelab_rejected", session=self.session, envelope=self.envelope, stage=stage,
                                              reply=reply, verdicts=decision.verdicts, lab=self.lab)
         return reply
@@ -302,7 +303,7 @@ class SmtpPipeline:
             self.session.helo = attrs["HELO"]
         self.session.xclient = True
         self._reset()
-        self.context.bus.publish("session.xclient", session_id=self.session.id, attributes=dict(attrs))
+        self.context.bus.publish("session.xclient", session_id=self.session.id, attributes=bounded(dict(attrs)))
         return Reply(220, None, f"{self.lab.hostname} ESMTP forgelab; you are now {self.session.peer_ip}, say EHLO again")
 
     # -- TLS and AUTH ------------------------------------------------------
@@ -443,11 +444,14 @@ class SmtpPipeline:
         if locations is None:
             self._reset()
             return Reply(451, "4.3.0", "Local error in processing: the message was not stored; try again")
+        # A summary and where the message is, never the message again: the verdicts in full are
+        # the ``verdict`` events before this one, the text is in the store (sha256: of what was received).
         self.context.bus.publish(
             "message.delivered", session_id=self.session.id, message_id=envelope.id,
-            envelope=envelope.as_dict(), action=total.action, verdicts=[v.as_dict() for v in every],
-            locations=[list(loc) for loc in locations], subject=_header(message, "Subject"),
-            from_=_header(message, "From"), size=len(event.raw), ending=event.ending.decode("latin-1"))
+            envelope=_envelope_record(envelope), action=total.action,
+            verdicts=[_summary(v) for v in every], locations=[list(loc) for loc in locations],
+            subject=clip(_header(message, "Subject")), from_=clip(_header(message, "From")), size=len(event.raw),
+            sha256=hashlib.sha256(event.raw).hexdigest(), ending=event.ending.decode("latin-1"))
         self._notify("forgelab_delivered", session=self.session, envelope=envelope, message=message,
                                               action=total.action, verdicts=every, locations=locations, lab=self.lab)
         self._reset()
@@ -523,6 +527,29 @@ class PendingDelivery:
 
     def finish(self) -> Reply:
         return self._finish(self.locations)
+
+
+MAX_REPLY_TEXT = 400  # characters of a verdict's reason put in a refusal (RFC 5321 4.5.3.1.5: 512-octet reply lines)
+
+
+def _verdict_record(verdict: Verdict) -> dict:
+    """A verdict for its event, bounded; without what the stored message or the event already
+    holds: the parts of its Authentication-Results header, a copy of its reason."""
+    record = verdict.as_dict()
+    record["details"] = {k: v for k, v in record["details"].items()
+                         if k != "authres" and not (k == "reason" and v == verdict.reason)}
+    return bounded(record)
+
+
+def _summary(verdict: Verdict) -> dict:
+    """A verdict as message.delivered and message.rejected list it: the ``verdict`` events give the rest."""
+    return {"check": verdict.check, "result": verdict.result, "action": verdict.action}
+
+
+def _envelope_record(envelope: Envelope) -> dict:
+    """The envelope for an event: every recipient (the policy caps how many), each string clipped."""
+    return {"id": envelope.id, "mail_from": clip(envelope.mail_from, 512),
+            "rcpt_tos": [clip(r, 512) for r in envelope.rcpt_tos], "mail_params": bounded(dict(envelope.mail_params))}
 
 
 def _header(message, name: str) -> str | None:

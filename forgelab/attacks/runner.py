@@ -214,8 +214,9 @@ def _read_stored(store, location) -> bytes:
 def _from_view(delivered: dict, verdicts: list[dict]) -> dict:
     """Item 6: the From as the server parsed it, next to each parser's reading (from-ambiguity's details)."""
     view = {"message_id": delivered.get("message_id"), "server": delivered.get("from_")}
-    for v in delivered.get("verdicts", []):
-        if v["check"] == "from-ambiguity":
+    for event in verdicts:  # the verdict events: message.delivered lists only each check and result
+        v = event["verdict"]
+        if v["check"] == "from-ambiguity" and event.get("message_id") == view["message_id"]:
             view["parsers"] = v.get("details", {}).get("parsers", {})
             view["result"] = v["result"]
     return view

@@ -11,7 +11,7 @@ import threading
 import time
 
 from ..directory import Directory
-from ..events import EventBus
+from ..events import EventBus, TranscriptBudget
 from ..login_throttle import LoginThrottle
 from ..pop3 import events as ev
 from ..pop3.connection import Pop3Connection
@@ -90,7 +90,8 @@ class Pop3Server:
             session.run()
         finally:
             session.service.close()  # lock released, nothing deleted unless QUIT committed
-            self._publish("session.close", session_id=session.id, reason=session.reason)
+            self._publish("session.close", session_id=session.id, reason=session.reason,
+                          unlogged_lines=session.line_budget.unlogged)
 
 
 class _Session:
@@ -105,9 +106,12 @@ class _Session:
                                    hostname=server.hostname, throttle=server.throttle,
                                    sleep=server._stopped.wait, tls_available=server.tls is not None)
         self.deadline = time.monotonic() + server.limits.session_timeout
+        self.line_budget = TranscriptBudget()
 
     def line(self, direction: str, text: str) -> None:
-        self.server._publish("session.line", session_id=self.id, direction=direction, text=text)
+        text = self.line_budget.take(text)
+        if text is not None:
+            self.server._publish("session.line", session_id=self.id, direction=direction, text=text)
 
     def run(self) -> None:
         self.server._publish("session.open", session={"id": self.id, "peer_ip": self.c.peer_ip,
@@ -169,6 +173,7 @@ class _Session:
             return False
         if not data and self.server._stopped.is_set():
             self.reason = "server stopped"
+        self.line_budget.received += len(data)
         self.conn.receive_data(data)
         return True
 

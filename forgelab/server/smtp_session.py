@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from ..events import TranscriptBudget
 from ..pipeline import PendingDelivery, ServerContext, SmtpPipeline
 from ..session import Session
 from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
@@ -71,14 +72,19 @@ class SmtpSession:
         self._written: PendingDelivery | None = None  # answer_pending() stored it: run() answers
         self.reason = "client quit"
         self._closed = False
+        self.line_budget = TranscriptBudget()
         self.bus.publish("session.open", protocol="smtp", session=self.session.as_dict(),
                          policy=self.pipeline.policy.name)
 
     def say(self, reply: Reply) -> bytes:
         data = self.core.send(reply)
-        self.bus.publish("session.line", session_id=self.session.id, protocol="smtp", direction="out",
-                         text=data.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
+        self._line("out", data.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
         return data
+
+    def _line(self, direction: str, text: str) -> None:
+        text = self.line_budget.take(text)
+        if text is not None:
+            self.bus.publish("session.line", session_id=self.session.id, protocol="smtp", direction=direction, text=text)
 
     def greet(self) -> bytes:
         greeting = self.pipeline.connect()
@@ -89,6 +95,7 @@ class SmtpSession:
 
     def feed(self, data: bytes) -> bytes:
         """What the client sent (b"" when it closed): the replies to every command it completes."""
+        self.line_budget.received += len(data)
         self.core.receive_data(data)
         return self.run()
 
@@ -116,7 +123,7 @@ class SmtpSession:
                 return b"".join(out)
             assert event is not PAUSED, "every event is answered before the next"
             shown = _describe(event) or core.last_line  # the core masks credentials
-            self.bus.publish("session.line", session_id=self.session.id, protocol="smtp", direction="in", text=shown)
+            self._line("in", shown)
             if self.defer_deliveries and isinstance(event, ev.Message):
                 reply = self.pipeline.check_message(event)
                 if isinstance(reply, PendingDelivery):
@@ -162,8 +169,7 @@ class SmtpSession:
         """CVE-2011-0411: commands pipelined in plain text after STARTTLS must not run inside TLS."""
         dropped = self.core.discard_buffered()
         if dropped:
-            self.bus.publish("session.line", session_id=self.session.id, protocol="smtp", direction="in",
-                             text=f"<{dropped} octets sent after STARTTLS before the handshake: discarded (CVE-2011-0411)>")
+            self._line("in", f"<{dropped} octets sent after STARTTLS before the handshake: discarded (CVE-2011-0411)>")
 
     def tls_started(self, ok: bool, *, version: str = "", cipher: str = "", error: str = "") -> None:
         self.starting_tls = False
@@ -187,4 +193,5 @@ class SmtpSession:
         if reason and not self.done:
             self.reason = reason
         self.done = True
-        self.bus.publish("session.close", protocol="smtp", session_id=self.session.id, reason=self.reason)
+        self.bus.publish("session.close", protocol="smtp", session_id=self.session.id, reason=self.reason,
+                         unlogged_lines=self.line_budget.unlogged)

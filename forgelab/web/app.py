@@ -19,17 +19,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..events import encode
 from ..policy import PolicyError, load_policy, shipped_policies
 from .attacks import MatrixJob
 from .index import EventIndex
 from .message import MAX_SHOWN, message_detail
 from ..server.base import is_loopback as is_loopback_client
 from .security import SecurityHeaders, allowed_hosts
+from .streams import Streams, sse
 
 WEB_DIR = Path(str(resources.files(__name__.rpartition(".")[0])))
 MAX_BODY = 4096          # a policy switch or a run request is a few bytes of JSON
-STREAM_QUEUE = 2000      # events buffered per slow event-stream client before it is cut off (it resumes)
 HEARTBEAT = 15.0         # seconds between keep-alive comments on an idle event stream
 
 
@@ -49,45 +48,6 @@ def _templates() -> Jinja2Templates:
                              autoescape=True)
     env.filters["clock"] = _clock
     return Jinja2Templates(env=env)
-
-
-class Streams:
-    """Open event streams, so stopping the server can end them at once."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._open: set = set()
-        self.closing = False
-
-    def add(self, loop, queue) -> None:
-        with self._lock:
-            self._open.add((loop, queue))
-
-    def remove(self, loop, queue) -> None:
-        with self._lock:
-            self._open.discard((loop, queue))
-
-    def close_all(self) -> None:
-        with self._lock:
-            self.closing = True
-            for loop, queue in list(self._open):
-                try:
-                    loop.call_soon_threadsafe(_put, queue, None)
-                except RuntimeError:  # the loop is already gone
-                    pass
-
-
-def _put(queue: asyncio.Queue, item) -> None:
-    try:
-        queue.put_nowait(item)
-    except asyncio.QueueFull:  # the client reads too slowly: end its stream, it resumes from its last id
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)
-
-
-def _sse(record: dict) -> bytes:
-    return b"id: %b\ndata: %b\n\n" % (str(record.get("seq", 0)).encode(), encode(record))
 
 
 class BadRequest(Exception):
@@ -124,7 +84,8 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
     """The web view of a running ``Forgelab``; ``index`` must already be subscribed to its bus."""
     templates = _templates()
     job = job or MatrixJob()
-    streams = streams or Streams()
+    streams = Streams() if streams is None else streams  # (an empty Streams is falsy)
+    index.listen(streams)  # for the life of the web view: Streams never waits on a client
 
     def policy_info() -> dict:
         policy = lab_app.context.rules.policy
@@ -209,39 +170,22 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
         else:
             since = _whole_number(request.query_params.get("since"), "since", None, 0, 10**18)
         only_session = request.query_params.get("session")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=STREAM_QUEUE)
-
-        def listener(record: dict) -> None:  # called on a server thread, inside the index lock
-            if only_session and record.get("session_id", (record.get("session") or {}).get("id")) != only_session:
-                if record.get("kind") != "policy.changed":
-                    return
-            try:
-                loop.call_soon_threadsafe(_put, queue, record)
-            except RuntimeError:  # the web server's loop has stopped
-                pass
-
-        backlog, stop_listening = index.listen(listener, since)
-        streams.add(loop, queue)
+        opened = streams.open(index, since, only_session)
+        if opened is None:
+            return JSON({"error": f"too many event streams open (the limit is {streams.max_streams}); "
+                                  "close one or try again later"}, status_code=503, headers={"retry-after": "10"})
+        client, backlog = opened
 
         async def stream():
             try:
-                yield b"retry: 2000\n\n"
-                for record in backlog:
-                    if not only_session or record.get("session_id", (record.get("session") or {}).get("id")) == only_session:
-                        yield _sse(record)
-                while not streams.closing:
-                    try:
-                        record = await asyncio.wait_for(queue.get(), HEARTBEAT)
-                    except asyncio.TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
-                    if record is None:
+                yield b"retry: 2000\n\n" + b"".join(sse(record) for record in backlog)
+                while True:
+                    chunk = await client.next(HEARTBEAT)
+                    if chunk is None:
                         return
-                    yield _sse(record)
+                    yield chunk
             finally:
-                stop_listening()
-                streams.remove(loop, queue)
+                streams.close(client)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})

@@ -9,7 +9,7 @@ Everything here is attacker-written text; it is stored as is and escaped where s
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from typing import Callable
 
 MAX_SESSIONS = 500
@@ -51,7 +51,7 @@ def _attempted_envelope(session: dict, message_id: str | None) -> dict:
 
 _TEXTS = ("session_id", "message_id", "protocol", "direction", "text", "stage", "action", "reply", "reason",
           "subject", "from_", "ending", "name", "description", "check", "result", "mail_from", "id", "peer_ip",
-          "helo", "policy")
+          "helo", "policy", "sha256")
 _MAPPINGS = ("session", "envelope", "verdict", "attributes", "details")
 _NUMBERS = ("ts", "size", "peer_port")
 
@@ -82,7 +82,7 @@ def _well_formed(value, depth: int = 0) -> bool:
 
 
 def _verdict_key(verdict: dict) -> tuple:
-    return verdict.get("check"), verdict.get("result"), verdict.get("reason")
+    return verdict.get("check"), verdict.get("result")
 
 
 class EventIndex:
@@ -126,6 +126,15 @@ class EventIndex:
             for session in self._sessions.values():
                 if session["open"]:
                     session.update(open=False, close_reason="not closed in the event log: the server stopped first")
+
+    def recent(self, since: int | None, then: Callable[[int], None] | None = None) -> list[dict]:
+        """The kept records after ``since`` (none for None); ``then(last_seq)`` is called before
+        any later record is handed to a listener (so a listener it adds misses nothing)."""
+        with self._lock:
+            backlog = [r for r in self._recent if since is not None and r.get("seq", 0) > since]
+            if then is not None:
+                then(self.last_seq)
+            return backlog
 
     def listen(self, listener: Listener, since: int | None = None) -> tuple[list[dict], Callable[[], None]]:
         """Register ``listener`` for every later record; return the kept records after ``since``
@@ -224,9 +233,9 @@ class EventIndex:
         message = self._message(r, session)
         message.update(status="delivered", action=r.get("action"), stage="message", envelope=r.get("envelope"),
                        subject=r.get("subject"), size=r.get("size"), ending=r.get("ending"),
-                       locations=r.get("locations") or [], ts=r.get("ts"), seq=r.get("seq"))
+                       locations=r.get("locations") or [], sha256=r.get("sha256"), ts=r.get("ts"), seq=r.get("seq"))
         message["from"] = r.get("from_")
-        message["verdicts"] = self._with_actions(session, r.get("verdicts") or [])
+        message["verdicts"] = self._with_actions(session, r.get("verdicts") or [], r.get("message_id"))
         session["actions"].append(r.get("action"))
         self._step(session, r, type="delivered", message_id=r.get("message_id"), action=r.get("action"),
                    locations=message["locations"])
@@ -245,22 +254,32 @@ class EventIndex:
             message.update(status="rejected", action=r.get("action"), stage=r.get("stage"),
                            reply=_clip(r.get("reply")), ts=r.get("ts"), seq=r.get("seq"))
             message["envelope"] = message["envelope"] or _attempted_envelope(session, message_id=r.get("message_id"))
-            message["verdicts"] = self._with_actions(session, r.get("verdicts") or [])
+            message["verdicts"] = self._with_actions(session, r.get("verdicts") or [], r.get("message_id"))
 
     def _on_policy_changed(self, r: dict) -> None:
         self.policy = {"name": r.get("name"), "description": r.get("description"), "ts": r.get("ts")}
 
     @staticmethod
-    def _with_actions(session: dict, verdicts: list[dict]) -> list[dict]:
-        """Each verdict with the action the policy gave it when it was published (last match wins)."""
-        published = {}
+    def _with_actions(session: dict, summaries: list[dict], message_id: str | None) -> list[dict]:
+        """Each verdict of a message in full, with the stage and the action the policy gave it.
+
+        message.delivered and message.rejected list only each verdict's check and result; the
+        verdicts themselves are the session's verdict events before them (of this message, or
+        of the session's connect and HELO). The n verdicts of one check and result are the last
+        n such events; one the index no longer has is shown as the summary."""
+        published: dict[tuple, list[dict]] = {}
         for step in session["steps"]:
-            if step["type"] == "verdict":
-                published[_verdict_key(step["verdict"])] = (step.get("stage"), step.get("action"))
+            if step["type"] == "verdict" and step.get("message_id") in (None, message_id):
+                published.setdefault(_verdict_key(step["verdict"]), []).append(step)
+        wanted = Counter(_verdict_key(v) for v in summaries)
+        steps = {key: iter(published.get(key, [])[-count:]) for key, count in wanted.items()}
         out = []
-        for verdict in verdicts:
-            stage, action = published.get(_verdict_key(verdict), (None, None))
-            out.append({**verdict, "stage": stage, "policy_action": action})
+        for summary in summaries:
+            step = next(steps[_verdict_key(summary)], None)
+            if step is None:
+                out.append({**summary, "stage": None, "policy_action": None})
+            else:
+                out.append({**step["verdict"], "stage": step.get("stage"), "policy_action": step.get("action")})
         return out
 
     # -- reading -----------------------------------------------------------
