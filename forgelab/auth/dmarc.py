@@ -143,7 +143,8 @@ def from_domains(raw: bytes, headers=None) -> tuple[list[str], str | None]:
     if len(values) > 1:
         return domains, f"the message has {len(values)} From headers (RFC 5322 allows one)"
     if len(domains) > 1:
-        return domains, f"From holds {len(domains)} addresses ({', '.join(domains)})"
+        more = f", ... and {len(domains) - 5} more" if len(domains) > 5 else ""
+        return domains, f"From holds {len(domains)} addresses ({', '.join(domains[:5])}{more})"
     return domains, None
 
 
