@@ -55,6 +55,7 @@ SERVER_KEYS = {
     # Caps on a message's header and MIME structure (defaults: message_limits.DEFAULTS).
     "max_header_fields": int,
     "max_header_size": int,
+    "max_header_bytes": int,
     "max_addresses": int,
     "max_encoded_words": int,
     "max_mime_depth": int,
