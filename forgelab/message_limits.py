@@ -8,6 +8,7 @@ linear pass over the raw bytes.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 from .smtp.replies import Reply
@@ -129,25 +130,16 @@ def check_header_section(raw: bytes, limits: Limits) -> HeaderCounter:
     Raises :class:`LimitExceeded`. Lines may end in CRLF, LF or CR, as the parsers accept.
     """
     counter = HeaderCounter(limits)
-    start, size = 0, len(raw)
-    while start < size:
-        end = _line_end(raw, start)
-        text = raw[start:end].rstrip(b"\r\n")
-        if not text:
+    for line in _LINE_RE.finditer(raw):
+        if not line[1]:
             break
-        counter.line(text.decode("latin-1"))
-        start = end
+        counter.line(line[1].decode("latin-1"))
     counter.end_field()
     return counter
 
 
-def _line_end(raw: bytes, start: int) -> int:
-    """The offset just past the line that starts at ``start`` (its CRLF, LF or lone CR)."""
-    lf = raw.find(b"\n", start)
-    cr = raw.find(b"\r", start, lf if lf >= 0 else len(raw))
-    if cr >= 0 and (lf < 0 or cr + 1 < lf):
-        return cr + 1
-    return lf + 1 if lf >= 0 else len(raw)
+# One line and its end (CRLF, LF or a lone CR), found in one pass however the lines end.
+_LINE_RE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n|\Z)")
 
 
 def count_addresses(value: str) -> int:

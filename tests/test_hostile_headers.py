@@ -309,6 +309,14 @@ def test_header_field_count_size_and_total_are_capped():
         parse_message(b"From: a@shop.example\r\n" + part, Limits())
 
 
+def test_lines_ending_in_a_lone_cr_are_counted_in_one_pass():
+    # 4 MB with no LF at all: a search for the next LF from every line would be quadratic.
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded, match="Too many header fields"):
+        parse_message(b"X: y\r" * 1_000_000, Limits())
+    assert time.perf_counter() - start < 2.0
+
+
 def test_the_caps_are_policy_keys_with_their_defaults_in_one_place(tmp_path):
     assert set(DEFAULTS) <= set(SERVER_KEYS)
     assert Limits.from_policy(load_policy("open")) == Limits()
