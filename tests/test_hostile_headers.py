@@ -167,7 +167,8 @@ def test_big_address_fields_read_as_the_stdlib_reads_them():
     # Read in pieces cut between entries, a field gives the same addresses, text and defects.
     import random
     from email.headerregistry import HeaderRegistry
-    from forgelab.message import MESSAGE_POLICY, _address_pieces
+    from forgelab.address_list import address_pieces
+    from forgelab.message import MESSAGE_POLICY
 
     def reading(factory, value):
         try:
@@ -183,7 +184,7 @@ def test_big_address_fields_read_as_the_stdlib_reads_them():
     compared = 0
     for _ in range(40):
         value = ", ".join(rng.choice(entries) for _ in range(rng.randint(60, 200)))
-        assert _address_pieces(value) is not None  # none of these is too odd to cut
+        assert address_pieces(value) is not None  # none of these is too odd to cut
         ours = reading(MESSAGE_POLICY.header_factory, value)
         assert ours == reading(HeaderRegistry(), value), value
         compared += 1
