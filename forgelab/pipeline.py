@@ -19,6 +19,7 @@ from .events import EventBus, bounded, clip
 from .lab import Lab
 from .login_throttle import LoginThrottle
 from .message import parse_message
+from .message_limits import LimitExceeded, Limits
 from .policy import Policy
 from .registry import build_plugin_manager, plugin_name
 from .server.base import is_loopback
@@ -421,7 +422,10 @@ class SmtpPipeline:
         """
         envelope = self.envelope
         envelope.data_as_sent = event.wire or event.raw
-        message = parse_message(event.raw)
+        try:  # the caps protect the server, so they hold under every policy, before any defence
+            message = parse_message(event.raw, Limits.from_policy(self.policy))
+        except LimitExceeded as over:
+            return self._over_limit(over)
         decision = self._run_stage("message", message=message, raw=event.raw)
         verdicts = self.message_verdicts + decision.verdicts
         every = self.connect_verdicts + self.helo_verdicts + verdicts
@@ -437,6 +441,15 @@ class SmtpPipeline:
             write = None
         return PendingDelivery(self.context.store, write,
                                lambda locations: self._delivered(event, message, every, total, locations))
+
+    def _over_limit(self, over: LimitExceeded) -> Reply:
+        """A message past one of the caps of message_limits: refused whole, nothing stored."""
+        self.context.bus.publish("message.rejected", session_id=self.session.id, message_id=self.envelope.id,
+                                 stage="message", reply=str(over.reply), action="reject", limit=over.limit, verdicts=[])
+        self._notify("forgelab_rejected", session=self.session, envelope=self.envelope, stage="message",
+                     reply=over.reply, verdicts=[], lab=self.lab)
+        self._reset()
+        return over.reply
 
     def _delivered(self, event: ev.Message, message, every: list[Verdict], total: Decision,
                    locations: list[tuple[str, str, str]] | None) -> Reply:

@@ -52,6 +52,14 @@ SERVER_KEYS = {
     "login_max_delay": (int, float),
     "login_ip_free_failures": int,
     "login_ip_max_delay": (int, float),
+    # Caps on a message's header and MIME structure (defaults: message_limits.DEFAULTS).
+    "max_header_fields": int,
+    "max_header_size": int,
+    "max_header_bytes": int,
+    "max_addresses": int,
+    "max_encoded_words": int,
+    "max_mime_depth": int,
+    "max_mime_parts": int,
 }
 # What a result does when neither the check's table nor the policy's default names it.
 FALLBACK = {"pass": "accept", "none": "accept", "neutral": "accept", "softfail": "tag",

@@ -29,6 +29,11 @@ from forgelab.memo import short_memo
 from forgelab.printable import printable
 
 CACHE_KEY = "forgelab.plugins.addresses"
+# Fields of one name each parser reads: RFC 5322 allows one From; a second is already the
+# finding, and reading hundreds would multiply the parsers' work (message_limits bounds each).
+MAX_FIELDS = 2
+# Items of a list a verdict's details show.
+SHOWN = 20
 PARSERS = ("policy.default", "compat32", "rfc5322", "lenient")
 # The fields whose addresses the defences compare; From first.
 ADDRESS_FIELDS = ("from", "sender", "reply-to")
@@ -581,7 +586,7 @@ class Facts:
         if self._compat is None:
             self._compat = compat32_headers(self._lines[0])
         fetch = email.policy.compat32.header_fetch_parse
-        return [str(fetch(k, compat32_value(lines))) for k, lines in self._compat if k.lower() == name]
+        return [str(fetch(k, compat32_value(lines))) for k, lines in self._compat if k.lower() == name][:MAX_FIELDS]
 
     def _default_message(self):
         msg = self.message
@@ -607,7 +612,10 @@ class Facts:
     def _parse_default(self, name: str) -> ParseResult:
         result = ParseResult()
         try:
-            values = self._default_message().get_all(name) or []
+            msg = self._default_message()
+            # get_all() would parse every field of that name; only the first MAX_FIELDS are read.
+            found = [(k, v) for k, v in msg.raw_items() if k.lower() == name][:MAX_FIELDS]
+            values = [msg.policy.header_fetch_parse(k, v) for k, v in found]
             for value in values:
                 addresses = getattr(value, "addresses", None)
                 if addresses is None:
@@ -651,7 +659,7 @@ class Facts:
 
     def _parse_rfc5322(self, name: str) -> ParseResult:
         result = ParseResult()
-        for f in self.block.get(name):
+        for f in self.block.get(name)[:MAX_FIELDS]:
             if not f.strict:
                 continue
             one = parse_strict(f.value, groups=name not in ("from", "sender"))
@@ -663,7 +671,7 @@ class Facts:
     def _parse_lenient(self, name: str) -> ParseResult:
         result = ParseResult()
         try:
-            result.mailboxes.extend(self._getaddresses([f.value for f in self.block.get(name)]))
+            result.mailboxes.extend(self._getaddresses([f.value for f in self.block.get(name)[:MAX_FIELDS]]))
         except Exception as exc:
             result.error = f"lenient parser raised {type(exc).__name__}"
         return result
@@ -688,12 +696,12 @@ class Facts:
         return list(out)
 
     def domains(self, name: str) -> list[str]:
-        out: list[str] = []
+        out: dict[str, None] = {}  # ordered and de-duplicated in one pass
         for m in self.mailboxes(name):
             dom = normalise_domain(m.domain)
-            if dom and dom not in out:
-                out.append(dom)
-        return out
+            if dom:
+                out.setdefault(dom)
+        return list(out)
 
 
 def facts(envelope, message, raw) -> Facts:
@@ -779,6 +787,12 @@ def is_local_domain(lab, domain: str) -> bool:
         return bool(directory and domain and directory.is_local_domain(domain))
     except Exception:
         return False
+
+
+def shown_list(items, limit: int = SHOWN) -> list:
+    """The first ``limit`` items, then one ``"... and N more"`` (verdict details stay small)."""
+    items = list(items)
+    return items if len(items) <= limit else items[:limit] + [f"... and {len(items) - limit} more"]
 
 
 def show(text, limit: int = 200) -> str:

@@ -5,7 +5,7 @@ import re
 
 import forgelab
 
-from ._addresses import facts, finding, show, verdict
+from ._addresses import facts, finding, show, shown_list, verdict
 
 _ADDRESS_LIKE = re.compile(r"[^\s<>@\"]+@[^\s<>@\"]+\.[^\s<>@\"]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -43,10 +43,10 @@ class FromAmbiguity:
         fields = f.block.get("from")
         parsers = f.parsers("from")
         details = {
-            "parsers": {name: [show(m.shown()) for m in r.mailboxes] for name, r in parsers.items()},
-            "addresses": {name: [show(m.address) for m in r.mailboxes] for name, r in parsers.items()},
+            "parsers": {name: shown_list(show(m.shown()) for m in r.mailboxes) for name, r in parsers.items()},
+            "addresses": {name: shown_list(show(m.address) for m in r.mailboxes) for name, r in parsers.items()},
             "errors": {name: r.error for name, r in parsers.items() if r.error},
-            "from_fields": [{"line": x.line, "value": show(x.value), "strict": x.strict} for x in fields],
+            "from_fields": shown_list({"line": x.line, "value": show(x.value), "strict": x.strict} for x in fields),
         }
         if not fields and not any(r.mailboxes for r in parsers.values()):
             return forgelab.Verdict(check=self.name, result="none", reason="There is no From header to parse.",
@@ -60,7 +60,7 @@ class FromAmbiguity:
     def _fields(fields) -> list[dict]:
         out = []
         if len(fields) > 1:
-            lines = ", ".join(str(x.line) for x in fields)
+            lines = ", ".join(shown_list((str(x.line) for x in fields), 10))
             out.append(finding("fail", f"There are {len(fields)} From headers (lines {lines}); "
                                        "different programs show different ones."))
         for x in fields:
@@ -78,7 +78,7 @@ class FromAmbiguity:
             return [finding("fail", "No parser finds an address in the header From.")]
         if len({tuple(k) for k in readings.values()}) > 1:
             said = "; ".join(
-                f"{name} sees {', '.join(show(m.address) for m in r.mailboxes) or 'nothing'}"
+                f"{name} sees {', '.join(shown_list((show(m.address) for m in r.mailboxes), 5)) or 'nothing'}"
                 + (f" ({show(r.error)})" if r.error and not r.mailboxes else "")
                 for name, r in parsers.items())
             out.append(finding("fail", f"The parsers disagree about the From address: {said}."))

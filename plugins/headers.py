@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import forgelab
 
-from ._addresses import facts, finding, show, verdict
+from ._addresses import SHOWN, facts, finding, show, verdict
 
 # RFC 5322 3.6: "at most one" of these (From and Date: exactly one, checked apart).
 AT_MOST_ONE = ("Subject", "To", "Cc", "Bcc", "Message-ID", "Sender", "Reply-To", "In-Reply-To", "References")
@@ -79,6 +79,9 @@ class Headers:
             if bad.line == 1 and bad.text.startswith("From "):
                 hint = " (a 'From ' line without a colon is an mbox separator, not a From: header)"
             out.append(finding("fail", f"Line {bad.line} of the header block ({text}): {bad.why}{hint}.", line=bad.line))
+        if len(out) > SHOWN:  # a hostile header block has a thousand of them: the verdict lists a few
+            more = len(out) - SHOWN
+            out = out[:SHOWN] + [finding("fail", f"... and {more} more malformed header line(s).", count=more)]
         return out
 
     @staticmethod

@@ -172,7 +172,7 @@ class Lookalike:
         findings.extend(self._headers(f))
         return verdict(self.name, findings,
                        f"No sender domain imitates {', '.join(protected)}, and no header hides characters.",
-                       protected=protected, checked={show(d): s for d, s in candidates.items()})
+                       protected=protected, checked={show(d): s for d, s in list(candidates.items())[:_CHECKED]})
 
     def _domain(self, domain: str, source: str, protected: list[str]) -> list[dict]:
         if any(domain == a or domain.endswith("." + a) for a in self.allow):

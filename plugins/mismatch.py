@@ -5,7 +5,8 @@ import dataclasses
 
 import forgelab
 
-from ._addresses import domain_of, facts, finding, is_local_domain, same_domain, show, verdict
+from ._addresses import (SHOWN, domain_of, facts, finding, is_local_domain, normalise_domain, org_domain, same_domain,
+                         show, shown_list, verdict)
 
 COMPARE_MODES = ("organizational", "exact")
 
@@ -57,6 +58,11 @@ class Mismatch:
     def _same(self, a: str, b: str) -> bool:
         return same_domain(a, b, self.compare)
 
+    def _key(self, domain: str) -> str:
+        """What :meth:`_same` compares: two domains are the same when their keys are."""
+        domain = normalise_domain(domain)
+        return domain if self.compare == "exact" else org_domain(domain)
+
     @forgelab.hookimpl
     def forgelab_message(self, session, envelope, message, raw, lab):
         f = facts(envelope, message, raw)
@@ -65,9 +71,9 @@ class Mismatch:
         from_domains = f.domains("from")
         sender_domains = f.domains("sender")
         reply_domains = f.domains("reply-to")
-        details = {"mail_from": show(mail_from), "from_domains": [show(d) for d in from_domains],
-                   "sender_domains": [show(d) for d in sender_domains],
-                   "reply_to_domains": [show(d) for d in reply_domains], "compare": self.compare,
+        details = {"mail_from": show(mail_from), "from_domains": shown_list(show(d) for d in from_domains),
+                   "sender_domains": shown_list(show(d) for d in sender_domains),
+                   "reply_to_domains": shown_list(show(d) for d in reply_domains), "compare": self.compare,
                    "strongest": False}
         findings = self._local_claims(session, f, lab)
         if findings:
@@ -77,16 +83,17 @@ class Mismatch:
         elif mail_from == "":
             findings.append(finding(
                 "neutral",
-                f"The envelope sender is empty (<>), as for a bounce, and the header From claims {show(', '.join(from_domains))}: "
+                f"The envelope sender is empty (<>), as for a bounce, and the header From claims {show(', '.join(shown_list(from_domains, 5)))}: "
                 "bounces are legitimate, but nothing ties this From to whoever sent it."))
         else:
             findings.extend(self._envelope(mail_from, env_domain, from_domains, sender_domains))
-        for domain in reply_domains:
-            if from_domains and not any(self._same(domain, d) for d in from_domains + sender_domains):
-                findings.append(finding(
-                    "softfail",
-                    f"Reply-To sends answers to {show(domain)}, not to the From domain {show(from_domains[0])}."))
-        pass_reason = f"The header From ({show(', '.join(from_domains))}) matches the envelope sender {show(mail_from)}."
+        known = {self._key(d) for d in from_domains + sender_domains}  # a set: one lookup per Reply-To domain
+        elsewhere = [d for d in reply_domains if from_domains and self._key(d) not in known]
+        for domain in elsewhere[:SHOWN]:
+            findings.append(finding(
+                "softfail",
+                f"Reply-To sends answers to {show(domain)}, not to the From domain {show(from_domains[0])}."))
+        pass_reason = f"The header From ({show(', '.join(shown_list(from_domains, 5)))}) matches the envelope sender {show(mail_from)}."
         result = verdict(self.name, findings, pass_reason, **details)
         if result.result == "fail":
             # A policy saying "suggested" refuses a local-domain claim and quarantines the rest.
@@ -97,7 +104,7 @@ class Mismatch:
         differing = [d for d in from_domains if not self._same(d, env_domain)]
         if not differing:
             return []
-        claim = show(", ".join(differing))
+        claim = show(", ".join(shown_list(differing, 5)))
         vouching = [s for s in sender_domains if self._same(s, env_domain)]
         if vouching and len(vouching) == len(sender_domains):
             return [finding(

@@ -335,14 +335,16 @@ def getaddresses_reading(values):
 def assert_facts_match_references(raw):
     assert _addresses.split_header_block(raw) == reference_split(raw)
     f = facts(Envelope(), email.message_from_bytes(raw, policy=email.policy.default), raw)
+    first = _addresses.MAX_FIELDS  # the parsers read the first few fields of a name only
     for name in ("from", "sender", "reply-to", "to", "subject", "date", "x-none"):
-        assert f._compat32_values(name) == compat32_reading(raw, name), name
+        assert f._compat32_values(name) == compat32_reading(raw, name)[:first], name
         readings = f.parsers(name)
-        assert readings["compat32"].mailboxes == getaddresses_reading(compat32_reading(raw, name)), name
-        lenient = [x.value for x in reference_split(raw).fields if x.key == name]
+        assert readings["compat32"].mailboxes == getaddresses_reading(compat32_reading(raw, name)[:first]), name
+        named = [x for x in reference_split(raw).fields if x.key == name][:first]
+        lenient = [x.value for x in named]
         assert readings["lenient"].mailboxes == getaddresses_reading(lenient), name
         strict = [_addresses._parse_strict_grammar(x.value, groups=name not in ("from", "sender"))
-                  for x in reference_split(raw).fields if x.key == name and x.strict]
+                  for x in named if x.strict]
         assert readings["rfc5322"].mailboxes == [m for r in strict for m in r.mailboxes], name
 
 

@@ -132,7 +132,10 @@ def from_domains(raw: bytes, headers=None) -> tuple[list[str], str | None]:
     values = [v.decode("utf-8", "replace") for n, v in headers if n.lower() == b"from"]
     if not values:
         return [], "the message has no From header"
-    addresses = email.utils.getaddresses([" ".join(v.split()) for v in values])
+    try:
+        addresses = email.utils.getaddresses([" ".join(v.split()) for v in values])
+    except (RecursionError, ValueError, IndexError):  # thousands of nested "(": the stdlib recurses per level
+        addresses = []
     domains = []
     for _, addr in addresses:
         if "@" in addr and addr.rsplit("@", 1)[1].strip("."):
@@ -143,7 +146,8 @@ def from_domains(raw: bytes, headers=None) -> tuple[list[str], str | None]:
     if len(values) > 1:
         return domains, f"the message has {len(values)} From headers (RFC 5322 allows one)"
     if len(domains) > 1:
-        return domains, f"From holds {len(domains)} addresses ({', '.join(domains)})"
+        more = f", ... and {len(domains) - 5} more" if len(domains) > 5 else ""
+        return domains, f"From holds {len(domains)} addresses ({', '.join(domains[:5])}{more})"
     return domains, None
 
 

@@ -87,13 +87,29 @@ def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
 
 def _authserv_id(value: str) -> str:
     """The authserv-id of an Authentication-Results value (comments and folding removed)."""
-    flat = re.sub(r"\s+", " ", value)
-    while True:  # drop (nested) comments
-        stripped = re.sub(r"\([^()]*\)", " ", flat)
-        if stripped == flat:
-            break
-        flat = stripped
+    flat = _without_comments(re.sub(r"\s+", " ", value))
     return flat.split(";", 1)[0].strip().split(" ")[0].strip().lower().strip('"')
+
+
+def _without_comments(text: str) -> str:
+    """``text`` with each matched pair of parentheses and what is inside it made one space; an
+    unmatched one stays. One pass (removing the innermost pairs again and again was quadratic)."""
+    opened: list[int] = []
+    spans: list[tuple[int, int]] = []  # outermost matched pairs so far, in order
+    for i, ch in enumerate(text):
+        if ch == "(":
+            opened.append(i)
+        elif ch == ")" and opened:
+            start = opened.pop()
+            while spans and spans[-1][0] > start:  # pairs inside this one
+                spans.pop()
+            spans.append((start, i))
+    out, last = [], 0
+    for start, end in spans:
+        out += [text[last:start], " "]
+        last = end + 1
+    out.append(text[last:])
+    return "".join(out)
 
 
 _HEADER_BYTES = HEADER.lower().encode()
@@ -110,16 +126,16 @@ def strip_forged_authres(message_bytes: bytes, authserv_id: str) -> bytes:
     head, rest = message_bytes[:head_end], message_bytes[head_end:]
     if _HEADER_BYTES not in head.lower():  # the everyday case: no such header to look at
         return message_bytes
-    fields: list[bytes] = []
+    fields: list[list[bytes]] = []  # each field's lines, joined once (+= on bytes is quadratic)
     for line in re.split(rb"(?<=\n)", head):
         if not line:
             continue
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
+            fields[-1].append(line)
         else:
-            fields.append(line)
+            fields.append([line])
     kept = []
-    for f in fields:
+    for f in map(b"".join, fields):
         name, sep, value = f.partition(b":")
         if sep and name.strip().lower() == HEADER.lower().encode():
             if _authserv_id(value.decode("utf-8", "replace")) == ours:
