@@ -134,6 +134,7 @@ class Forgelab:
         # certificate is made here, before any worker process starts: they load the same one.
         self.context = server_context(settings, self.data_dir, self.bus,
                                       PooledContext if settings.workers > 1 else ServerContext)
+        self.context.spool.clear()  # what a server that died in the middle of DATA left; before any worker starts
         self.lab: Lab = self.context.lab
         self.store = self.context.store
         self.tls = self.context.tls
