@@ -280,14 +280,16 @@ class SmtpConnection:
         return i, i + len(STRICT_END), STRICT_END, b"\r\n"
 
     def _lf_only_end(self, scanned_from: int) -> bool:
-        """``<LF>.<LF>`` from a client that has sent no CRLF in this message at all."""
+        """``<LF>.<LF>`` from a client that has sent no CRLF in this message before it (what
+        follows it, pipelined, does not count: the same answer however the bytes arrive)."""
         if self._crlf_in_data:
             return False
         start = max(scanned_from - 3, self._head - 1, 0)  # _head - 1: the LF of the line that said DATA
-        if self._data.find(b"\r\n", max(start, self._head)) >= 0:
+        lf_end = self._data.find(b"\n.\n", start)
+        if self._data.find(b"\r\n", max(start, self._head), len(self._data) if lf_end < 0 else lf_end + 1) >= 0:
             self._crlf_in_data = True
             return False
-        return self._data.find(b"\n.\n", start) >= 0
+        return lf_end >= 0
 
     # -- output ------------------------------------------------------------
     def send(self, reply: Reply) -> bytes:
