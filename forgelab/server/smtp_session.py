@@ -61,9 +61,10 @@ class SmtpSession:
     ``answer_pending()`` (the disk writes and fsyncs) on another thread, so they do not hold
     the other connections up, and then ``run()``, which answers it and what came after it.
 
-    A message past the core's spool threshold goes to a spool file as it arrives; at its end
-    it is read back once the process's memory budget has room for it. Until then ``delay``
-    is set (nothing is read meanwhile) and ``run()`` tries again.
+    A message past the core's spool threshold goes to a spool file as it arrives. At its end
+    it is read back once the process's memory budget has room for it; a message bigger than
+    the budget's ``floor`` waits for room too, even if it was never spooled. Until then
+    ``delay`` is set (nothing is read meanwhile) and ``run()`` tries again.
     """
 
     def __init__(self, context: ServerContext, peer_ip: str, peer_port: int, session_timeout: float,
@@ -87,7 +88,7 @@ class SmtpSession:
         self.spool = context.spool
         self._spool_file: SpoolFile | None = None  # the text of the message in DATA, past the threshold
         self._spool_failed = False
-        self._end: ev.MessageEnd | None = None  # a big message waiting for room in memory
+        self._waiting: ev.Message | ev.MessageEnd | None = None  # a big message waiting for room in memory
         self._room = 0  # octets this session holds of the memory budget
         self.bus.publish("session.open", protocol="smtp", session=self.session.as_dict(),
                          policy=self.pipeline.policy.name)
@@ -132,14 +133,14 @@ class SmtpSession:
             if size >= MAX_OUTPUT:  # a client pipelining thousands of commands gets its replies in parts
                 self.more = True
                 return b"".join(out)
-            event = self._end or core.next_event()
+            event = self._waiting or core.next_event()
             if event is NEED_DATA:
                 return b"".join(out)
             if type(event) is ev.MessageText:
                 self._keep(event.data)
                 continue
-            if isinstance(event, ev.MessageEnd):
-                event = self._whole_message(event)
+            if isinstance(event, ev.MessageEnd) or type(event) is ev.Message and len(event.raw) >= self.spool.budget.floor:
+                event = self._with_room(event)
                 if event is None:  # no room in memory for it now
                     self.delay = ROOM_RETRY
                     return b"".join(out)
@@ -185,18 +186,23 @@ class SmtpSession:
             self._drop_spool()
             self._spool_failed = True  # answered at the end of the message
 
-    def _whole_message(self, end: ev.MessageEnd):
-        """The Message ``end`` stands for, read back from the spool file once the memory budget
-        has room for it (None: not now, try again); a CommandError if the spool failed."""
-        self._end = None
-        if self._spool_file is None:
+    def _with_room(self, event: ev.Message | ev.MessageEnd):
+        """A big message's end once the memory budget has room for its text (None: not now, try
+        again); a MessageEnd becomes its Message, read back from the spool file, or a
+        CommandError if the spool failed."""
+        self._waiting = None
+        spooled = isinstance(event, ev.MessageEnd)
+        if spooled and self._spool_file is None:
             self._drop_spool()
             return ev.CommandError(SPOOL_FAILED)
         if not self._room:
-            self._room = self.spool.budget.take(end.size)
+            self._room = self.spool.budget.take(event.size if spooled else len(event.raw))
             if not self._room:
-                self._end = end
+                self._waiting = event
                 return None
+        return self._unspool(event) if spooled else event
+
+    def _unspool(self, end: ev.MessageEnd):
         try:
             self._spool_file.write(end.last)
             text = self._spool_file.read()
@@ -270,7 +276,7 @@ class SmtpSession:
             self.reason = reason
         self.done = True
         self._drop_spool()
-        self._end = None
+        self._waiting = None
         self._give_room()
         self.bus.publish("session.close", protocol="smtp", session_id=self.session.id, reason=self.reason,
                          unlogged_lines=self.line_budget.unlogged)

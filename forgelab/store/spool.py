@@ -4,8 +4,9 @@ may hold in memory at once.
 The SMTP core keeps at most ``SmtpLimits.spool_threshold`` octets of a message; past that it
 hands the text out in parts (``MessageText``), which the session writes to a ``SpoolFile``
 under ``DATA/spool/``. At the end of DATA the whole text is read back for the defences and
-the store, which need it in memory: a ``MemoryBudget`` bounds how much spooled text the
-sessions of one process hold at once (a session waits for room, reading nothing meanwhile).
+the store, which need it in memory: a ``MemoryBudget`` bounds how much text of big messages
+(spooled or not) the sessions of one process hold at once (a session waits for room,
+reading nothing meanwhile).
 
 Files are created 0600 with O_EXCL and O_NOFOLLOW in a 0700 directory that is not a
 symlink, and removed when the message ends, when its session ends and, for leftovers of a
@@ -23,9 +24,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Octets of spooled message text one process holds in memory at once (at the ends of DATA).
-# A message bigger than all of it takes all of it, alone.
-MEMORY_BUDGET = 32 * 1024 * 1024
+# Octets of message text one process's sessions hold at once at the ends of DATA, where the
+# defences and the store need it whole (and make several copies: about 7x for a 9 MB message).
+# A message bigger than all of it takes all of it, alone. The CPU work is serial anyway (GIL).
+MEMORY_BUDGET = 16 * 1024 * 1024
+# Messages below this take no room: the fast path of ordinary mail (1-100 KB) never waits.
+BUDGET_FLOOR = 256 * 1024
 SUFFIX = ".spool"
 
 
@@ -34,10 +38,12 @@ class SpoolError(OSError):
 
 
 class MemoryBudget:
-    """Octets of spooled text held in memory, for every session of a process: ``take`` never waits."""
+    """Octets of big messages' text held in memory, for every session of a process: ``take``
+    never waits. Messages under ``floor`` octets do not ask."""
 
-    def __init__(self, octets: int = MEMORY_BUDGET):
+    def __init__(self, octets: int = MEMORY_BUDGET, floor: int = BUDGET_FLOOR):
         self.octets = octets
+        self.floor = floor
         self._free = octets
         self._lock = threading.Lock()
 
