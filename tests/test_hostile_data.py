@@ -19,7 +19,8 @@ import pytest
 from forgelab.app import Forgelab, Settings
 from forgelab.policy import load_policy
 from forgelab.server.smtp import DRIVERS
-from forgelab.store.spool import SpoolError
+from forgelab.server.smtp_session import ROOM_RETRY, SmtpSession
+from forgelab.store.spool import MemoryBudget, SpoolError
 
 from line_client import LineClient as Client
 from waiting import wait_for
@@ -54,7 +55,9 @@ def lines(octets: int, tag: bytes = b"") -> bytes:
 
 
 def spool_files(app) -> list[Path]:
-    return sorted((app.data_dir / "spool").glob("*.spool"))
+    """The spool files of a Forgelab, or of a ServerContext."""
+    directory = app.spool.directory if hasattr(app, "spool") else app.data_dir / "spool"
+    return sorted(directory.glob("*.spool"))
 
 
 def spooled(app) -> int:
@@ -146,6 +149,52 @@ def test_a_symlinked_spool_directory_is_refused_at_start(tmp_path):
     with pytest.raises(SpoolError, match="spool directory .* cannot be used"):
         Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=data, event_log=False, tls=False))
     assert (elsewhere / "1.1.00.spool").exists()
+
+
+# -- many big messages ending at once: one memory budget per process (sessions without sockets) ----
+
+@pytest.fixture
+def context(tmp_path):
+    app = Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path, policy=policy(),
+                            event_log=False, tls=False))
+    app.context.spool.budget = MemoryBudget(octets=300_000, floor=100_000)
+    return app.context
+
+
+def session_in_data(context, port: int, text: bytes) -> SmtpSession:
+    s = SmtpSession(context, "127.0.0.1", port, session_timeout=60, defer_deliveries=True)
+    s.greet()
+    assert s.feed(b"EHLO me.example\r\nMAIL FROM:<a@shop.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n")
+    for i in range(0, len(text), 65536):  # as a driver reads it
+        assert s.feed(text[i:i + 65536]) == b""
+    return s
+
+
+def test_big_messages_ending_together_wait_for_room_in_memory_and_go_one_after_another(context):
+    text = b"Subject: big\r\n\r\n" + lines(250_000)
+    first, second, third = (session_in_data(context, 40000 + i, text) for i in range(3))
+    assert len(spool_files(context)) == 3
+    assert first.feed(b".\r\n") == b"" and first.pending is not None  # it has the room: its hooks ran
+    assert second.feed(b".\r\n") == b"" and second.pending is None and second.delay == ROOM_RETRY
+    assert second.run() == b"" and second.delay == ROOM_RETRY  # still no room: nothing read, nothing said
+    assert len(spool_files(context)) == 2  # the first one's text is in memory now, the others' on disk
+    third.feed(b".\r\n")
+    third.close("client went away")  # gives up waiting: its spool and its place go
+    first.answer_pending()
+    assert first.run().startswith(b"250 2.0.0 OK")  # answered: the room is given back
+    assert second.run() == b"" and second.pending is not None
+    second.answer_pending()
+    assert second.run().startswith(b"250 2.0.0 OK")
+    assert context.spool.budget.free == 300_000 and spool_files(context) == []
+    stored = [context.store.read("alice", "inbox", key) for key, _ in context.store.list("alice")]
+    assert len(stored) == 2 and all(m.endswith(text.replace(b"\r\n..", b"\r\n.")[len(b"Subject: big\r\n"):])
+                                    for m in stored)
+
+
+def test_a_message_under_the_floor_never_waits(context):
+    context.spool.budget.take(300_000)  # no room at all
+    s = session_in_data(context, 40000, b"Subject: small\r\n\r\n" + lines(50_000))
+    assert s.feed(b".\r\n") == b"" and s.pending is not None and s.delay == 0
 
 
 # -- a classroom holding DATA open, against `forgelab serve` in its own process ------------------
