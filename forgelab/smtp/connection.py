@@ -285,11 +285,13 @@ class SmtpConnection:
         if self._crlf_in_data:
             return False
         start = max(scanned_from - 3, self._head - 1, 0)  # _head - 1: the LF of the line that said DATA
-        lf_end = self._data.find(b"\n.\n", start)
-        if self._data.find(b"\r\n", max(start, self._head), len(self._data) if lf_end < 0 else lf_end + 1) >= 0:
-            self._crlf_in_data = True
-            return False
-        return lf_end >= 0
+        crlf = self._data.find(b"\r\n", max(start, self._head))
+        if crlf < 0:
+            return self._data.find(b"\n.\n", start) >= 0
+        if self._data.find(b"\n.\n", start, crlf + 2) >= 0:  # before the first CRLF
+            return True
+        self._crlf_in_data = True
+        return False
 
     # -- output ------------------------------------------------------------
     def send(self, reply: Reply) -> bytes:
@@ -383,7 +385,7 @@ def _longest_line(text: bytes, carried: int = 0) -> int:
 def _line_lengths(text: bytes, carried: int) -> tuple[int, int]:
     """(the longest line of ``text``, the length of its last line), the first ``carried`` longer."""
     lines = text.split(b"\r\n")
-    first = carried + len(lines[0])
-    if len(lines) == 1:
-        return first, first
-    return max(first, max(map(len, lines[1:]))), len(lines[-1])
+    longest = max(map(len, lines))
+    if carried:
+        longest = max(longest, carried + len(lines[0]))
+    return longest, (carried if len(lines) == 1 else 0) + len(lines[-1])
