@@ -20,7 +20,8 @@ from forgelab.app import Forgelab, Settings
 from forgelab.policy import load_policy
 from forgelab.server.smtp import DRIVERS
 from forgelab.server.smtp_session import ROOM_RETRY, SmtpSession
-from forgelab.store.spool import MemoryBudget, SpoolError
+from forgelab.nofollow import SymlinkRefused
+from forgelab.store.spool import MemoryBudget, Spool
 
 from line_client import LineClient as Client
 from waiting import wait_for
@@ -146,9 +147,13 @@ def test_a_symlinked_spool_directory_is_refused_at_start(tmp_path):
     elsewhere.mkdir()
     (elsewhere / "1.1.00.spool").write_text("not to be removed")
     (data / "spool").symlink_to(elsewhere)
-    with pytest.raises(SpoolError, match="spool directory .* cannot be used"):
+    with pytest.raises(SymlinkRefused, match="refusing to follow a symlink at .*spool"):
         Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=data, event_log=False, tls=False))
-    assert (elsewhere / "1.1.00.spool").exists()
+    # The spool itself refuses too (a link made while the server runs): no file is made there.
+    for call in (Spool(data / "spool").clear, Spool(data / "spool").create):
+        with pytest.raises(SymlinkRefused):
+            call()
+    assert [p.name for p in elsewhere.iterdir()] == ["1.1.00.spool"]
 
 
 # -- many big messages ending at once: one memory budget per process (sessions without sockets) ----

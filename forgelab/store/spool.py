@@ -22,6 +22,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from .. import nofollow
+
 log = logging.getLogger(__name__)
 
 # Octets of message text one process's sessions hold at once at the ends of DATA, where the
@@ -31,10 +33,6 @@ MEMORY_BUDGET = 16 * 1024 * 1024
 # Messages below this take no room: the fast path of ordinary mail (1-100 KB) never waits.
 BUDGET_FLOOR = 256 * 1024
 SUFFIX = ".spool"
-
-
-class SpoolError(OSError):
-    """The spool directory cannot be used safely (not a directory of ours: a symlink?)."""
 
 
 class MemoryBudget:
@@ -81,10 +79,11 @@ class Spool:
         except FileExistsError:
             pass
         try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            log.error("spool directory %s is not a directory (a symlink?): not used", self.directory)
-            raise SpoolError(exc.errno, f"spool directory {self.directory} cannot be used: {exc.strerror}") from None
+            fd = nofollow.open_fd(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        except NotADirectoryError:  # what O_NOFOLLOW with O_DIRECTORY says of a symlink
+            if self.directory.is_symlink():
+                raise nofollow.refuse(self.directory) from None
+            raise
         if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
             os.fchmod(fd, 0o700)
         return fd
@@ -95,7 +94,7 @@ class Spool:
         name = f"{os.getpid()}.{next(self._counter)}.{os.urandom(4).hex()}{SUFFIX}"
         try:
             fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dir_fd)
+                         dir_fd=dir_fd)  # a new name in a directory opened without following a link
         except BaseException:
             os.close(dir_fd)
             raise
