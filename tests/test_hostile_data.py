@@ -196,6 +196,15 @@ def test_big_messages_ending_together_wait_for_room_in_memory_and_go_one_after_a
                                     for m in stored)
 
 
+def test_a_spool_that_cannot_be_written_gets_452_and_the_session_goes_on(context, tmp_path):
+    (tmp_path / "not-a-directory").write_text("")
+    context.spool.directory = tmp_path / "not-a-directory"
+    s = session_in_data(context, 40000, b"Subject: big\r\n\r\n" + lines(250_000))
+    out = s.feed(b".\r\nNOOP\r\n")
+    assert out.startswith(b"452 4.3.1 Insufficient system storage") and out.endswith(b"250 2.0.0 OK\r\n")
+    assert context.store.list("alice") == [] and context.spool.budget.free == 300_000
+
+
 def test_a_message_under_the_floor_never_waits(context):
     context.spool.budget.take(300_000)  # no room at all
     s = session_in_data(context, 40000, b"Subject: small\r\n\r\n" + lines(50_000))
