@@ -125,7 +125,7 @@ class Forgelab:
     def __init__(self, settings: Settings, bus: EventBus | None = None):
         self.settings = settings
         self.data_dir = private_data_dir(Path(settings.data_dir or default_data_dir()))
-        for inside in ("mail", "tls", "events.jsonl"):  # the directory may be a symlink (the user's choice); what is inside must not
+        for inside in ("mail", "tls", "events.jsonl", "spool"):  # the directory may be a symlink (the user's choice); what is inside must not
             if (self.data_dir / inside).is_symlink():
                 raise nofollow.refuse(self.data_dir / inside)
         self.bus = bus or EventBus()
@@ -134,6 +134,7 @@ class Forgelab:
         # certificate is made here, before any worker process starts: they load the same one.
         self.context = server_context(settings, self.data_dir, self.bus,
                                       PooledContext if settings.workers > 1 else ServerContext)
+        self.context.spool.clear()  # what a server that died in the middle of DATA left; before any worker starts
         self.lab: Lab = self.context.lab
         self.store = self.context.store
         self.tls = self.context.tls

@@ -27,6 +27,7 @@ from .session import Envelope, Session
 from .smtp import Reply, events as ev, help_reply
 from .smtp.sasl import Challenge, SaslExchange, SaslProblem
 from .store import MailStore, WriteSteps
+from .store.spool import Spool
 from .verdicts import Verdict, collect, harshest
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ class ServerContext:
     """What every SMTP session shares: the lab, the store, the event bus, the current rules.
 
     ``tls`` is the server context STARTTLS uses (None: STARTTLS is not offered);
-    ``login_throttle`` slows down repeated AUTH failures per user name (shared with POP3).
+    ``login_throttle`` slows down repeated AUTH failures per user name (shared with POP3);
+    ``spool`` keeps big messages' text while DATA goes on (default: ``spool`` beside the store).
     """
 
     def __init__(self, lab: Lab, store, bus: EventBus | None = None, policy: Policy | None = None,
-                 plugins: tuple[str, ...] = (), tls: ssl.SSLContext | None = None, login_throttle=None):
+                 plugins: tuple[str, ...] = (), tls: ssl.SSLContext | None = None, login_throttle=None,
+                 spool: Spool | None = None):
         from .policy import load_policy
 
         self.lab = lab
@@ -73,6 +76,7 @@ class ServerContext:
         self.bus = bus or EventBus()
         self.tls = tls
         self.login_throttle = login_throttle or LoginThrottle()
+        self.spool = spool or Spool(store.root.parent / "spool")
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set when the server stops: ends throttle waits at once
         self._rules = Rules.build(policy or load_policy("observe"), plugins)

@@ -39,6 +39,7 @@ SERVER_KEYS = {
     "xclient": (True, False),
     "require_auth": (True, False),
     "max_message_size": int,
+    "spool_threshold": int,
     "max_recipients": int,
     "max_errors": int,
     "max_commands": int,

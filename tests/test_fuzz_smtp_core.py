@@ -54,16 +54,27 @@ streams = st.builds(lambda prefix, lines: prefix + b"".join(lines),
                     st.sampled_from([b"", TRANSACTION]), st.lists(line_bytes, max_size=40))
 
 
-def drive(chunks: list[bytes], **options) -> tuple[list, bytes]:
-    """Feed chunks, answer every event; (events, every byte the server sent)."""
-    conn = SmtpConnection(SmtpLimits(max_message_size=300, max_errors=25, max_commands=60), **options)
-    events, out = [], bytearray(conn.send(Reply(220, None, "lab ESMTP")))
+def drive(chunks: list[bytes], spool_threshold: int = 1 << 20, max_message_size: int = 300,
+          **options) -> tuple[list, bytes]:
+    """Feed chunks, answer every event; (events, every byte the server sent). Parts of a big
+    message are kept and joined at its end, as a driver's spool does."""
+    conn = SmtpConnection(SmtpLimits(max_message_size=max_message_size, max_errors=25, max_commands=60,
+                                     spool_threshold=spool_threshold), **options)
+    events, out, parts = [], bytearray(conn.send(Reply(220, None, "lab ESMTP"))), []
     for chunk in chunks + [b""]:
         conn.receive_data(chunk)
         while not conn.closed:
             event = conn.next_event()
             if event is NEED_DATA or isinstance(event, ev.ConnectionClosed):
                 break
+            if isinstance(event, ev.MessageText):
+                assert event.data
+                parts.append(event.data)
+                continue
+            if isinstance(event, ev.MessageEnd):
+                event = conn.spooled_message(b"".join(parts) + event.last)
+            if isinstance(event, (ev.Message, ev.CommandError)):
+                parts.clear()
             assert isinstance(event, EVENT_TYPES), event
             events.append(event)
             reply = event.reply if isinstance(event, ev.CommandError) else RESPONSES[type(event)]
@@ -82,6 +93,15 @@ OPTIONS = st.sampled_from([{}, {"end_of_data": "lenient"}, {"strict_addresses": 
 def test_same_events_and_replies_whatever_the_split(data, cuts, options):
     whole = drive([data], **options)
     assert drive(split(data, cuts), **options) == whole
+
+
+@FUZZ
+@given(data=streams, cuts=st.lists(st.integers(0, 10_000), max_size=12), threshold=st.integers(1, 1200),
+       options=OPTIONS)
+def test_spooling_past_any_threshold_gives_the_same_events_and_replies(data, cuts, threshold, options):
+    # A big message's text handed out in parts and joined at its end is the message whole.
+    assert (drive(split(data, cuts), spool_threshold=threshold, max_message_size=3000, **options)
+            == drive([data], max_message_size=3000, **options))
 
 
 @FUZZ

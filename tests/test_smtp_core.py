@@ -256,3 +256,91 @@ def test_a_too_long_line_after_a_refused_auth_is_not_shown(split):
     events, out = run([bytes([b]) for b in data] if split else [data])
     assert [getattr(e, "line", None) for e in events[:2]] == ["AUTH PLAIN", "<AUTH response ****>"]
     assert isinstance(events[2], ev.Helo)
+
+
+# -- big messages: text past the spool threshold is handed out in parts ---------------------------
+
+START = b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\n"
+
+
+def spooling_run(chunks, limits, end_of_data="strict", most_held=None):
+    """Feed chunks as a driver that spools does: keep the MessageText parts, give them back at the
+    MessageEnd. (events with each spooled message whole, reply bytes, the parts, most octets held)."""
+    from forgelab.smtp import NEED_DATA, Reply
+
+    conn = SmtpConnection(limits, end_of_data=end_of_data)
+    events, parts, out, held = [], [], bytearray(conn.send(Reply(220, None, "lab ESMTP"))), 0
+    for chunk in list(chunks) + [b""]:
+        conn.receive_data(chunk)
+        while not conn.closed:
+            event = conn.next_event()
+            held = max(held, len(conn._data) + len(conn._buffer))
+            if event is NEED_DATA or isinstance(event, ev.ConnectionClosed):
+                break
+            if isinstance(event, ev.MessageText):
+                parts.append(event.data)
+                continue
+            if isinstance(event, ev.MessageEnd):
+                event = conn.spooled_message(b"".join(parts) + event.last)  # one message per run here
+            events.append(event)
+            out += conn.send(answer(event))
+    return events, bytes(out), parts, held
+
+
+def big_text(lines: int) -> bytes:
+    # Dot-stuffed lines (the dot goes), bare LFs and CRs (kept), lines of every length up to 998.
+    return b"".join(b"..dot %d\r\n" % i if i % 7 == 0 else b"bare %d\n" % i if i % 11 == 0 else
+                    b"lone CR\r" if i % 13 == 0 else b"x" * (i % 990) + b"\r\n" for i in range(lines))
+
+
+@pytest.mark.parametrize("end_of_data", ["strict", "lenient"])
+@pytest.mark.parametrize("piece", [997, 4096, 20_000])
+def test_text_past_the_threshold_is_handed_out_and_joins_into_the_same_message(end_of_data, piece):
+    data = START + big_text(600) + b".\r\nNOOP\r\n"
+    chunks = [data[i:i + piece] for i in range(0, len(data), piece)]
+    whole, whole_out = run([data], SmtpConnection(end_of_data=end_of_data))
+    events, out, parts, held = spooling_run(chunks, SmtpLimits(spool_threshold=8192), end_of_data)
+    assert len(parts) >= 5 and events == whole and out == whole_out
+    (message,) = messages(events)
+    assert message.raw.startswith(b".dot 0\r\n") and message.wire.startswith(b"..dot 0\r\n")
+    assert b"".join(parts) == message.wire[:len(b"".join(parts))]
+    assert held <= 8192 + piece + 16  # the core never holds much more than the threshold
+
+
+def test_a_big_message_over_the_size_limit_is_552_and_no_more_is_handed_out_past_it():
+    limits = SmtpLimits(max_message_size=50_000, spool_threshold=8192)
+    events, out, parts, held = spooling_run([START] + [b"z" * 500 + b"\r\n"] * 400 + [b".\r\nNOOP\r\n"], limits)
+    assert not messages(events) and b"552 5.3.4" in out and codes(out)[-1] == 250
+    assert 0 < sum(map(len, parts)) <= 50_000 and held <= 8192 + 600
+
+
+def test_a_too_long_line_in_a_big_message_is_500_and_nothing_more_is_handed_out():
+    limits = SmtpLimits(spool_threshold=8192)
+    lines = [b"ok\r\n"] * 5000 + [b"y" * 100_000, b"\r\n"] + [b"more\r\n"] * 5000
+    events, out, parts, held = spooling_run([START] + lines + [b".\r\nNOOP\r\n"], limits)
+    assert not messages(events) and b"500 5.5.2 A text line is longer" in out and codes(out)[-1] == 250
+    assert sum(map(len, parts)) < 5000 * 4 and held <= 8192 + 100_000
+    # One line as long as the threshold, in one piece: dropped as it comes too.
+    events, out, parts, held = spooling_run([START, b"y" * 10_000_000 + b"\r\n.\r\n"], limits)
+    assert b"500 5.5.2" in out and not parts
+
+
+def test_spooled_message_takes_only_the_whole_text_and_a_refused_end_returns_to_ready():
+    from forgelab.smtp import NEED_DATA, Reply
+
+    conn = SmtpConnection(SmtpLimits(spool_threshold=4096))
+    conn.send(Reply(220, None, "hi"))
+    conn.receive_data(START)
+    for _ in range(4):
+        conn.send(answer(conn.next_event()))
+    sizes = []
+    for piece in [b"line\r\n" * 500] * 4 + [b".\r\n"]:
+        conn.receive_data(piece)
+        while (event := conn.next_event()) is not NEED_DATA and not isinstance(event, ev.MessageEnd):
+            assert isinstance(event, ev.MessageText)
+            sizes.append(len(event.data))
+    assert len(sizes) >= 2 and sum(sizes) + len(event.last) == event.size == 6 * 2000
+    with pytest.raises(ValueError):
+        conn.spooled_message(b"line\r\n")
+    conn.send(Reply(452, "4.3.1", "no room"))  # a driver that could not keep the text
+    assert conn.state is State.READY

@@ -7,16 +7,22 @@ returns the reply bytes to send.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 from ..events import TranscriptBudget
 from ..pipeline import PendingDelivery, ServerContext, SmtpPipeline
 from ..session import Session
 from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
+from ..store.spool import SpoolFile
+
+log = logging.getLogger(__name__)
 
 MAX_OUTPUT = 65536  # reply octets run() returns at most (a little over) before it pauses, setting ``more``
 IDLE_REPLY = Reply(421, "4.4.2", "Idle too long, closing")
 SESSION_LIMIT_REPLY = Reply(421, "4.4.2", "Session time limit reached, closing")
+SPOOL_FAILED = Reply(452, "4.3.1", "Insufficient system storage: the message could not be spooled; nothing was stored")
+ROOM_RETRY = 0.05  # seconds between tries for room in the memory budget, for a big message at its end
 
 
 def _describe(event) -> str:
@@ -32,7 +38,8 @@ def smtp_core(pipeline: SmtpPipeline) -> SmtpConnection:
     policy = pipeline.policy
     limits = SmtpLimits(max_message_size=pipeline.max_message_size,
                         max_errors=int(policy.setting("max_errors", 20)),
-                        max_commands=int(policy.setting("max_commands", 10_000)))
+                        max_commands=int(policy.setting("max_commands", 10_000)),
+                        spool_threshold=int(policy.setting("spool_threshold", SmtpLimits.spool_threshold)))
     return SmtpConnection(limits, end_of_data=policy.setting("end_of_data", "strict"),
                           strict_addresses=policy.setting("address_syntax", "strict") == "strict")
 
@@ -53,6 +60,11 @@ class SmtpSession:
     stops there and leaves the delivery in ``pending``. The selector driver runs
     ``answer_pending()`` (the disk writes and fsyncs) on another thread, so they do not hold
     the other connections up, and then ``run()``, which answers it and what came after it.
+
+    A message past the core's spool threshold goes to a spool file as it arrives. At its end
+    it is read back once the process's memory budget has room for it; a message bigger than
+    the budget's ``floor`` waits for room too, even if it was never spooled. Until then
+    ``delay`` is set (nothing is read meanwhile) and ``run()`` tries again.
     """
 
     def __init__(self, context: ServerContext, peer_ip: str, peer_port: int, session_timeout: float,
@@ -73,6 +85,11 @@ class SmtpSession:
         self.reason = "client quit"
         self._closed = False
         self.line_budget = TranscriptBudget()
+        self.spool = context.spool
+        self._spool_file: SpoolFile | None = None  # the text of the message in DATA, past the threshold
+        self._spool_failed = False
+        self._waiting: ev.Message | ev.MessageEnd | None = None  # a big message waiting for room in memory
+        self._room = 0  # octets this session holds of the memory budget
         self.bus.publish("session.open", protocol="smtp", session=self.session.as_dict(),
                          policy=self.pipeline.policy.name)
 
@@ -108,6 +125,7 @@ class SmtpSession:
         if self._written is not None:
             delivery, self._written = self._written, None
             out.append(self.say(delivery.finish()))
+            self._give_room()
         self.delay = 0.0
         core = self.core
         self.more = False
@@ -115,9 +133,19 @@ class SmtpSession:
             if size >= MAX_OUTPUT:  # a client pipelining thousands of commands gets its replies in parts
                 self.more = True
                 return b"".join(out)
-            event = core.next_event()
+            event = self._waiting or core.next_event()
             if event is NEED_DATA:
                 return b"".join(out)
+            if type(event) is ev.MessageText:
+                self._keep(event.data)
+                continue
+            if isinstance(event, ev.MessageEnd) or type(event) is ev.Message and len(event.raw) >= self.spool.budget.floor:
+                event = self._with_room(event)
+                if event is None:  # no room in memory for it now
+                    self.delay = ROOM_RETRY
+                    return b"".join(out)
+            elif self._spool_file is not None or self._spool_failed:
+                self._drop_spool()  # the message ended without a Message (refused, or the client left)
             if isinstance(event, ev.ConnectionClosed):
                 self.end("client closed the connection")
                 return b"".join(out)
@@ -137,11 +165,64 @@ class SmtpSession:
                 return b"".join(out)
             out.append(self.say(reply))
             size += len(out[-1])
+            if self._room:
+                self._give_room()
             if isinstance(event, ev.StartTls) and reply.code == 220:
                 self.starting_tls = True
                 return b"".join(out)
         self.done = True
         return b"".join(out)
+
+    def _keep(self, text: bytes) -> None:
+        """A part of a big message's text, to the spool file (made at the first)."""
+        if self._spool_failed:
+            return
+        try:
+            if self._spool_file is None:
+                self._spool_file = self.spool.create()
+            self._spool_file.write(text)
+        except OSError as exc:
+            log.error("spool: cannot keep a message's text: %s", exc)
+            self._drop_spool()
+            self._spool_failed = True  # answered at the end of the message
+
+    def _with_room(self, event: ev.Message | ev.MessageEnd):
+        """A big message's end once the memory budget has room for its text (None: not now, try
+        again); a MessageEnd becomes its Message, read back from the spool file, or a
+        CommandError if the spool failed."""
+        self._waiting = None
+        spooled = isinstance(event, ev.MessageEnd)
+        if spooled and self._spool_file is None:
+            self._drop_spool()
+            return ev.CommandError(SPOOL_FAILED)
+        if not self._room:
+            self._room = self.spool.budget.take(event.size if spooled else len(event.raw))
+            if not self._room:
+                self._waiting = event
+                return None
+        return self._unspool(event) if spooled else event
+
+    def _unspool(self, end: ev.MessageEnd):
+        try:
+            self._spool_file.write(end.last)
+            text = self._spool_file.read()
+        except OSError as exc:
+            log.error("spool: cannot read a message's text back: %s", exc)
+            return ev.CommandError(SPOOL_FAILED)
+        finally:
+            self._drop_spool()
+        return self.core.spooled_message(text)
+
+    def _drop_spool(self) -> None:
+        if self._spool_file is not None:
+            self._spool_file.discard()
+            self._spool_file = None
+        self._spool_failed = False
+
+    def _give_room(self) -> None:
+        room, self._room = self._room, 0
+        if room:
+            self.spool.budget.give(room)
 
     def answer_pending(self) -> None:
         """Store the ``pending`` delivery (any thread); the next ``run()`` answers it."""
@@ -184,6 +265,7 @@ class SmtpSession:
     def end(self, reason: str) -> None:
         self.done = True
         self.reason = reason
+        self._drop_spool()  # unfinished DATA: its text goes now (the core's part with the session)
 
     def close(self, reason: str | None = None) -> None:
         """The connection is gone: one session.close with why (``reason`` overrides a quiet end)."""
@@ -193,5 +275,8 @@ class SmtpSession:
         if reason and not self.done:
             self.reason = reason
         self.done = True
+        self._drop_spool()
+        self._waiting = None
+        self._give_room()
         self.bus.publish("session.close", protocol="smtp", session_id=self.session.id, reason=self.reason,
                          unlogged_lines=self.line_budget.unlogged)

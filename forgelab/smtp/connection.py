@@ -8,6 +8,11 @@
 One event is answered before the next is parsed, so pipelined commands are
 handled (and answered) in order, and bytes after ``DATA`` are message text
 only once the ``354`` has been sent.
+
+A message bigger than ``spool_threshold`` is handed out in parts as it arrives
+(``MessageText``, no reply: the driver keeps them, in a file), so the core holds at
+most about that much of it; it ends with a ``MessageEnd``, and the driver gives the
+joined text back to ``spooled_message()`` for the ``Message`` to answer.
 """
 from __future__ import annotations
 
@@ -56,6 +61,8 @@ class SmtpLimits:
     max_message_size: int = 10 * 1024 * 1024
     max_errors: int = 20
     max_commands: int = 10_000
+    # Octets of message text held before they are handed out in MessageText parts (to a spool file).
+    spool_threshold: int = 1024 * 1024
 
 
 class SmtpConnection:
@@ -75,9 +82,13 @@ class SmtpConnection:
         self._pending: object | None = None
         self._discarding_line = False
         self._discarded_head = b""  # the start of the over-long line being dropped
-        self._data = bytearray()
+        self._data = bytearray()  # the message text not handed out yet, after _head octets
+        self._head = 2  # the CRLF that ended DATA, at the start of _data until the first part goes out
         self._data_scanned = 0
-        self._data_overflow = 0  # octets dropped because the message was too big
+        self._data_out = 0  # octets of text handed out (MessageText) or dropped
+        self._dropping = False  # the message will be refused at its end: its text is dropped, not handed out
+        self._line = 0  # length of the line the handed-out text ends in (CRLF-delimited)
+        self._long_line = False  # a handed-out or dropped line was over the text line limit
         self.last_line = ""  # the last command line as typed (cut short), for transcripts
         self._crlf_in_data = False
         self._mask_next = False  # after a refused AUTH, lines up to the next command may be credentials
@@ -108,7 +119,7 @@ class SmtpConnection:
             event = self._next_data_event()
         else:
             event = self._next_command_event()
-        if event is not ev.NEED_DATA and not isinstance(event, ev.ConnectionClosed):
+        if event is not ev.NEED_DATA and not isinstance(event, (ev.ConnectionClosed, ev.MessageText)):
             self._pending = event
         return event
 
@@ -183,32 +194,75 @@ class SmtpConnection:
         if found is None:
             if not self.lenient_end and self._lf_only_end(scanned_from):
                 # An LF-only client (nc without -C) would wait here forever: say why and hang up.
-                self._data.clear()
-                self._data_scanned = self._data_overflow = 0
+                self._reset_data()
                 return ev.CommandError(Reply(521, "5.5.2", BARE_LF_END))
-            limit = self.limits.max_message_size + 2
-            if len(self._data) > limit + 8:
-                # Too big: keep only the tail needed to spot the end of data.
-                keep = 8
-                self._data_overflow += len(self._data) - keep
-                del self._data[:-keep]
-                self._data_scanned = 0
             if self._eof:
                 return ev.ConnectionClosed()
+            if self._dropping or self._data_out + len(self._data) - self._head > self.limits.max_message_size + 8:
+                self._drop()
+            elif len(self._data) > self.limits.spool_threshold:
+                return self._hand_out()
             return ev.NEED_DATA
         start, end, ending, line_end = found
-        body = bytes(self._data[2:start]) + line_end if start >= 2 else b""
+        text = bytes(self._data[self._head:start]) + line_end if start >= self._head else b""
         self._buffer[:0] = self._data[end:]  # pipelined commands after the message
-        overflow = self._data_overflow
-        self._data.clear()
-        self._data_scanned = 0
-        self._data_overflow = 0
-        if overflow or len(body) > self.limits.max_message_size:
+        handed_out, carried, long_line = self._data_out, self._line, self._long_line
+        self._reset_data()
+        if handed_out + len(text) > self.limits.max_message_size:
             return ev.CommandError(Reply(552, "5.3.4", f"Message too big (the limit is {self.limits.max_message_size} octets); nothing was stored"))
-        if _longest_line(body) > self.limits.max_text_line - 2:
+        if long_line or _longest_line(text, carried) > self.limits.max_text_line - 2:
             return ev.CommandError(Reply(500, "5.5.2", "A text line is longer than 1000 octets; nothing was stored"))
-        raw = _unstuff(body, self.lenient_end)
-        return ev.Message(raw, ending, wire=body if len(raw) != len(body) else raw)
+        if handed_out:
+            return ev.MessageEnd(text, ending, handed_out + len(text))
+        return _message(text, ending, self.lenient_end)
+
+    def _reset_data(self) -> None:
+        self._data.clear()
+        self._data_scanned = self._data_out = self._line = 0
+        self._dropping = self._long_line = False
+
+    def _drop(self) -> None:
+        """The message will be refused: keep only the tail needed to spot the end of data."""
+        self._dropping = True
+        keep = 8
+        if len(self._data) > keep:
+            self._data_out += len(self._data) - keep - self._head
+            del self._data[:-keep]
+            self._head = self._data_scanned = 0
+
+    def _hand_out(self):
+        """The text up to the last line break that cannot be part of the end of data (the
+        longest end, lenient, is 7 octets), as a MessageText; never between CR and LF."""
+        data = self._data
+        limit = len(data) - 7
+        cut = max(data.rfind(b"\r", 0, limit), data.rfind(b"\n", 0, limit))
+        if cut > 0 and data[cut] == 0x0A and data[cut - 1] == 0x0D:
+            cut -= 1
+        if cut <= self._head:  # no line break in all that text: a long line, or a tiny threshold
+            if limit - max(cut + 2, self._head) > self.limits.max_text_line - 2:
+                self._long_line = True
+                self._drop()
+            return ev.NEED_DATA
+        part = bytes(data[self._head:cut])
+        longest, self._line = _line_lengths(part, self._line)
+        del data[:cut]
+        self._data_scanned -= cut
+        self._head = 0
+        self._data_out += len(part)
+        if longest > self.limits.max_text_line - 2:  # refused at the end anyway: keep nothing more
+            self._long_line = True
+            self._drop()
+            return ev.NEED_DATA
+        return ev.MessageText(part)
+
+    def spooled_message(self, text: bytes) -> ev.Message:
+        """The ``Message`` a ``MessageEnd`` stands for, from its whole text (every MessageText
+        part, then ``last``, joined); it is the event the next ``send()`` answers."""
+        end = self._pending
+        if not isinstance(end, ev.MessageEnd) or len(text) != end.size:
+            raise ValueError("spooled_message() takes the whole text of the MessageEnd being answered")
+        self._pending = _message(text, end.ending, self.lenient_end)
+        return self._pending
 
     def _find_end(self):
         if self.lenient_end:
@@ -226,14 +280,18 @@ class SmtpConnection:
         return i, i + len(STRICT_END), STRICT_END, b"\r\n"
 
     def _lf_only_end(self, scanned_from: int) -> bool:
-        """``<LF>.<LF>`` from a client that has sent no CRLF in this message at all."""
+        """``<LF>.<LF>`` from a client that has sent no CRLF in this message before it (what
+        follows it, pipelined, does not count: the same answer however the bytes arrive)."""
         if self._crlf_in_data:
             return False
-        start = max(scanned_from - 3, 1)  # index 1: the LF of the line that said DATA
-        if self._data.find(b"\r\n", max(start, 2)) >= 0:
-            self._crlf_in_data = True
-            return False
-        return self._data.find(b"\n.\n", start) >= 0
+        start = max(scanned_from - 3, self._head - 1, 0)  # _head - 1: the LF of the line that said DATA
+        crlf = self._data.find(b"\r\n", max(start, self._head))
+        if crlf < 0:
+            return self._data.find(b"\n.\n", start) >= 0
+        if self._data.find(b"\n.\n", start, crlf + 2) >= 0:  # before the first CRLF
+            return True
+        self._crlf_in_data = True
+        return False
 
     # -- output ------------------------------------------------------------
     def send(self, reply: Reply) -> bytes:
@@ -250,6 +308,7 @@ class SmtpConnection:
                                     intermediate=reply.code == 334)
             if self.state is State.DATA:
                 self._data[:] = b"\r\n"  # the CRLF that ended DATA belongs to the end marker
+                self._head = 2
                 self._crlf_in_data = False
         elif self.state is State.DATA and isinstance(event, ev.CommandError):
             self.state = State.READY  # a refused message ends the transaction
@@ -311,7 +370,22 @@ def _unstuff(body: bytes, lenient: bool = False) -> bytes:
     return body.replace(b"\r\n.", b"\r\n")
 
 
-def _longest_line(body: bytes) -> int:
-    if len(body) < 999:
-        return len(body)
-    return max(map(len, body.split(b"\r\n")))
+def _message(text: bytes, ending: bytes, lenient: bool) -> ev.Message:
+    raw = _unstuff(text, lenient)
+    return ev.Message(raw, ending, wire=text if len(raw) != len(text) else raw)
+
+
+def _longest_line(text: bytes, carried: int = 0) -> int:
+    """The longest CRLF-delimited line of ``text``, the first one ``carried`` octets longer."""
+    if len(text) + carried < 999:
+        return len(text) + carried
+    return _line_lengths(text, carried)[0]
+
+
+def _line_lengths(text: bytes, carried: int) -> tuple[int, int]:
+    """(the longest line of ``text``, the length of its last line), the first ``carried`` longer."""
+    lines = text.split(b"\r\n")
+    longest = max(map(len, lines))
+    if carried:
+        longest = max(longest, carried + len(lines[0]))
+    return longest, (carried if len(lines) == 1 else 0) + len(lines[-1])

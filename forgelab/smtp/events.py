@@ -1,6 +1,7 @@
 """Events the SMTP core produces: one per complete command, or one per message.
 
-Each is a small frozen record; the server answers every event with one Reply.
+Each is a small frozen record; the server answers every event with one Reply, except
+``MessageText`` (a part of a big message's text, for the driver to keep).
 """
 from __future__ import annotations
 
@@ -67,6 +68,33 @@ class Message:
     # The text as sent, before dot-unstuffing (``raw`` itself when no line began with a dot):
     # unstuffing turns ``\r\n.\n`` into ``\r\n\n``, hiding a smuggling end-of-data.
     wire: bytes = field(default=b"", repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class MessageText:
+    """Part of a big message's text, handed out during DATA so the core never holds more
+    than ``SmtpLimits.spool_threshold`` octets of it. No reply: the driver keeps the parts
+    in order (a spool file) until the ``MessageEnd``.
+
+    ``data`` is the text as sent (still dot-stuffed); parts never split a line break.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MessageEnd:
+    """The end of DATA for a message that came partly in ``MessageText`` events.
+
+    ``last`` is the rest of the text as sent, ``size`` the octets of the whole text (the
+    parts and ``last``). The driver joins them and hands the whole text to
+    ``SmtpConnection.spooled_message(text)``, which gives the ``Message`` to answer; or it
+    answers this event with a refusal (4xx/5xx) if it cannot.
+    """
+
+    last: bytes
+    ending: bytes
+    size: int
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 ``TRANSITIONS[(state, event type)]`` is the state after a positive (2xx/3xx) reply
 to that event. A pair missing from the table is out of sequence: ``503 5.5.1``.
 After a negative reply the state stays, except that the end of a message (accepted
-or not) always returns to READY. ``ONCE_PER_SESSION`` lists the commands that may
+or not) always returns to READY. ``MessageText`` (a part of a big message) needs no reply
+and moves no state. ``ONCE_PER_SESSION`` lists the commands that may
 succeed only once (STARTTLS, AUTH), whatever the state.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ TRANSITIONS: dict[tuple[State, type], State] = {
     (S.RCPT, ev.RcptTo): S.RCPT,
     (S.RCPT, ev.Data): S.DATA,
     (S.DATA, ev.Message): S.READY,
+    # A MessageEnd (a spooled message) is answered as the Message it becomes
+    # (SmtpConnection.spooled_message), or refused: never accepted as it is.
     # RSET clears the transaction but not the greeting.
     (S.GREETING, ev.Rset): S.GREETING,
     **{(s, ev.Rset): S.READY for s in (S.READY, S.MAIL, S.RCPT)},
@@ -62,6 +65,7 @@ FORGETS = {ev.StartTls: (ev.Auth,)}
 # States a negative reply leaves; everything else stays where it was.
 AFTER_FAILURE: dict[type, State] = {
     ev.Message: S.READY,
+    ev.MessageEnd: S.READY,
     ev.AuthResponse: S.READY,
     ev.Quit: S.CLOSED,
 }
