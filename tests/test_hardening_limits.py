@@ -219,7 +219,7 @@ def test_pop3_failed_logins_are_slowed_and_never_tell_who_exists(pop3):
                 took.append(time.monotonic() - started)
             assert set(answers) == {"-ERR [AUTH] invalid user name or password"}
             assert took[3] >= 0.3  # past the free failures the next attempt waits (delay=0.3)
-            assert took[3] - took[0] > 0.2  # ...and the first ones did not
+            # (that the free ones do not wait is computed, not timed, in test_login_throttle.py)
         c.pop("USER alice")
         assert c.pop("PASS rabbit-hole").startswith("+OK alice's maildrop")  # slowed, not refused
     finally:
