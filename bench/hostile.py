@@ -91,7 +91,7 @@ def users_toml(students: int) -> str:
     the attackers write to (the symlinks class plants its links in carol, dave, erin, frank)."""
     users = {VICTIM: VICTIM_PASSWORD, "bob": "tiny-tim", "carol": "higher-further", KEEPER: KEEPER_SECRET}
     users.update({name: "attacker" for name in ("dave", "erin", "frank")})
-    users.update({f"att{i:02d}": "attacker" for i in range(1, 11)})
+    users.update({f"att{i:03d}": "attacker" for i in range(1, 101)})
     users.update({f"student{i:02d}": f"pw-student{i:02d}" for i in range(1, students + 1)})
     lines = ['domains = ["corp.example"]']
     lines += [f'[users.{name}]\nname = "{name}"\npassword = "{password}"' for name, password in users.items()]
@@ -473,18 +473,18 @@ def attack_address_lists(ctx: dict, stats: dict) -> None:
 
     def one(k):
         while time.time() < ctx["end"]:
-            guarded(stats, send_message, ctx, stats, ["att01"], [head, b"see above\r\n"], ctx["end"] - time.time() + 5)
+            guarded(stats, send_message, ctx, stats, ["att001"], [head, b"see above\r\n"], ctx["end"] - time.time() + 5)
     in_threads(ctx["senders"], one)
 
 
 def attack_encoded_words(ctx: dict, stats: dict) -> None:
     words = [f"=?utf-8?b?{base64.b64encode(f'w{k}'.encode()).decode()}?=".encode() for k in range(ctx["words"])]
-    head = b"From: <news@news.example>\r\nTo: <att01@corp.example>\r\nSubject: " + folded(words, b" ") + b"\r\n\r\n"
+    head = b"From: <news@news.example>\r\nTo: <att001@corp.example>\r\nSubject: " + folded(words, b" ") + b"\r\n\r\n"
     del words
 
     def one(k):
         while time.time() < ctx["end"]:
-            guarded(stats, send_message, ctx, stats, ["att01"], [head, b"body\r\n"], ctx["end"] - time.time() + 5)
+            guarded(stats, send_message, ctx, stats, ["att001"], [head, b"body\r\n"], ctx["end"] - time.time() + 5)
     in_threads(ctx["senders"], one)
 
 
@@ -599,18 +599,58 @@ def attack_login(ctx: dict, stats: dict) -> None:
 
 
 def attack_event_log(ctx: dict, stats: dict) -> None:
-    """Large messages to 10 recipients: a 256 KB body and a block of 200 long headers."""
+    """Three shapes in turn, a third of the time each, with the log's growth over each:
+    large messages (a 256 KB body and 200 long headers) to 10 recipients; small messages to
+    100 recipients; sessions of 1,000 pipelined NOOPs. Honest traffic goes on meanwhile: the
+    log's growth from it alone is measured first (2 s) and taken off each phase's growth."""
     filler = b"x" * 300
     head = b"".join(b"X-Filler-%d: %s\r\n" % (k, filler) for k in range(200))
-    head = b"From: <news@news.example>\r\nTo: <att01@corp.example>\r\nSubject: flood\r\n" + head + b"\r\n"
+    head = b"From: <news@news.example>\r\nTo: <att001@corp.example>\r\nSubject: flood\r\n" + head + b"\r\n"
     line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
     body = line * (256 * 1024 // len(line))
-    rcpts = [f"att{i:02d}" for i in range(1, 11)]
+    many = [f"att{i:03d}" for i in range(1, 101)]
+    small = b"From: <news@news.example>\r\nTo: " + folded([f"<{r}@corp.example>".encode() for r in many], b",") + b"\r\nSubject: hi\r\n\r\nhi\r\n"
 
-    def one(k):
-        while time.time() < ctx["end"] and stats["bytes"] < ctx["flood_bytes"]:
-            guarded(stats, send_message, ctx, stats, rcpts, [head, body], 30)
-    in_threads(ctx["senders"], one)
+    def large(k):
+        guarded(stats, send_message, ctx, stats, many[:10], [head, body], 30)
+
+    def wide(k):
+        guarded(stats, send_message, ctx, stats, many, [small], 30)
+
+    def noops(k):
+        w = Wire(ctx["smtp"], stats)
+        try:
+            w.reply()
+            w.send(b"EHLO noops.example\r\n" + b"NOOP\r\n" * 1000)
+            for _ in range(1001):
+                w.reply()
+            stats["attempts"] += 1
+        finally:
+            w.close()
+
+    data = Path(ctx["data"])
+    quiet, log0 = time.time(), log_size(data)
+    time.sleep(2)
+    honest_rate = (log_size(data) - log0) / (time.time() - quiet)
+    phases = [("large messages", large), ("100 recipients", wide), ("1,000 NOOPs", noops)]
+    stats["phases"], stats["phase_ratios"] = [], []
+    start, span = time.time(), (ctx["end"] - time.time()) / len(phases)
+    for n, (name, step) in enumerate(phases):
+        until = start + span * (n + 1)
+        sent0, log0 = stats["bytes"], log_size(data)
+
+        def one(k):
+            while time.time() < until and stats["bytes"] < ctx["flood_bytes"] * (n + 1) / len(phases):
+                guarded(stats, step, k)
+        in_threads(ctx["senders"], one)
+        time.sleep(max(0.0, until - time.time()))
+        sent, growth = stats["bytes"] - sent0, log_size(data) - log0
+        own = max(0.0, growth - honest_rate * span)  # the attack's share of the growth
+        ratio = own / sent if sent else 0.0
+        stats["phase_ratios"].append(round(ratio, 2) if sent >= 32 * 1024 else 0.0)
+        stats["phases"].append(f"{name}: {sent / 2**20:.2f} MB sent, log +{growth / 2**20:.1f} MB, "
+                               f"{own / 2**20:.1f} MB of it the attack's ({ratio:.1f}x)")
+    stats["phases"].append(f"honest traffic alone: log +{honest_rate / 2**20:.2f} MB/s")
 
 
 def attack_unfinished(ctx: dict, stats: dict) -> None:
@@ -630,7 +670,7 @@ def attack_unfinished(ctx: dict, stats: dict) -> None:
                 w.reply()
                 w.command(b"EHLO unfinished.example\r\n")
                 w.command(b"MAIL FROM:<news@news.example>\r\n")
-                w.command(b"RCPT TO:<att01@corp.example>\r\n")
+                w.command(b"RCPT TO:<att001@corp.example>\r\n")
                 if not w.command(b"DATA\r\n").startswith(b"354"):
                     tally(stats, "DATA refused")
                     continue
@@ -883,7 +923,7 @@ def run_class(name: str, args, driver: str, workers: int) -> dict:
             server.start()
         log0 = log_size(server.data)
         now = time.time()
-        ctx = dict(smtp=server.smtp, pop3=server.pop3, web=server.web, start=now + 0.5,
+        ctx = dict(smtp=server.smtp, pop3=server.pop3, web=server.web, data=str(server.data), start=now + 0.5,
                    end=now + 0.5 + args.duration, **args.sizes)
         mp = multiprocessing.get_context("spawn")
         honest_q, attack_q = mp.Queue(), mp.Queue()
@@ -931,8 +971,11 @@ def run_class(name: str, args, driver: str, workers: int) -> dict:
                    alive=alive, alive_reason=why, reasons=result["reasons"], error_kinds=result["error_kinds"],
                    owner={"ok": result["owner_ok"], "failed": result["owner_failed"], "reasons": result["owner_reasons"]},
                    attack={k: v for k, v in stats.items()})
+        if stats.get("phase_ratios"):  # event-log: the worst shape's amplification, always judged
+            row["log_ratio"] = max(row["log_ratio"] or 0.0, *stats["phase_ratios"])
+            row["log_judged_always"] = True
         row["check"] = "-"
-        row["log_judged_always"] = args.judge_log_always
+        row.setdefault("log_judged_always", args.judge_log_always)
         if name == "login":
             rate = stats["attempts"] / args.duration
             row["guess_rate"] = round(rate, 1)
@@ -1024,6 +1067,8 @@ def print_row(row: dict) -> None:
     if row["class"] == "login" or row["owner"]["failed"]:
         print(f"    alice's own logins (not counted above): {row['owner']['ok']} ok, {row['owner']['failed']} failed"
               f"{' - ' + row['owner']['reasons'][0] if row['owner']['reasons'] else ''}")
+    for phase in attack.get("phases", []):
+        print(f"    phase: {phase}")
     for key in ("leaks", "followed", "notes"):
         for item in row.get(key, [])[:6]:
             print(f"    {dict(leaks='leak', followed='followed', notes='note')[key]}: {item}")
@@ -1056,7 +1101,7 @@ def run_config(config: str, args) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Targets (issue 15): 0 honest errors, honest p99 < 2 s, peak RSS < 500 MB, "
                                        "events.jsonl growth < 2x bytes received (judged where >= 1 MB was received; "
