@@ -81,7 +81,8 @@ TARGETS = {"errors": 0, "p99_s": 2.0, "rss_mb": 500, "log_ratio": 2.0}
 # few KB of logins and small mail the per-session records (open, greeting, close) dominate.
 LOG_JUDGED_FROM = 2**20
 # The login class's own check: a guesser of one user's password (any number of connections
-# from one address) must be slowed to at most this many answered guesses a second.
+# from one address) must be slowed to at most this many checked guesses a second (answered
+# "wrong password"; a "try later" answer is not a guess).
 GUESS_RATE_MAX = 1.0
 CONFIGS = {"threads": ("threads", 1), "selector": ("selector", 1), "workers2": ("threads", 2)}
 
@@ -247,7 +248,7 @@ class CountingPOP3(poplib.POP3):
 def honest_message(sender: str, rcpt: str, n: int) -> bytes:
     return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: lab notes {n}\r\n"
             f"Date: {formatdate()}\r\nMessage-ID: {make_msgid('student')}\r\n\r\n"
-            "Hello, here are my notes from today's lab session.\r\n" * 1).encode()
+            "Hello, here are my notes from today's lab session.\r\n").encode()
 
 
 def honest_op(kind: str, i: int, n: int, ports: dict) -> int:
@@ -298,12 +299,12 @@ def pop3_login_read(port: int, user: str, password: str) -> int:
 
 def honest_main(ports: dict, students: int, start: float, end: float, think: float, queue) -> None:
     """The honest classroom (its own process): ``students`` threads, each cycling through
-    SMTP, POP3, the web view and authenticated SMTP with ``think`` seconds between operations;
+    SMTP, the web view, POP3 and authenticated SMTP with ``think`` seconds between operations;
     and alice, the brute-forced user, reading her own mail every second (kept apart)."""
     lock = threading.Lock()
     result = {"ops": 0, "errors": 0, "latencies": [], "by_kind": {}, "reasons": [], "error_kinds": {}, "bytes": 0,
               "owner_ok": 0, "owner_failed": 0, "owner_reasons": []}
-    kinds = ("smtp", "pop3", "web", "smtp-auth")
+    kinds = ("smtp", "web", "pop3", "smtp", "web", "smtp-auth")  # a login (scrypt) in a third of them
 
     def student(i: int) -> None:
         time.sleep(max(0.0, start - time.time()) + think * i / students)  # spread the first wave
@@ -562,7 +563,14 @@ def attack_event_stream(ctx: dict, stats: dict) -> None:
 
 
 def attack_login(ctx: dict, stats: dict) -> None:
-    """Guess alice's password over POP3 and SMTP AUTH, three guesses a connection, reconnecting."""
+    """Guess alice's password over POP3 and SMTP AUTH, three guesses a connection, reconnecting.
+    A guess counts as checked when answered as a wrong password (not "try later")."""
+    stats["guesses"] = 0
+
+    def checked(was_checked: bool) -> None:
+        stats["attempts"] += 1
+        stats["guesses"] += was_checked
+
     def pop3(k):
         guess = 0
         while time.time() < ctx["end"]:
@@ -572,8 +580,9 @@ def attack_login(ctx: dict, stats: dict) -> None:
                 for _ in range(3):
                     guess += 1
                     w.command(f"USER {VICTIM}\r\n".encode())
-                    tally(stats, "PASS " + w.command(f"PASS guess-{k}-{guess}\r\n".encode())[:22].decode(errors="replace"))
-                    stats["attempts"] += 1
+                    reply = w.command(f"PASS guess-{k}-{guess}\r\n".encode())
+                    tally(stats, "PASS " + reply[:22].decode(errors="replace"))
+                    checked(reply.startswith(b"-ERR [AUTH]"))
             finally:
                 w.close()
 
@@ -587,8 +596,9 @@ def attack_login(ctx: dict, stats: dict) -> None:
                 for _ in range(3):
                     guess += 1
                     blob = base64.b64encode(f"\0{VICTIM}\0guess-{k}-{guess}".encode())
-                    tally(stats, "AUTH " + code_of(w.command(b"AUTH PLAIN " + blob + b"\r\n")))
-                    stats["attempts"] += 1
+                    reply = w.command(b"AUTH PLAIN " + blob + b"\r\n")
+                    tally(stats, "AUTH " + code_of(reply))
+                    checked(reply.startswith(b"535"))
             finally:
                 w.close()
 
@@ -977,7 +987,7 @@ def run_class(name: str, args, driver: str, workers: int) -> dict:
         row["check"] = "-"
         row.setdefault("log_judged_always", args.judge_log_always)
         if name == "login":
-            rate = stats["attempts"] / args.duration
+            rate = stats.get("guesses", 0) / args.duration
             row["guess_rate"] = round(rate, 1)
             row["check"] = f"{rate:.1f}/s" + ("" if rate <= GUESS_RATE_MAX else " FAST")
         if name == "secrets":
@@ -986,7 +996,12 @@ def run_class(name: str, args, driver: str, workers: int) -> dict:
             row["leaks"] = leaks
         if name == "symlinks":
             after = outside_snapshot(outside)
-            followed = [f"{path} written" for path, size in after.items() if before.get(path) != size]
+            written = {}
+            for path, size in after.items():
+                if before.get(path) != size:
+                    top = path.split("/")[0]
+                    written[top] = written.get(top, 0) + 1
+            followed = [f"{count} file(s) written in outside/{top}" for top, count in sorted(written.items())]
             if stats.get("outside_read"):
                 followed.append(stats["outside_read"])
             row["check"] = "FOLLOWED" if followed else "clean"
@@ -1113,7 +1128,7 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, help="seconds per class (default 20, 5 with --quick)")
     p.add_argument("--quick", action="store_true", help="5 s per class and fewer connections, for a fast look")
     p.add_argument("--students", type=int, default=30, help="honest clients (at most 30)")
-    p.add_argument("--think", type=float, default=0.5, help="seconds an honest client waits between operations")
+    p.add_argument("--think", type=float, default=2.0, help="seconds an honest client waits between operations")
     p.add_argument("--transcript", action="store_true", help="run the server with its human transcript instead of --json")
     p.add_argument("--nofile", type=int, default=1024,
                    help="the server's open-file limit (ulimit -n; 1024 is the usual default; 0 keeps the bench's)")
@@ -1140,6 +1155,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Stopped by a signal, the finally blocks still run: the server and the temporary directories go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     configs = list(CONFIGS) if args.all else [None]
     results = [run_config(c, args) for c in configs]
     if args.json_out:
