@@ -6,10 +6,11 @@
     python bench/hostile.py --classes secrets,symlinks --json-out result.json
 
 Starts ``forgelab serve --policy strict --json`` (SMTP, POP3 and the web view on free ports of
-127.0.0.1, a fresh temporary data directory) for each attack class in turn. While the class
-runs, 30 honest students on 127.0.0.1 (one process of their own) send small legitimate mail
-(unauthenticated from news.example, and logged in as themselves), read their maildrop over
-POP3 (USER/PASS, STAT, RETR) and load the web view (``/`` and ``/api/messages``); the
+127.0.0.1, a fresh temporary data directory) for each attack class in turn; the secrets class
+runs the human transcript instead (--json prints the records of events.jsonl, searched too).
+While the class runs, 30 honest students on 127.0.0.1 (one process of their own) send small
+legitimate mail (unauthenticated from news.example, and logged in as themselves), read their
+maildrop over POP3 (USER/PASS, STAT, RETR) and load the web view (``/``, ``/api/messages``); the
 attacker runs in another process. The classes are those of issue 15:
 
   baseline       no attack: what the honest load alone gives
@@ -18,7 +19,7 @@ attacker runs in another process. The classes are those of issue 15:
   address-caps   one student holding hundreds of idle SMTP and POP3 connections
   login          brute force of alice's POP3 PASS and SMTP AUTH, reconnecting
   web-conns      ~1,000 connections held open to the web port
-  event-stream   clients that open /api/events and never read
+  event-stream   clients that open /api/events and never read (pipelined NOOPs make events)
   event-log      a flood of large messages (big bodies, huge header blocks, 10 recipients)
   unfinished     clients sending megabytes of DATA that never ends
   secrets        AUTH PLAIN/LOGIN and POP3 PASS with a known secret, in many forms
@@ -558,8 +559,31 @@ def attack_web_conns(ctx: dict, stats: dict) -> None:
 
 
 def attack_event_stream(ctx: dict, stats: dict) -> None:
+    """Readers of /api/events that never read, while another client makes events flow fast
+    (sessions of pipelined NOOPs): the streams' buffers fill within seconds, not minutes."""
     request = f"GET /api/events HTTP/1.1\r\nHost: {HOST}:{ctx['web']}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    noise = threading.Thread(target=_make_events, args=(ctx, stats), daemon=True)
+    noise.start()
     hold_connections(ctx, stats, [(ctx["web"], request)], ctx["streams"], rcvbuf=4096)
+    noise.join()
+
+
+def _make_events(ctx: dict, stats: dict) -> None:
+    while time.time() < ctx["end"]:
+        guarded(stats, noop_session, ctx, stats, 200)
+
+
+def noop_session(ctx: dict, stats: dict, count: int) -> None:
+    """One SMTP session of ``count`` pipelined NOOPs: many events for few bytes."""
+    w = Wire(ctx["smtp"], stats)
+    try:
+        w.reply()
+        w.send(b"EHLO noops.example\r\n" + b"NOOP\r\n" * count)
+        for _ in range(count + 1):
+            w.reply()
+        stats["attempts"] += 1
+    finally:
+        w.close()
 
 
 def attack_login(ctx: dict, stats: dict) -> None:
@@ -628,15 +652,7 @@ def attack_event_log(ctx: dict, stats: dict) -> None:
         guarded(stats, send_message, ctx, stats, many, [small], 30)
 
     def noops(k):
-        w = Wire(ctx["smtp"], stats)
-        try:
-            w.reply()
-            w.send(b"EHLO noops.example\r\n" + b"NOOP\r\n" * 1000)
-            for _ in range(1001):
-                w.reply()
-            stats["attempts"] += 1
-        finally:
-            w.close()
+        noop_session(ctx, stats, 1000)
 
     data = Path(ctx["data"])
     quiet, log0 = time.time(), log_size(data)
@@ -912,7 +928,8 @@ def outside_snapshot(outside: Path) -> dict[str, int]:
 
 def run_class(name: str, args, driver: str, workers: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"hostile-{name}-"))
-    server = LabServer(work, driver, workers, args.transcript, args.nofile)
+    # secrets: the human transcript, for --json prints the very records of events.jsonl (searched too)
+    server = LabServer(work, driver, workers, args.transcript or name == "secrets", args.nofile)
     row = {"class": name, "driver": driver, "workers": workers, "notes": []}
     outside = work / "outside"
     procs = []
@@ -1129,7 +1146,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="5 s per class and fewer connections, for a fast look")
     p.add_argument("--students", type=int, default=30, help="honest clients (at most 30)")
     p.add_argument("--think", type=float, default=2.0, help="seconds an honest client waits between operations")
-    p.add_argument("--transcript", action="store_true", help="run the server with its human transcript instead of --json")
+    p.add_argument("--transcript", action="store_true",
+                   help="run the server with its human transcript instead of --json (the secrets class always does)")
     p.add_argument("--nofile", type=int, default=1024,
                    help="the server's open-file limit (ulimit -n; 1024 is the usual default; 0 keeps the bench's)")
     p.add_argument("--rss-cap-mb", type=int, default=3000, help="stop the server above this RSS (protects the machine)")
