@@ -81,6 +81,7 @@ TARGETS = {"errors": 0, "p99_s": 2.0, "rss_mb": 500, "log_ratio": 2.0}
 # The event log's amplification is judged where the server received at least this much: on a
 # few KB of logins and small mail the per-session records (open, greeting, close) dominate.
 LOG_JUDGED_FROM = 2**20
+LOG_NOT_JUDGED = {"event-stream"}  # its pipelined NOOPs only make events flow: event-log judges that shape
 # The login class's own check: a guesser of one user's password (any number of connections
 # from one address) must be slowed to at most this many checked guesses a second (answered
 # "wrong password"; a "try later" answer is not a guess).
@@ -561,7 +562,8 @@ def attack_web_conns(ctx: dict, stats: dict) -> None:
 def attack_event_stream(ctx: dict, stats: dict) -> None:
     """Readers of /api/events that never read, while another client makes events flow fast
     (sessions of pipelined NOOPs): the streams' buffers fill within seconds, not minutes."""
-    request = f"GET /api/events HTTP/1.1\r\nHost: {HOST}:{ctx['web']}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    request = (f"GET /api/events?since=0 HTTP/1.1\r\nHost: {HOST}:{ctx['web']}\r\n"  # the whole backlog, each time
+               "Accept: text/event-stream\r\n\r\n").encode()
     noise = threading.Thread(target=_make_events, args=(ctx, stats), daemon=True)
     noise.start()
     hold_connections(ctx, stats, [(ctx["web"], request)], ctx["streams"], rcvbuf=4096)
@@ -785,10 +787,14 @@ def _secrets_client(k: int, ctx: dict, stats: dict) -> None:
             w = Wire(ctx[protocol], stats, timeout=5)
             try:
                 w.reply()
-                for line in lines:
+                for n, line in enumerate(lines, 1):
                     w.send(line)
-                    for _ in range(line.count(b"\r\n")):
-                        w.reply()
+                    replies = [w.reply() for _ in range(line.count(b"\r\n"))]
+                    # Like a real client, send no more after a refusal (e.g. "try later"): what
+                    # follows would reach the server as ordinary commands, not as a secret.
+                    if n < len(lines) and replies[-1][:1] not in (b"2", b"3", b"+"):
+                        tally(stats, f"{name}: stopped at {replies[-1][:25].decode(errors='replace')}")
+                        break
                 w.send(b"QUIT\r\n")
                 stats["attempts"] += 1
             finally:
@@ -1058,7 +1064,7 @@ def failures(row: dict) -> list[str]:
         missed.append(f"p99 {row['p99_s']} s")
     if row["peak_rss_mb"] >= TARGETS["rss_mb"]:
         missed.append(f"RSS {row['peak_rss_mb']} MB")
-    judged = row["bytes_received"] >= LOG_JUDGED_FROM or row.get("log_judged_always")
+    judged = (row["bytes_received"] >= LOG_JUDGED_FROM and row["class"] not in LOG_NOT_JUDGED) or row.get("log_judged_always")
     if judged and (row["log_ratio"] is None or row["log_ratio"] >= TARGETS["log_ratio"]):
         missed.append(f"log {row['log_ratio']}x")
     if row["check"] in ("LEAK", "FOLLOWED"):
@@ -1080,7 +1086,7 @@ def print_row(row: dict) -> None:
     p99 = "-" if row["p99_s"] is None else f"{row['p99_s']:.2f}"
     mx = "-" if row["max_s"] is None else f"{row['max_s']:.2f}"
     ratio = "-" if row["log_ratio"] is None else f"{row['log_ratio']:.1f}x"
-    if row["bytes_received"] < LOG_JUDGED_FROM and not row["log_judged_always"]:
+    if not row["log_judged_always"] and (row["bytes_received"] < LOG_JUDGED_FROM or row["class"] in LOG_NOT_JUDGED):
         ratio = f"({ratio})"  # not judged: see LOG_JUDGED_FROM
     print(f"{row['class']:<14} {row['honest_ops']:>6} {row['honest_errors']:>6} {p99:>7} {mx:>7} "
           f"{row['peak_rss_mb']:>7.0f} {ratio:>7} {row['check']:>8} {'yes' if row['alive'] else 'NO':>5}  "
