@@ -18,7 +18,7 @@ attacker runs in another process. The classes are those of issue 15:
   encoded-words  a Subject of tens of thousands of RFC 2047 encoded words
   address-caps   one student holding hundreds of idle SMTP and POP3 connections
   login          brute force of alice's POP3 PASS and SMTP AUTH, reconnecting
-  web-conns      ~1,000 connections held open to the web port
+  web-conns      1,200 connections held open to the web port (ulimit -n 1024)
   event-stream   clients that open /api/events and never read (pipelined NOOPs make events)
   event-log      a flood of large messages (big bodies, huge header blocks, 10 recipients)
   unfinished     clients sending megabytes of DATA that never ends
@@ -494,7 +494,9 @@ def attack_encoded_words(ctx: dict, stats: dict) -> None:
 def hold_connections(ctx: dict, stats: dict, targets: list[tuple[int, bytes]], count: int,
                      rcvbuf: int | None = None) -> None:
     """Open ``count`` connections spread over ``targets`` (port, first bytes to send), never
-    read past the first reply, and reopen any the server closes, until the end."""
+    read past the first reply, and reopen any the server closes, until the end. With
+    ``rcvbuf`` (a tiny receive buffer) nothing is ever read, and every 5 s each connection is
+    replaced by a new one, as a reconnecting EventSource that never reads would do."""
     sel = selectors.DefaultSelector()
     opened, unwatched = 0, []  # unwatched: event-stream sockets kept open but no longer selected
 
@@ -521,8 +523,15 @@ def hold_connections(ctx: dict, stats: dict, targets: list[tuple[int, bytes]], c
             break
         open_one(k)
     stats["held_max"] = len(sel.get_map())
-    closed, last_reopen = [], time.monotonic()
+    closed, last_reopen, last_churn = [], time.monotonic(), time.monotonic()
     while time.time() < ctx["end"]:
+        if rcvbuf and time.monotonic() - last_churn >= 5:
+            last_churn = time.monotonic()
+            for sock in unwatched:
+                sock.close()
+            closed += list(range(len(unwatched)))
+            unwatched.clear()
+            tally(stats, "reconnected")
         for key, _ in sel.select(timeout=0.5):
             if rcvbuf:  # an event-stream reader never reads: stop watching it, keep it open
                 sel.unregister(key.fileobj)
@@ -1172,8 +1181,8 @@ def parse_args(argv=None):
     q = args.quick
     args.sizes = dict(  # how hard each attack pushes; --quick keeps the shape with less of it
         addresses=8000, words=20000 if q else 40000, senders=2, idle_conns=200 if q else 500,
-        web_conns=300 if q else 1000, streams=4 if q else 8, guessers=4 if q else 8,
-        flood_bytes=(25 if q else 100) * 2**20, unfinished=6 if q else 12, data_bytes=(12 if q else 20) * 2**20)
+        web_conns=1200, streams=4 if q else 8, guessers=4 if q else 8,
+        flood_bytes=(25 if q else 100) * 2**20, unfinished=20 if q else 40, data_bytes=11 * 2**20)
     return args
 
 
