@@ -148,8 +148,9 @@ class _Session:
             self.line("in", f"<{dropped} octets sent after STLS before the handshake: discarded (CVE-2011-0411)>")
         remaining = self.deadline - time.monotonic()
         self.c.sock.settimeout(max(min(self.server.limits.idle_timeout, remaining), 0.001))
-        try:
-            self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True)
+        try:  # handshake apart from the wrap: the failure is recorded before the socket closes
+            self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True, do_handshake_on_connect=False)
+            self.c.sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             self.server._publish("session.tls", session_id=self.id, ok=False, error=str(exc)[:200])
             return False

@@ -103,8 +103,11 @@ class SmtpServer:
         smtp.drop_plaintext_after_starttls()
         # The handshake and TLS reads need Python's own timeouts (poll), not the kernel's.
         conn.set_timeout(max(min(self.limits.idle_timeout, smtp.deadline - time.monotonic()), 0.001), kernel=False)
+        # The handshake apart from the wrap: a failed wrap closes the socket at once, and the
+        # client, seeing the hang-up, could look for the failure before it was recorded.
         try:
-            conn.sock = self.context.tls.wrap_socket(conn.sock, server_side=True)
+            conn.sock = self.context.tls.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            conn.sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             smtp.tls_started(False, error=str(exc))
             return
