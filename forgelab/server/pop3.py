@@ -21,7 +21,7 @@ from ..pop3.state import State
 from ..pop3.wire import wire_size
 from ..session import new_id
 from ..store import MailStore
-from .base import Connection, Limits, ThreadedServer
+from .base import SHED_WHY, Connection, ConnectionShed, Limits, ThreadedServer
 
 PROTOCOL = "pop3"
 MAX_LISTED_LINES = 50  # a LIST of 20,000 messages is not a transcript
@@ -163,7 +163,14 @@ class _Session:
         remaining = self.deadline - time.monotonic()
         self.c.sock.settimeout(max(min(limits.idle_timeout, remaining), 0.001))
         try:
-            data = self.c.sock.recv(limits.read_size)
+            data = self.c.recv(limits.read_size)
+        except ConnectionShed:  # closed to make room for a newcomer; the maildrop lock is released after
+            why = self.c.shed
+            self.reason = f"shed ({why}) to make room"
+            reply = Pop3Reply(False, f"[SYS/TEMP] server full, {SHED_WHY[why]}")
+            self.line("out", reply.status_line)
+            self.c.goodbye(self.conn.abort(reply))
+            return False
         except socket.timeout:
             idle = remaining > limits.idle_timeout
             self.abort(IDLE_TIMEOUT if idle else SESSION_TIMEOUT, "idle timeout" if idle else "session timeout")

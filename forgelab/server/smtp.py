@@ -7,7 +7,7 @@ import time
 
 from ..pipeline import ServerContext
 from ..smtp import Reply
-from .base import Connection, Limits, ThreadedServer
+from .base import Connection, ConnectionShed, Limits, ThreadedServer
 from .selector import SelectorServer
 from .smtp_session import SmtpSession
 
@@ -81,10 +81,14 @@ class SmtpServer:
                     return
                 # A no-op unless it changed (mostly it is the same idle limit): no syscall per read.
                 conn.set_timeout(min(self.limits.idle_timeout, remaining), kernel=True)
+                conn.in_progress = smtp.in_progress
                 try:
                     data = conn.recv(self.limits.read_size)
                 except socket.timeout:
                     conn.sendall(smtp.timed_out())
+                    return
+                except ConnectionShed:  # closed to make room for a newcomer
+                    conn.goodbye(smtp.shed(conn.shed))
                     return
                 conn.sendall(smtp.feed(data))
                 while smtp.more or smtp.delay:
