@@ -61,9 +61,9 @@ def delivered(lab) -> list[bytes]:
 
 # -- choosing whom to shed (no sockets) ---------------------------------------------------------------
 
-def conn(ip: str, opened: float, last_byte: float | None = None, **state) -> Connection:
+def conn(ip: str, opened: float, **state) -> Connection:
     c = Connection(None, ip, 1, "127.0.0.1", 25, opened=opened, rate_window=1.0, **{"waiting": True, **state})
-    c.last_byte = c._mass_at = opened if last_byte is None else last_byte
+    c.turn_since = c._mass_at = opened
     return c
 
 
@@ -83,7 +83,8 @@ def test_choose_shed_takes_idle_before_slow_and_the_heaviest_holder_first():
 def test_choose_shed_spares_new_and_fast_connections():
     limits = Limits(shed_idle_after=1.0, min_data_rate=50)
     now = 100.0
-    new = conn("127.0.0.1", opened=99.5)  # younger than shed_idle_after
+    new = conn("127.0.0.1", opened=99.5)
+    new.received(6, 99.6)  # it spoke (EHLO) and has had the turn for 0.4 s: not idle (1 s)
     fast = conn("127.0.0.1", opened=50, in_progress=True)
     for t in range(90, 100):
         fast.received(200, float(t) + 0.5)  # 200 octets a second lately
@@ -93,6 +94,8 @@ def test_choose_shed_spares_new_and_fast_connections():
     assert fast.rate(now) > 50 > trickler.rate(now)
     assert choose_shed([new, fast], limits, now) is None
     assert choose_shed([new, fast, trickler], limits, now) is trickler
+    silent = conn("127.0.0.1", opened=99.7)  # greeted 0.3 s ago, not a word since: idle already
+    assert choose_shed([new, fast, trickler, silent], limits, now) is silent and silent.shed == "idle"
 
 
 # -- SMTP over 127.0.0.1 ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ class BindError(OSError):
 class Limits:
     max_connections: int = 200
     max_per_ip: int = 150  # a share of the total: a class shares 127.0.0.1 (docs/security.md "Fairness")
-    shed_idle_after: float = 5.0  # when full, a connection quiet this long may be closed for a newcomer
+    shed_idle_after: float = 1.0  # when full, a connection quiet this long may be closed for a newcomer
     min_data_rate: float = 50.0  # octets/s: when full and none is idle, one slower than this may be closed
     idle_timeout: float = 300.0  # RFC 5321 4.5.3.2 suggests five minutes
     session_timeout: float = 1800.0
@@ -55,7 +55,7 @@ class Connection:
     kernel_timeout: bool = False  # timeout kept by the kernel (SO_RCVTIMEO), not by a poll per call
     # What shedding (``choose_shed``) looks at: set by the thread that reads the connection.
     opened: float = field(default_factory=time.monotonic)
-    last_byte: float = 0.0  # when the client last sent something (or connected)
+    turn_since: float = 0.0  # since when it is the client's turn: our last reply, its last byte, or the connect
     waiting: bool = False  # the server waits for the client's next bytes: nothing of ours is running
     in_progress: bool = False  # a message or an AUTH exchange is under way (not at a command boundary)
     shed: str | None = None  # closed to make room ("idle" or "slow"); the reader says goodbye
@@ -65,11 +65,16 @@ class Connection:
     rate_window: float = 5.0
 
     def __post_init__(self) -> None:
-        self.last_byte = self._mass_at = self.opened
+        self.turn_since = self._mass_at = self.opened
+
+    @property
+    def spoke(self) -> bool:
+        """The client has sent something."""
+        return self._mass > 0
 
     def received(self, size: int, now: float) -> None:
         self._mass = self._mass * math.exp((self._mass_at - now) / self.rate_window) + size
-        self.last_byte = self._mass_at = now
+        self.turn_since = self._mass_at = now
 
     def rate(self, now: float) -> float:
         """Octets a second lately: a moving average over about ``rate_window`` seconds."""
@@ -136,6 +141,7 @@ class Connection:
             self.sock.sendall(data)
         except BlockingIOError:  # SO_SNDTIMEO ran out
             raise socket.timeout("timed out") from None
+        self.turn_since = time.monotonic()  # a slow reply of ours does not make the client look idle
 
 
 class ConnectionShed(OSError):
@@ -149,7 +155,8 @@ def choose_shed(conns: Iterable[Connection], limits: Limits, now: float) -> Conn
     """The connection to close so a newcomer gets in, or None: only refuse him then.
 
     Idle ones first: waiting for the client's next command, nothing in progress, quiet for
-    ``shed_idle_after``. Then slow ones (a client that trickles bytes to look busy, or stalls
+    ``shed_idle_after`` since its turn began (our last reply or its last byte); a quarter of
+    that if it has not said a word since it connected. Then slow ones (a client that trickles bytes to look busy, or stalls
     mid-message): older than ``shed_idle_after`` and sending under ``min_data_rate`` lately.
     Within each, the address holding the most of them first, then the quietest (slowest).
     Sets ``shed`` on the one chosen (``"idle"`` or ``"slow"``).
@@ -158,11 +165,14 @@ def choose_shed(conns: Iterable[Connection], limits: Limits, now: float) -> Conn
     for conn in conns:
         if not conn.waiting or conn.shed:
             continue
-        if not conn.in_progress and now - conn.last_byte >= limits.shed_idle_after:
+        # One that never said a word after our greeting is idle sooner: every client speaks first
+        # at once, a silent one only holds a slot (an attacker reconnecting in bursts to stay young).
+        idle_after = limits.shed_idle_after if conn.spoke else limits.shed_idle_after / 4
+        if not conn.in_progress and now - conn.turn_since >= idle_after:
             idle.append(conn)
         elif now - conn.opened >= limits.shed_idle_after and conn.rate(now) < limits.min_data_rate:
             slow.append(conn)
-    for why, tier, order in (("idle", idle, lambda c: c.last_byte), ("slow", slow, lambda c: c.rate(now))):
+    for why, tier, order in (("idle", idle, lambda c: c.turn_since), ("slow", slow, lambda c: c.rate(now))):
         if tier:
             held = Counter(conn.peer_ip for conn in tier)
             victim = min(tier, key=lambda c: (-held[c.peer_ip], order(c)))
