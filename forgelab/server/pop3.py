@@ -164,9 +164,10 @@ class _Session:
         self.c.sock.settimeout(max(min(limits.idle_timeout, remaining), 0.001))
         try:
             data = self.c.recv(limits.read_size)
-        except ConnectionShed:  # closed to make room for a newcomer; the maildrop lock is released after
+        except ConnectionShed:  # closed to make room for a newcomer
             why = self.c.shed
             self.reason = f"shed ({why}) to make room"
+            self.service.close()  # the maildrop lock first: a goodbye the client does not read takes 1 s
             reply = Pop3Reply(False, f"[SYS/TEMP] server full, {SHED_WHY[why]}")
             self.line("out", reply.status_line)
             self.c.goodbye(self.conn.abort(reply))
@@ -197,7 +198,7 @@ class _Session:
 
     def write(self, data: bytes) -> bool:
         try:
-            self.c.sock.sendall(data)
+            self.c.sendall(data)
             return True
         except OSError as exc:
             self.reason = f"connection error: {exc.strerror or exc}"
