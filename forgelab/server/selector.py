@@ -338,7 +338,7 @@ class SelectorServer(ListeningServer):
                 self._close(client, f"connection error: {exc.strerror or exc}")
                 return
             client.out = client.out[sent:]
-            client.last_io = time.monotonic()
+            client.last_io = client.conn.turn_since = time.monotonic()
         if client.out:  # the client is slow to read: wait for room, read nothing meanwhile
             if not client.writing:
                 client.writing = True
