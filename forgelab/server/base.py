@@ -1,5 +1,9 @@
 """A threaded TCP server: one thread per connection, connection caps, clean shutdown.
 
+When a cap is reached, a newcomer is served by closing an idle (then a slow) connection
+instead (``choose_shed``: fairness for a class that shares one address); only when none
+can be closed is the newcomer refused.
+
 No protocol logic lives here; a driver supplies ``handle(conn)`` and the bytes
 to send when the server is full. A thread serves one connection at a time; when it
 is done it waits for the next one (a pool that grows with the connections and
