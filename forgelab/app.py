@@ -101,12 +101,15 @@ def login_throttle(policy: Policy) -> LoginThrottle:
 
 
 def server_limits(policy: Policy) -> Limits:
-    return Limits(idle_timeout=float(policy.setting("idle_timeout", 300)),
-                  session_timeout=float(policy.setting("session_timeout", 1800)),
-                  max_connections=int(policy.setting("max_connections", 200)),
-                  max_per_ip=int(policy.setting("max_connections_per_ip", 50)),
-                  max_errors=int(policy.setting("max_errors", 20)),
-                  max_commands=int(policy.setting("max_commands", 10_000)))
+    default = Limits()
+    return Limits(idle_timeout=float(policy.setting("idle_timeout", default.idle_timeout)),
+                  session_timeout=float(policy.setting("session_timeout", default.session_timeout)),
+                  max_connections=int(policy.setting("max_connections", default.max_connections)),
+                  max_per_ip=int(policy.setting("max_connections_per_ip", default.max_per_ip)),
+                  shed_idle_after=float(policy.setting("shed_idle_after", default.shed_idle_after)),
+                  min_data_rate=float(policy.setting("min_data_rate", default.min_data_rate)),
+                  max_errors=int(policy.setting("max_errors", default.max_errors)),
+                  max_commands=int(policy.setting("max_commands", default.max_commands)))
 
 
 def server_context(settings: Settings, data_dir: Path, bus: EventBus,

@@ -47,6 +47,8 @@ SERVER_KEYS = {
     "session_timeout": (int, float),
     "max_connections": int,
     "max_connections_per_ip": int,
+    "shed_idle_after": (int, float),
+    "min_data_rate": (int, float),
     "login_free_failures": int,
     "login_user_free_failures": int,
     "login_delay": (int, float),

@@ -97,6 +97,9 @@ def server_context(cert: str | Path, key: str | Path | None = None) -> ssl.SSLCo
     """A server ``SSLContext`` (TLS 1.2 or later) from a PEM certificate and key."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A read end shut to shed the connection must not break TLS: its 421 still goes out
+    # inside it (SMTP and POP3 mark their own ends, a bare EOF truncates nothing unnoticed).
+    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     try:
         context.load_cert_chain(str(cert), str(key) if key else None)
     except FileNotFoundError as exc:

@@ -145,8 +145,10 @@ def test_a_one_byte_a_second_client_is_cut_at_the_session_limit_and_holds_no_one
 
 # -- connection caps: SMTP and POP3 ------------------------------------------------------------------
 
-def test_connection_caps_per_address_and_in_total(smtp):
-    app, connect = smtp(max_connections=3, max_connections_per_ip=2)
+def test_connection_caps_per_address_and_in_total_refuse_when_nothing_can_be_shed(smtp):
+    # None of these is idle for 60 s, none sends slowly for as long: nothing may be shed for a
+    # newcomer, so the caps refuse him (tests/test_fairness.py: when something can be shed).
+    app, connect = smtp(max_connections=3, max_connections_per_ip=2, shed_idle_after=60)
     assert app.smtp._server.limits.max_connections == 3
     first, second = connect(), connect()
     third = Client(app.smtp.address)
@@ -174,11 +176,13 @@ def test_connection_caps_per_address_and_in_total(smtp):
 
 def test_policy_file_sets_the_caps(tmp_path):
     (tmp_path / "tight.toml").write_text('extends = "observe"\n[server]\nmax_connections = 7\n'
-                                         'max_connections_per_ip = 3\nidle_timeout = 12\n')
+                                         'max_connections_per_ip = 3\nidle_timeout = 12\n'
+                                         'shed_idle_after = 2.5\nmin_data_rate = 10\n')
     app = Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path / "d",
                             policy=str(tmp_path / "tight.toml"), tls=False, event_log=False))
     for server in (app.smtp._server, app.pop3._server):
         assert (server.limits.max_connections, server.limits.max_per_ip, server.limits.idle_timeout) == (7, 3, 12)
+        assert (server.limits.shed_idle_after, server.limits.min_data_rate) == (2.5, 10)
 
 
 # -- POP3 limits ----------------------------------------------------------------------------------------

@@ -274,7 +274,8 @@ def test_a_session_has_a_time_limit_even_when_busy(tmp_path):
 
 
 def test_when_full_the_server_says_so(tmp_path):
-    lab = start(tmp_path, limits=Limits(max_connections=1, idle_timeout=10))
+    # None idle for long (shed_idle_after): the newcomer is refused, not served by shedding the first.
+    lab = start(tmp_path, limits=Limits(max_connections=1, idle_timeout=10, shed_idle_after=60))
     try:
         first = Raw(lab.address)
         first.line()

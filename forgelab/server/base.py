@@ -1,5 +1,9 @@
 """A threaded TCP server: one thread per connection, connection caps, clean shutdown.
 
+When a cap is reached, a newcomer is served by closing an idle (then a slow) connection
+instead (``choose_shed``: fairness for a class that shares one address); only when none
+can be closed is the newcomer refused.
+
 No protocol logic lives here; a driver supplies ``handle(conn)`` and the bytes
 to send when the server is full. A thread serves one connection at a time; when it
 is done it waits for the next one (a pool that grows with the connections and
@@ -9,15 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import queue
 import socket
 import ssl
 import struct
 import sys
 import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,9 @@ class BindError(OSError):
 @dataclass
 class Limits:
     max_connections: int = 200
-    max_per_ip: int = 50
+    max_per_ip: int = 150  # a share of the total: a class shares 127.0.0.1 (docs/security.md "Fairness")
+    shed_idle_after: float = 1.0  # when full, a connection quiet this long may be closed for a newcomer
+    min_data_rate: float = 50.0  # octets/s: when full and none is idle, one slower than this may be closed
     idle_timeout: float = 300.0  # RFC 5321 4.5.3.2 suggests five minutes
     session_timeout: float = 1800.0
     read_size: int = 65536
@@ -49,6 +57,32 @@ class Connection:
     local_port: int
     timeout: float | None = None  # the read/write timeout now in force
     kernel_timeout: bool = False  # timeout kept by the kernel (SO_RCVTIMEO), not by a poll per call
+    # What shedding (``choose_shed``) looks at: set by the thread that reads the connection.
+    opened: float = field(default_factory=time.monotonic)
+    turn_since: float = 0.0  # since when it is the client's turn: our last reply, its last byte, or the connect
+    waiting: bool = False  # the server waits for the client's next bytes: nothing of ours is running
+    in_progress: bool = False  # a message or an AUTH exchange is under way (not at a command boundary)
+    shed: str | None = None  # closed to make room ("idle" or "slow"); the reader says goodbye
+    uncounted: bool = False  # no longer counted against the caps (the selector driver's flag)
+    _mass: float = 0.0  # octets received, each fading with time (rate_window): see ``rate``
+    _mass_at: float = 0.0
+    rate_window: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.turn_since = self._mass_at = self.opened
+
+    @property
+    def spoke(self) -> bool:
+        """The client has sent something."""
+        return self._mass > 0
+
+    def received(self, size: int, now: float) -> None:
+        self._mass = self._mass * math.exp((self._mass_at - now) / self.rate_window) + size
+        self.turn_since = self._mass_at = now
+
+    def rate(self, now: float) -> float:
+        """Octets a second lately: a moving average over about ``rate_window`` seconds."""
+        return self._mass * math.exp((self._mass_at - now) / self.rate_window) / self.rate_window
 
     def set_timeout(self, seconds: float, kernel: bool = False) -> None:
         """Limit each read and write to ``seconds``; does nothing when it is already the limit.
@@ -72,16 +106,83 @@ class Connection:
         self.timeout, self.kernel_timeout = seconds, kernel
 
     def recv(self, size: int) -> bytes:
+        """One blocking read; ``ConnectionShed`` if the connection was closed to make room meanwhile."""
+        self.waiting = True
         try:
-            return self.sock.recv(size)
+            data = self.sock.recv(size)
         except BlockingIOError:  # SO_RCVTIMEO ran out
             raise socket.timeout("timed out") from None
+        except OSError:
+            if self.shed:
+                raise ConnectionShed(self.shed) from None
+            raise
+        finally:
+            self.waiting = False
+        if self.shed:
+            raise ConnectionShed(self.shed)
+        self.received(len(data), time.monotonic())
+        return data
+
+    def wake_to_shed(self, why: str) -> None:
+        """From another thread: mark the connection shed and wake its reader from ``recv``,
+        which raises ``ConnectionShed``; the reader then sends the goodbye and closes."""
+        self.shed = why
+        try:  # socket.socket's own: SSLSocket.shutdown would drop the TLS state the goodbye needs
+            socket.socket.shutdown(self.sock, socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def goodbye(self, data: bytes) -> None:
+        """The last reply of a shed connection: a short wait at most, the client may not read."""
+        try:
+            self.set_timeout(1.0)
+            self.sendall(data)
+        except OSError:
+            pass
 
     def sendall(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
         except BlockingIOError:  # SO_SNDTIMEO ran out
             raise socket.timeout("timed out") from None
+        self.turn_since = time.monotonic()  # a slow reply of ours does not make the client look idle
+
+
+class ConnectionShed(OSError):
+    """The connection was closed to make room for a newcomer (``choose_shed``)."""
+
+
+SHED_WHY = {"idle": "closing idle connection to make room", "slow": "closing slow connection to make room"}
+
+
+def choose_shed(conns: Iterable[Connection], limits: Limits, now: float) -> Connection | None:
+    """The connection to close so a newcomer gets in, or None: only refuse him then.
+
+    Idle ones first: waiting for the client's next command, nothing in progress, quiet for
+    ``shed_idle_after`` since its turn began (our last reply or its last byte); a quarter of
+    that if it has not said a word since it connected. Then slow ones (a client that trickles bytes to look busy, or stalls
+    mid-message): older than ``shed_idle_after`` and sending under ``min_data_rate`` lately.
+    Within each, the address holding the most of them first, then the quietest (slowest).
+    Sets ``shed`` on the one chosen (``"idle"`` or ``"slow"``).
+    """
+    idle, slow = [], []
+    for conn in conns:
+        if not conn.waiting or conn.shed:
+            continue
+        # One that never said a word after our greeting is idle sooner: every client speaks first
+        # at once, a silent one only holds a slot (an attacker reconnecting in bursts to stay young).
+        idle_after = limits.shed_idle_after if conn.spoke else limits.shed_idle_after / 4
+        if not conn.in_progress and now - conn.turn_since >= idle_after:
+            idle.append(conn)
+        elif now - conn.opened >= limits.shed_idle_after and conn.rate(now) < limits.min_data_rate:
+            slow.append(conn)
+    for why, tier, order in (("idle", idle, lambda c: c.turn_since), ("slow", slow, lambda c: c.rate(now))):
+        if tier:
+            held = Counter(conn.peer_ip for conn in tier)
+            victim = min(tier, key=lambda c: (-held[c.peer_ip], order(c)))
+            victim.shed = why
+            return victim
+    return None
 
 
 def close_socket(sock: socket.socket) -> None:
@@ -174,6 +275,31 @@ class ListeningServer:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def _full(self, peer_ip: str) -> bool:
+        """Over a cap with one more from ``peer_ip`` (under ``_lock``)."""
+        return (self._count() >= self.limits.max_connections
+                or self._per_ip[peer_ip] >= self.limits.max_per_ip)
+
+    def _count(self) -> int:
+        """Connections counted against the caps (under ``_lock``)."""
+        raise NotImplementedError
+
+    def _make_room(self, conns: Iterable[Connection], peer_ip: str) -> Connection | None:
+        """Choose a connection to shed for a newcomer from ``peer_ip`` and stop counting it
+        (under ``_lock``); None if none may be shed. Over the address's own cap only its
+        connections are candidates, over the total all are."""
+        if self._per_ip[peer_ip] >= self.limits.max_per_ip:
+            conns = [conn for conn in conns if conn.peer_ip == peer_ip]
+        victim = choose_shed(conns, self.limits, time.monotonic())
+        if victim is not None:
+            log.info("%s: shedding a%s connection of %s for a newcomer from %s", self.name,
+                     "n idle" if victim.shed == "idle" else " slow", victim.peer_ip, peer_ip)
+            self._uncount(victim)
+        return victim
+
+    def _uncount(self, conn: Connection) -> None:
+        raise NotImplementedError
+
     def _refuse(self, client: socket.socket) -> None:
         """Over the caps: the busy reply, as far as the socket buffer takes it at once, then close."""
         try:
@@ -210,6 +336,9 @@ class ThreadedServer(ListeningServer):
         with self._lock:
             return len(self._active)
 
+    def _count(self) -> int:
+        return len(self._active)
+
     @property
     def threads(self) -> int:
         """Pool threads alive: busy with a connection or waiting for one."""
@@ -240,17 +369,22 @@ class ThreadedServer(ListeningServer):
         peer_ip = addr[0]
         spawn = False
         with self._lock:
-            full = (len(self._active) >= self.limits.max_connections
-                    or self._per_ip[peer_ip] >= self.limits.max_per_ip)
+            victim = None
+            full = self._full(peer_ip)
+            if full:
+                victim = self._make_room(self._active.values(), peer_ip)
+                full = victim is None
             if not full:
                 local = client.getsockname()
-                conn = Connection(client, peer_ip, addr[1], local[0], local[1])
+                conn = Connection(client, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after)
                 self._active[id(conn)] = conn
                 self._per_ip[peer_ip] += 1
                 if self._idle > 0:
                     self._idle -= 1  # a waiting pool thread takes it
                 else:
                     spawn = True
+        if victim is not None:
+            victim.wake_to_shed(victim.shed)
         if full:
             self._refuse(client)
             return
@@ -307,10 +441,16 @@ class ThreadedServer(ListeningServer):
     def _finish(self, conn: Connection) -> None:
         close_socket(conn.sock)
         with self._lock:
-            self._active.pop(id(conn), None)
-            self._per_ip[conn.peer_ip] -= 1
-            if self._per_ip[conn.peer_ip] <= 0:
-                del self._per_ip[conn.peer_ip]
+            self._uncount(conn)
+
+    def _uncount(self, conn: Connection) -> None:
+        """No longer counted against the caps (under ``_lock``; once, whichever comes first:
+        the end of the connection or its shedding)."""
+        if self._active.pop(id(conn), None) is None:
+            return
+        self._per_ip[conn.peer_ip] -= 1
+        if self._per_ip[conn.peer_ip] <= 0:
+            del self._per_ip[conn.peer_ip]
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every open connection, wait for the threads."""

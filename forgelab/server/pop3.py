@@ -21,7 +21,7 @@ from ..pop3.state import State
 from ..pop3.wire import wire_size
 from ..session import new_id
 from ..store import MailStore
-from .base import Connection, Limits, ThreadedServer
+from .base import SHED_WHY, Connection, ConnectionShed, Limits, ThreadedServer
 
 PROTOCOL = "pop3"
 MAX_LISTED_LINES = 50  # a LIST of 20,000 messages is not a transcript
@@ -148,8 +148,9 @@ class _Session:
             self.line("in", f"<{dropped} octets sent after STLS before the handshake: discarded (CVE-2011-0411)>")
         remaining = self.deadline - time.monotonic()
         self.c.sock.settimeout(max(min(self.server.limits.idle_timeout, remaining), 0.001))
-        try:
-            self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True)
+        try:  # handshake apart from the wrap: the failure is recorded before the socket closes
+            self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True, do_handshake_on_connect=False)
+            self.c.sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             self.server._publish("session.tls", session_id=self.id, ok=False, error=str(exc)[:200])
             return False
@@ -162,7 +163,15 @@ class _Session:
         remaining = self.deadline - time.monotonic()
         self.c.sock.settimeout(max(min(limits.idle_timeout, remaining), 0.001))
         try:
-            data = self.c.sock.recv(limits.read_size)
+            data = self.c.recv(limits.read_size)
+        except ConnectionShed:  # closed to make room for a newcomer
+            why = self.c.shed
+            self.reason = f"shed ({why}) to make room"
+            self.service.close()  # the maildrop lock first: a goodbye the client does not read takes 1 s
+            reply = Pop3Reply(False, f"[SYS/TEMP] server full, {SHED_WHY[why]}")
+            self.line("out", reply.status_line)
+            self.c.goodbye(self.conn.abort(reply))
+            return False
         except socket.timeout:
             idle = remaining > limits.idle_timeout
             self.abort(IDLE_TIMEOUT if idle else SESSION_TIMEOUT, "idle timeout" if idle else "session timeout")
@@ -189,7 +198,7 @@ class _Session:
 
     def write(self, data: bytes) -> bool:
         try:
-            self.c.sock.sendall(data)
+            self.c.sendall(data)
             return True
         except OSError as exc:
             self.reason = f"connection error: {exc.strerror or exc}"

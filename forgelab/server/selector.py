@@ -44,11 +44,13 @@ class Session(Protocol):
     delay: float
     deadline: float
     pending: object | None
+    in_progress: bool
 
     def greet(self) -> bytes: ...
     def feed(self, data: bytes) -> bytes: ...
     def run(self) -> bytes: ...
     def timed_out(self) -> bytes: ...
+    def shed(self, why: str) -> bytes: ...
     def close(self, reason: str | None = None) -> None: ...
 
 
@@ -225,16 +227,22 @@ class SelectorServer(ListeningServer):
     def _admit(self, sock: socket.socket, addr) -> None:
         peer_ip = addr[0]
         with self._lock:
-            full = self._active >= self.limits.max_connections or self._per_ip[peer_ip] >= self.limits.max_per_ip
+            victim = None
+            full = self._full(peer_ip)
+            if full:
+                victim = self._make_room(self._sheddable(), peer_ip)
+                full = victim is None
             if not full:
                 self._active += 1
                 self._per_ip[peer_ip] += 1
         if full:
             self._refuse(sock)
             return
+        if victim is not None:
+            self._shed(victim)
         sock.setblocking(False)
         local = sock.getsockname()
-        conn = Connection(sock, peer_ip, addr[1], local[0], local[1])
+        conn = Connection(sock, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after)
         try:
             session = self.open_session(conn)
         except Exception:
@@ -256,6 +264,7 @@ class SelectorServer(ListeningServer):
             self._close(client, f"connection error: {exc.strerror or exc}")
             return
         client.last_io = time.monotonic()
+        client.conn.received(len(data), client.last_io)
         self._step(client, lambda: client.session.feed(data))
 
     def _step(self, client: _Client, step: Callable[[], bytes]) -> None:
@@ -329,7 +338,7 @@ class SelectorServer(ListeningServer):
                 self._close(client, f"connection error: {exc.strerror or exc}")
                 return
             client.out = client.out[sent:]
-            client.last_io = time.monotonic()
+            client.last_io = client.conn.turn_since = time.monotonic()
         if client.out:  # the client is slow to read: wait for room, read nothing meanwhile
             if not client.writing:
                 client.writing = True
@@ -357,6 +366,31 @@ class SelectorServer(ListeningServer):
                     self._close(client, "idle timeout")
                 else:
                     self._step(client, client.session.timed_out)
+
+    def _sheddable(self) -> list[Connection]:
+        """Every connection with what ``choose_shed`` needs to know (under ``_lock``, on the loop
+        thread): ours wait for the client when nothing of theirs runs or is unsent; a TLS one
+        when its thread waits in ``recv``."""
+        conns = list(self._handed.values())
+        for client in self._clients.values():
+            conn = client.conn
+            conn.waiting = not (client.busy or client.writing)
+            conn.in_progress = client.session.in_progress
+            conns.append(conn)
+        return conns
+
+    def _shed(self, conn: Connection) -> None:
+        """Close a connection ``_make_room`` chose (no longer counted): ours at once after the
+        goodbye, as far as the socket takes it; a TLS one by waking its thread, which says it."""
+        client = self._clients.get(conn.sock.fileno())
+        if client is None or client.conn is not conn:
+            conn.wake_to_shed(conn.shed)
+            return
+        try:
+            conn.sock.send(client.session.shed(conn.shed))
+        except OSError:
+            pass
+        self._close(client)
 
     def _hand_over(self, client: _Client) -> None:
         conn = client.conn
@@ -404,10 +438,19 @@ class SelectorServer(ListeningServer):
 
     def _release(self, conn: Connection) -> None:
         with self._lock:
-            self._active -= 1
-            self._per_ip[conn.peer_ip] -= 1
-            if self._per_ip[conn.peer_ip] <= 0:
-                del self._per_ip[conn.peer_ip]
+            self._uncount(conn)
+
+    def _count(self) -> int:
+        return self._active
+
+    def _uncount(self, conn: Connection) -> None:
+        if conn.uncounted:  # shed (``_make_room``) before it ended
+            return
+        conn.uncounted = True
+        self._active -= 1
+        self._per_ip[conn.peer_ip] -= 1
+        if self._per_ip[conn.peer_ip] <= 0:
+            del self._per_ip[conn.peer_ip]
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every connection, wait for the loop and the TLS threads."""

@@ -7,7 +7,7 @@ import time
 
 from ..pipeline import ServerContext
 from ..smtp import Reply
-from .base import Connection, Limits, ThreadedServer
+from .base import Connection, ConnectionShed, Limits, ThreadedServer
 from .selector import SelectorServer
 from .smtp_session import SmtpSession
 
@@ -81,10 +81,14 @@ class SmtpServer:
                     return
                 # A no-op unless it changed (mostly it is the same idle limit): no syscall per read.
                 conn.set_timeout(min(self.limits.idle_timeout, remaining), kernel=True)
+                conn.in_progress = smtp.in_progress
                 try:
                     data = conn.recv(self.limits.read_size)
                 except socket.timeout:
                     conn.sendall(smtp.timed_out())
+                    return
+                except ConnectionShed:  # closed to make room for a newcomer
+                    conn.goodbye(smtp.shed(conn.shed))
                     return
                 conn.sendall(smtp.feed(data))
                 while smtp.more or smtp.delay:
@@ -103,8 +107,11 @@ class SmtpServer:
         smtp.drop_plaintext_after_starttls()
         # The handshake and TLS reads need Python's own timeouts (poll), not the kernel's.
         conn.set_timeout(max(min(self.limits.idle_timeout, smtp.deadline - time.monotonic()), 0.001), kernel=False)
+        # The handshake apart from the wrap: a failed wrap closes the socket at once, and the
+        # client, seeing the hang-up, could look for the failure before it was recorded.
         try:
-            conn.sock = self.context.tls.wrap_socket(conn.sock, server_side=True)
+            conn.sock = self.context.tls.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            conn.sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
             smtp.tls_started(False, error=str(exc))
             return

@@ -14,7 +14,9 @@ from ..events import TranscriptBudget
 from ..pipeline import PendingDelivery, ServerContext, SmtpPipeline
 from ..session import Session
 from ..smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
+from ..smtp.state import State
 from ..store.spool import SpoolFile
+from .base import SHED_WHY
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ IDLE_REPLY = Reply(421, "4.4.2", "Idle too long, closing")
 SESSION_LIMIT_REPLY = Reply(421, "4.4.2", "Session time limit reached, closing")
 SPOOL_FAILED = Reply(452, "4.3.1", "Insufficient system storage: the message could not be spooled; nothing was stored")
 ROOM_RETRY = 0.05  # seconds between tries for room in the memory budget, for a big message at its end
+SHED_REPLIES = {why: Reply(421, "4.7.0", f"Server full, {text}") for why, text in SHED_WHY.items()}
 
 
 def _describe(event) -> str:
@@ -245,6 +248,16 @@ class SmtpSession:
             return self.say(SESSION_LIMIT_REPLY)
         self.end("idle timeout")
         return self.say(IDLE_REPLY)
+
+    @property
+    def in_progress(self) -> bool:
+        """A message or an AUTH exchange is under way: the client is not between commands."""
+        return self.core.state in (State.DATA, State.AUTH)
+
+    def shed(self, why: str) -> bytes:
+        """The 421 for a connection closed to make room (``why``: idle or slow); ends the session."""
+        self.end(f"shed ({why}) to make room")
+        return self.say(SHED_REPLIES[why])
 
     def drop_plaintext_after_starttls(self) -> None:
         """CVE-2011-0411: commands pipelined in plain text after STARTTLS must not run inside TLS."""
