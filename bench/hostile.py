@@ -68,7 +68,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from servers import free_port, wait_for_banner  # noqa: E402
+from servers import free_port, wait_for_banner, wait_for_workers  # noqa: E402
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0  # every socket operation of an honest client or an attacker
@@ -131,28 +131,13 @@ class LabServer:
         _wait_listening(self.pop3, 20)
         _wait_listening(self.web, 20)
         if self.workers > 1:
-            self._wait_for_workers(self.workers - 1)
+            wait_for_workers(self.ps, self.smtp, self.workers - 1)
 
     def _limits(self) -> None:
         """In the server's process, before exec: the open-file limit of a default desktop."""
         if self.nofile:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.nofile, hard), hard))
-
-    def _wait_for_workers(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            listening = 0
-            for child in self.ps.children():
-                try:
-                    listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.smtp
-                                     for c in child.net_connections(kind="tcp"))
-                except psutil.Error:
-                    pass
-            if listening >= count:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{count} worker process(es) not listening within {timeout} s")
 
     def rss(self) -> int:
         """RSS of the main process and every child, summed (0 once it is gone)."""

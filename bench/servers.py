@@ -94,6 +94,23 @@ def wait_for_banner(port: int, timeout: float = 20.0, proc: subprocess.Popen | N
     raise RuntimeError(f"no SMTP banner on port {port} within {timeout} s")
 
 
+
+def wait_for_workers(main: psutil.Process, port: int, count: int, timeout: float = 30.0) -> None:
+    """Until ``count`` children of ``main`` listen on ``port`` (``serve --workers``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = 0
+        for child in main.children():
+            try:
+                listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                                 for c in child.net_connections(kind="tcp"))
+            except psutil.Error:
+                pass
+        if listening >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} SMTP worker process(es) not listening on {port} within {timeout} s")
+
 class ServerProcess:
     """One server process; stop() ends it (SIGTERM, then SIGKILL) and only it."""
 
@@ -172,19 +189,7 @@ class ForgelabServer(ServerProcess):
     def _wait_for_workers(self, count: int, timeout: float = 30.0) -> None:
         """Until ``count`` worker processes listen on the SMTP port too: the main process answers
         the banner first, and a worker still loading the lab would leave it all the load."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            listening = 0
-            for child in self.ps.children():
-                try:
-                    listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
-                                     for c in child.net_connections(kind="tcp"))
-                except psutil.Error:
-                    pass
-            if listening >= count:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{count} SMTP worker process(es) not listening on {self.port} within {timeout} s")
+        wait_for_workers(self.ps, self.port, count, timeout)
 
     def _processes(self) -> list[psutil.Process]:
         return [self.ps, *self.ps.children(recursive=True)]
