@@ -195,3 +195,46 @@ def test_a_waiting_login_holds_up_no_other_session(forgelab_server, smtp_driver)
         assert select.select([slow.sock], [], [], 0)[0] == []  # bob's answer is still held back
     finally:
         slow.close()
+
+
+def test_two_throttles_wired_together_count_each_others_failures_and_successes():
+    # As two processes of serve --workers 2 are wired (forgelab/workers.py), without the processes.
+    clock = Clock()
+    settings = dict(free_failures=3, user_free_failures=3, delay=1, max_delay=30, clock=clock)
+    a, b = LoginThrottle(**settings), LoginThrottle(**settings)
+    wire: list = []
+
+    def carry(to):
+        return lambda *change: (wire.append(change), to.seen_elsewhere(*change))
+
+    a.on_change, b.on_change = carry(b), carry(a)
+    for throttle in (a, b, a, b):  # a guesser whose connections land on both: 4 failures, 2 on each
+        assert throttle.attempt("127.0.0.1", "bob") == 0
+        throttle.failure("127.0.0.1", "bob")
+    assert wire == [("failure", "127.0.0.1", "bob", 0)] * 4  # applied changes are not sent back
+    assert a.attempt("127.0.0.1", "bob") == 1 and b.attempt("127.0.0.1", "bob") == 1  # as one throttle would
+    assert b.attempt("127.0.0.1", "alice") == 0
+    # b's attempt waits its slot 1 s ahead and fails: a's next slot is a gap after that one, not after now.
+    b.failure("127.0.0.1", "bob")
+    assert wire[-1] == ("failure", "127.0.0.1", "bob", 1)
+    clock.now += 1.5  # b's answer has gone out; a's attempt comes
+    assert a.attempt("127.0.0.1", "bob") == 1.5  # b's slot (1) + the doubled gap (2) - 1.5
+    b.success("127.0.0.1", "bob")  # the right password on one: the other's counts start over too
+    assert a.attempt("127.0.0.1", "bob") == 0
+    a.failure("127.0.0.1", "b" * 500)
+    assert wire[-2:] == [("success", "127.0.0.1", "bob", 0), ("failure", "127.0.0.1", "b" * 64, 0)]  # names stay bounded
+
+
+def test_a_change_seen_elsewhere_takes_no_slot_and_is_not_passed_on():
+    clock = Clock()
+    t = LoginThrottle(free_failures=0, user_free_failures=0, delay=1, max_delay=30, clock=clock)
+    t.on_change = lambda *change: pytest.fail(f"passed on: {change}")
+    t.seen_elsewhere("failure", "127.0.0.1", "carol", after=1000)  # never past max_delay
+    assert t.attempt("127.0.0.1", "carol") is None  # its slot 30 s ahead + the gap: refused unchecked
+    clock.now += 1
+    assert t.attempt("127.0.0.1", "carol") == 30
+    t.seen_elsewhere("failure", "127.0.0.1", "bob")
+    t.seen_elsewhere("nonsense", "127.0.0.1", "bob")  # ignored
+    assert t.attempt("127.0.0.1", "bob") == 1  # the gap after the failure; no slot was taken before
+    t.seen_elsewhere("success", "127.0.0.1", "bob")
+    assert t.attempt("127.0.0.1", "bob") == 0
