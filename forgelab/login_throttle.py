@@ -13,8 +13,8 @@ past it, the answer to each *failure* from that address is held back a little (a
 password is never slowed by it), so a class mistyping passwords is never locked out.
 
 With ``serve --workers N`` each process has its own throttle; ``on_change`` tells the others
-of each failure and success (only the address, the user name and, for a failure, how far
-ahead its slot was), and ``seen_elsewhere`` applies one that another process saw
+of each slot taken, failure and success (only the address, the user name and how far ahead
+the slot was), and ``seen_elsewhere`` applies one that another process saw
 (forgelab/workers.py carries them). The counts are eventually consistent: a change reaches
 the other processes a few milliseconds later.
 """
@@ -48,9 +48,10 @@ class LoginThrottle:
         are answered late; the delay doubles up to ``ip_max_delay``.
     :param window: seconds after the last failure at which a count is forgotten.
     :param max_entries: counts kept at most (memory stays bounded under a spray of names).
-    :param on_change: called (outside the lock) with ("failure" | "success", ip, name, after) after
-        each failure and success counted here, not after those applied by ``seen_elsewhere``;
-        ``after``: the seconds from now to the slot the failed attempt was answered in (0 for a success).
+    :param on_change: called (outside the lock) with ("attempt" | "failure" | "success", ip, name,
+        after) after each attempt given a slot on a name with counts, each failure and each
+        success here, not after those applied by ``seen_elsewhere``; ``after``: the seconds
+        from now to the attempt's slot (0 for a success).
     """
 
     free_failures: int = 3
@@ -99,11 +100,17 @@ class LoginThrottle:
             start = max([now] + [e[2] for _, e in entries if e])
             if start - now > self.max_delay:
                 return None
-            for key, entry in entries:
-                if entry is not None:  # the next attempt waits one gap after this one
-                    entry[2] = start + _backoff(entry[0], self._free(key), self.delay, self.max_delay)
-                    entry[3] = start
-            return start - now
+            self._take(entries, start)
+            counted = any(entry for _, entry in entries)
+        if counted:  # the other processes' next attempt on the user waits after this slot too
+            self._changed("attempt", ip, name, start - now)
+        return start - now
+
+    def _take(self, entries: list, slot: float) -> None:
+        for key, entry in entries:
+            if entry is not None:  # the next attempt waits one gap after this one
+                entry[2] = max(entry[2], slot + _backoff(entry[0], self._free(key), self.delay, self.max_delay))
+                entry[3] = max(entry[3], slot)
 
     def failure(self, ip: str, name: str) -> float:
         """Count one failed login; returns the extra seconds to hold its answer back (the
@@ -144,10 +151,15 @@ class LoginThrottle:
             self.on_change(kind, ip, (name or "")[:MAX_NAME], after)  # bounded like the keys; never a password
 
     def seen_elsewhere(self, kind: str, ip: str, name: str, after: float = 0.0) -> None:
-        """Apply a failure or success another process's throttle counted (``on_change`` there):
-        the counts move as if it happened here, the failure tried in a slot ``after`` seconds
-        from now (at most ``max_delay``); no slot is taken and ``on_change`` is not called."""
-        if kind == "failure":
-            self._count_failure(ip, name, min(max(after, 0.0), self.max_delay))
+        """Apply an attempt, failure or success another process's throttle counted (``on_change``
+        there) as if it happened here, in the slot ``after`` seconds from now (at most
+        ``max_delay``): an attempt takes that slot here too. ``on_change`` is not called."""
+        after = min(max(after, 0.0), self.max_delay)
+        if kind == "attempt":
+            with self._lock:
+                now = self.clock()
+                self._take([(key, self._entry(key, now)) for key in self._keys(ip, name)], now + after)
+        elif kind == "failure":
+            self._count_failure(ip, name, after)
         elif kind == "success":
             self._forget(ip, name)

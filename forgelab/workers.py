@@ -13,17 +13,17 @@ The wire between the main process and a worker is one JSON object per line:
   plus ``worker.ready`` once it listens, ``worker.failed`` (``error``) if it cannot start,
   ``worker.policy`` (``name`` or ``error``) after each switch. Those three, and the worker's
   own ``policy.changed``, are kept between the processes (the main bus announced the switch).
-  ``{"throttle": [KIND, IP, NAME, AFTER]}``: its login throttle counted a failed login (KIND
-  ``failure``, answered in a slot AFTER seconds from now) or a right password (``success``)
-  of user NAME from IP; never an event.
+  ``{"throttle": [KIND, IP, NAME, AFTER]}``: its login throttle gave a login of user NAME
+  from IP a slot AFTER seconds from now (KIND ``attempt``, sent only for a name with
+  counts), counted it failed (``failure``) or a right password (``success``); never an event.
 - main -> worker (its stdin): ``{"policy": SOURCE}`` switches policy (``load_policy(SOURCE)``);
   ``{"throttle": [KIND, IP, NAME, AFTER]}`` is a change another process counted (the main's own, or a
   worker's passed on to every other worker); end of input (the main process stopped or died)
   stops the worker.
 
 Shared: the login throttle (POP3 and SMTP AUTH). Each process keeps its own counts and applies
-every other process's failures and successes (``LoginThrottle.seen_elsewhere``): a guesser
-whose connections land on different processes is slowed as by one process. The sharing is
+every other process's slots taken, failures and successes (``LoginThrottle.seen_elsewhere``):
+a guesser whose connections land on different processes is slowed as by one process. The sharing is
 eventually consistent: a change reaches the others a few tens of milliseconds later (a
 worker's event lines are written every ``JsonlLog.FLUSH_DELAY``). Only the address and the
 user name (at most 64 characters) and the slot's time cross the wire, never a password.
@@ -61,7 +61,7 @@ STOP_TIMEOUT = 10.0    # seconds a worker has to stop after its stdin closes, be
 # Records of the wire itself, never republished on the main bus.
 WIRE_KINDS = ("worker.ready", "worker.failed", "worker.policy", "policy.changed")
 WIRE_KINDS_BYTES = tuple(kind.encode() for kind in WIRE_KINDS)
-THROTTLE_KINDS = ("failure", "success")
+THROTTLE_KINDS = ("attempt", "failure", "success")
 MAX_THROTTLE_FIELD = 256  # characters of an address or user name on the wire (the throttle keeps 64)
 SHARE_QUEUE = 10_000  # throttle changes waiting to be sent to the workers; more are dropped
 # The first keys of a line as the worker's JsonlLog encodes every record: seq, ts, kind, then more.
