@@ -254,6 +254,7 @@ class WorkerPool:
         # ours writes them, so no login waits on a worker's pipe.
         self._shared: queue.Queue = queue.Queue(SHARE_QUEUE)
         self._sender: threading.Thread | None = None
+        self._dropped = False
 
     @property
     def pids(self) -> list[int]:
@@ -310,7 +311,9 @@ class WorkerPool:
         try:
             self._shared.put_nowait((line, source))
         except queue.Full:  # the workers do not read: their counts lag, ours still hold
-            log.warning("login throttle change not shared with the SMTP workers (they are not reading)")
+            if not self._dropped:  # said once, not for every login
+                self._dropped = True
+                log.warning("login throttle changes not shared with the SMTP workers (they are not reading)")
 
     def _send_shared(self) -> None:
         while True:
