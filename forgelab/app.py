@@ -172,7 +172,8 @@ class Forgelab:
                     started.append(server)
             if self.settings.workers > 1:
                 # After our SMTP socket is bound: the workers join its real port (it may have been 0).
-                self.workers = WorkerPool(self.settings, self.data_dir, self.smtp.address, self.bus)
+                self.workers = WorkerPool(self.settings, self.data_dir, self.smtp.address, self.bus,
+                                          self.context.login_throttle)
                 self.context.pool = self.workers
                 self.workers.start(self.settings.workers - 1, self.context.rules.policy)
         except Exception:

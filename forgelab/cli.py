@@ -131,7 +131,7 @@ def _max_workers() -> int:
               help="Web view address, or 'off'.")
 @click.option("--workers", type=click.IntRange(1, _max_workers()), default=1, show_default=True,
               help="SMTP processes sharing the SMTP port (SO_REUSEPORT, Linux), each on a CPU of its own; "
-                   "connection caps and the login throttle are per process.")
+                   "connection caps are per process, the login throttle is shared.")
 @click.option("--driver", type=click.Choice(["threads", "selector"]), default="threads", show_default=True,
               help="SMTP sockets: a thread per connection, or one selector thread for every plain-text connection "
                    "(faster under load; hooks must not block).")

@@ -11,6 +11,12 @@ names that do not are throttled alike, so neither replies nor delays tell who ex
 The per-address count is only a high ceiling against spraying many names from one address:
 past it, the answer to each *failure* from that address is held back a little (a right
 password is never slowed by it), so a class mistyping passwords is never locked out.
+
+With ``serve --workers N`` each process has its own throttle; ``on_change`` tells the others
+of each slot taken, failure and success (only the address, the user name and how far ahead
+the slot was), and ``seen_elsewhere`` applies one that another process saw
+(forgelab/workers.py carries them). The counts are eventually consistent: a change reaches
+the other processes a few milliseconds later.
 """
 from __future__ import annotations
 
@@ -42,6 +48,10 @@ class LoginThrottle:
         are answered late; the delay doubles up to ``ip_max_delay``.
     :param window: seconds after the last failure at which a count is forgotten.
     :param max_entries: counts kept at most (memory stays bounded under a spray of names).
+    :param on_change: called (outside the lock) with ("attempt" | "failure" | "success", ip, name,
+        after) after each attempt given a slot on a name with counts, each failure and each
+        success here, not after those applied by ``seen_elsewhere``; ``after``: the seconds
+        from now to the attempt's slot (0 for a success).
     """
 
     free_failures: int = 3
@@ -53,6 +63,7 @@ class LoginThrottle:
     window: float = 600.0
     max_entries: int = 20_000
     clock: Callable[[], float] = time.monotonic
+    on_change: Callable[[str, str, str, float], None] | None = None
     # key -> [failures, time of the last failure, the next free slot, the last slot taken]; oldest first
     _entries: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -89,30 +100,66 @@ class LoginThrottle:
             start = max([now] + [e[2] for _, e in entries if e])
             if start - now > self.max_delay:
                 return None
-            for key, entry in entries:
-                if entry is not None:  # the next attempt waits one gap after this one
-                    entry[2] = start + _backoff(entry[0], self._free(key), self.delay, self.max_delay)
-                    entry[3] = start
-            return start - now
+            self._take(entries, start)
+            counted = any(entry for _, entry in entries)
+        if counted:  # the other processes' next attempt on the user waits after this slot too
+            self._changed("attempt", ip, name, start - now)
+        return start - now
+
+    def _take(self, entries: list, slot: float) -> None:
+        for key, entry in entries:
+            if entry is not None:  # the next attempt waits one gap after this one
+                entry[2] = max(entry[2], slot + _backoff(entry[0], self._free(key), self.delay, self.max_delay))
+                entry[3] = max(entry[3], slot)
 
     def failure(self, ip: str, name: str) -> float:
         """Count one failed login; returns the extra seconds to hold its answer back (the
         per-address ceiling: 0 unless ``ip`` failed more than ``ip_free_failures`` times)."""
+        extra, after = self._count_failure(ip, name)
+        self._changed("failure", ip, name, after)
+        return extra
+
+    def _count_failure(self, ip: str, name: str, after: float | None = None) -> tuple[float, float]:
+        """Count a failure tried in the slot ``after`` seconds from now (None: the slot its
+        attempt took here); returns the per-address extra delay and that slot, from now."""
         with self._lock:
             now = self.clock()
-            for key in self._keys(ip, name):
-                entry = self._entry(key, now, create=True)
+            entries = [(key, self._entry(key, now, create=True)) for key in self._keys(ip, name)]
+            slot = max(now + after, now) if after is not None else max([now] + [e[3] for _, e in entries])
+            for key, entry in entries:
                 entry[0] += 1
                 entry[1] = now
                 gap = _backoff(entry[0], self._free(key), self.delay, self.max_delay)
-                entry[2] = max(entry[2], max(now, entry[3]) + gap)  # a gap after the slot it was tried in
+                entry[2] = max(entry[2], slot + gap)  # a gap after the slot it was tried in
             entry = self._entry(("ip", ip), now, create=True)
             entry[0] += 1
             entry[1] = now
-            return _backoff(entry[0], self.ip_free_failures, self.delay, self.ip_max_delay)
+            return _backoff(entry[0], self.ip_free_failures, self.delay, self.ip_max_delay), slot - now
 
     def success(self, ip: str, name: str) -> None:
         """The right password: the user's counts start over (not the address's)."""
+        self._forget(ip, name)
+        self._changed("success", ip, name, 0.0)
+
+    def _forget(self, ip: str, name: str) -> None:
         with self._lock:
             for key in self._keys(ip, name):
                 self._entries.pop(key, None)
+
+    def _changed(self, kind: str, ip: str, name: str, after: float) -> None:
+        if self.on_change is not None:
+            self.on_change(kind, ip, (name or "")[:MAX_NAME], after)  # bounded like the keys; never a password
+
+    def seen_elsewhere(self, kind: str, ip: str, name: str, after: float = 0.0) -> None:
+        """Apply an attempt, failure or success another process's throttle counted (``on_change``
+        there) as if it happened here, in the slot ``after`` seconds from now (at most
+        ``max_delay``): an attempt takes that slot here too. ``on_change`` is not called."""
+        after = min(max(after, 0.0), self.max_delay)
+        if kind == "attempt":
+            with self._lock:
+                now = self.clock()
+                self._take([(key, self._entry(key, now)) for key in self._keys(ip, name)], now + after)
+        elif kind == "failure":
+            self._count_failure(ip, name, after)
+        elif kind == "success":
+            self._forget(ip, name)

@@ -13,18 +13,31 @@ The wire between the main process and a worker is one JSON object per line:
   plus ``worker.ready`` once it listens, ``worker.failed`` (``error``) if it cannot start,
   ``worker.policy`` (``name`` or ``error``) after each switch. Those three, and the worker's
   own ``policy.changed``, are kept between the processes (the main bus announced the switch).
+  ``{"throttle": [KIND, IP, NAME, AFTER]}``: its login throttle gave a login of user NAME
+  from IP a slot AFTER seconds from now (KIND ``attempt``, sent only for a name with
+  counts), counted it failed (``failure``) or a right password (``success``); never an event.
 - main -> worker (its stdin): ``{"policy": SOURCE}`` switches policy (``load_policy(SOURCE)``);
-  end of input (the main process stopped or died) stops the worker.
+  ``{"throttle": [KIND, IP, NAME, AFTER]}`` is a change another process counted (the main's own, or a
+  worker's passed on to every other worker); end of input (the main process stopped or died)
+  stops the worker.
 
-Per process, not shared: the connection caps (``max_connections``, ``max_connections_per_ip``)
-and the login throttle of SMTP AUTH.
+Shared: the login throttle (POP3 and SMTP AUTH). Each process keeps its own counts and applies
+every other process's slots taken, failures and successes (``LoginThrottle.seen_elsewhere``):
+a guesser whose connections land on different processes is slowed as by one process. The sharing is
+eventually consistent: a change reaches the others a few tens of milliseconds later (a
+worker's event lines are written every ``JsonlLog.FLUSH_DELAY``). Only the address and the
+user name (at most 64 characters) and the slot's time cross the wire, never a password.
+
+Per process, not shared: the connection caps (``max_connections``, ``max_connections_per_ip``).
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import logging
+import math
 import os
+import queue
 import re
 import signal
 import socket
@@ -48,6 +61,9 @@ STOP_TIMEOUT = 10.0    # seconds a worker has to stop after its stdin closes, be
 # Records of the wire itself, never republished on the main bus.
 WIRE_KINDS = ("worker.ready", "worker.failed", "worker.policy", "policy.changed")
 WIRE_KINDS_BYTES = tuple(kind.encode() for kind in WIRE_KINDS)
+THROTTLE_KINDS = ("attempt", "failure", "success")
+MAX_THROTTLE_FIELD = 256  # characters of an address or user name on the wire (the throttle keeps 64)
+SHARE_QUEUE = 10_000  # throttle changes waiting to be sent to the workers; more are dropped
 # The first keys of a line as the worker's JsonlLog encodes every record: seq, ts, kind, then more.
 _ENCODED_HEAD = re.compile(rb'\{"seq":(\d+),"ts":[0-9.e+-]+,"kind":"([a-z0-9_.-]+)",')
 
@@ -121,12 +137,28 @@ def worker_config(settings, data_dir: Path, address: tuple[str, int], policy: Po
             "tls_key": _path(settings.tls_key), "driver": settings.driver}
 
 
-class EventForwarder:
-    """Reads one worker's JSON lines and republishes its events on the main bus."""
+def throttle_change(value) -> tuple[str, str, str, float] | None:
+    """A ``[KIND, IP, NAME, AFTER]`` read from the wire as the throttle takes it, or None if it is not one."""
+    if (isinstance(value, list) and len(value) == 4 and value[0] in THROTTLE_KINDS
+            and all(isinstance(v, str) and len(v) <= MAX_THROTTLE_FIELD for v in value[1:3])
+            and isinstance(value[3], (int, float)) and not isinstance(value[3], bool) and math.isfinite(value[3])):
+        return value[0], value[1], value[2], float(value[3])
+    return None
 
-    def __init__(self, bus: EventBus, pid: int):
+
+def throttle_line(kind: str, ip: str, name: str, after: float) -> bytes:
+    """The wire line (without its newline) of one throttle change."""
+    return json.dumps({"throttle": [kind, ip[:MAX_THROTTLE_FIELD], name[:MAX_THROTTLE_FIELD], round(after, 6)]}).encode()
+
+
+class EventForwarder:
+    """Reads one worker's JSON lines and republishes its events on the main bus; its throttle
+    changes go to ``on_throttle(pid, (kind, ip, name, after))``, never on the bus."""
+
+    def __init__(self, bus: EventBus, pid: int, on_throttle=None):
         self.bus = bus
         self.pid = pid
+        self.on_throttle = on_throttle
         self.ready = threading.Event()  # set on worker.ready, worker.failed or end of output
         self.error: str | None = None
         self.address: list | None = None
@@ -145,6 +177,11 @@ class EventForwarder:
             record = decode(line)
         except ValueError:
             log.warning("SMTP worker %d wrote a line that is not JSON: %r", self.pid, line[:200])
+            return
+        if isinstance(record, dict) and "throttle" in record:
+            change = throttle_change(record["throttle"])
+            if change and self.on_throttle:
+                self.on_throttle(self.pid, change)
             return
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             return
@@ -203,14 +240,21 @@ class Worker:
 class WorkerPool:
     """The worker processes of one ``Forgelab``: started, switched and stopped together."""
 
-    def __init__(self, settings, data_dir: Path, address: tuple[str, int], bus: EventBus):
+    def __init__(self, settings, data_dir: Path, address: tuple[str, int], bus: EventBus, throttle=None):
         self.settings = settings
         self.data_dir = Path(data_dir)
         self.address = address
         self.bus = bus
+        self.throttle = throttle  # the main process's LoginThrottle, shared with the workers
         self.workers: list[Worker] = []
         self.stopping = False
         self._switch_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one line at a time on the workers' stdin
+        # Throttle changes to send: (line, pid of the worker it came from or None); a thread of
+        # ours writes them, so no login waits on a worker's pipe.
+        self._shared: queue.Queue = queue.Queue(SHARE_QUEUE)
+        self._sender: threading.Thread | None = None
+        self._dropped = False
 
     @property
     def pids(self) -> list[int]:
@@ -218,6 +262,10 @@ class WorkerPool:
 
     def start(self, count: int, policy: Policy, timeout: float = START_TIMEOUT) -> "WorkerPool":
         config = worker_config(self.settings, self.data_dir, self.address, policy)
+        if self.throttle is not None:
+            self._sender = threading.Thread(target=self._send_shared, name="forgelab-throttle-share", daemon=True)
+            self._sender.start()
+            self.throttle.on_change = lambda *change: self._share(throttle_line(*change), None)
         # One CPU per SMTP process, ours first (serve only: a program that embeds forgelab keeps its CPUs).
         cpus = process_cpus(count + 1) if self.settings.pin_cpus else [None] * (count + 1)
         try:
@@ -241,7 +289,7 @@ class WorkerPool:
         # stderr is ours (a worker's warnings show in the terminal); stdout carries its events.
         proc = subprocess.Popen([sys.executable, "-m", "forgelab", "_smtp-worker", config],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        forwarder = EventForwarder(self.bus, proc.pid)
+        forwarder = EventForwarder(self.bus, proc.pid, self._from_worker)
         thread = threading.Thread(target=self._forward, args=(proc, forwarder),
                                   name=f"forgelab-worker-{proc.pid}", daemon=True)
         thread.start()
@@ -253,6 +301,39 @@ class WorkerPool:
             code = proc.wait()
             log.error("SMTP worker process %d exited (code %s); the other processes go on serving", proc.pid, code)
 
+    def _from_worker(self, pid: int, change: tuple[str, str, str, float]) -> None:
+        """A worker's throttle counted a change: ours applies it, and every other worker's."""
+        if self.throttle is not None:
+            self.throttle.seen_elsewhere(*change)
+            self._share(throttle_line(*change), pid)
+
+    def _share(self, line: bytes, source: int | None) -> None:
+        try:
+            self._shared.put_nowait((line, source))
+        except queue.Full:  # the workers do not read: their counts lag, ours still hold
+            if not self._dropped:  # said once, not for every login
+                self._dropped = True
+                log.warning("login throttle changes not shared with the SMTP workers (they are not reading)")
+
+    def _send_shared(self) -> None:
+        while True:
+            item = self._shared.get()
+            if item is None:
+                return
+            line, source = item
+            for worker in list(self.workers):
+                if worker.pid != source:
+                    self._write(worker, line + b"\n")
+
+    def _write(self, worker: Worker, line: bytes) -> bool:
+        with self._write_lock:
+            try:
+                worker.proc.stdin.write(line)
+                worker.proc.stdin.flush()
+                return True
+            except (OSError, ValueError):
+                return False
+
     def switch(self, policy: Policy, timeout: float = SWITCH_TIMEOUT) -> None:
         """Send ``policy`` to every worker and wait until each has taken it (or the timeout)."""
         line = (json.dumps({"policy": policy.source}) + "\n").encode()
@@ -260,10 +341,7 @@ class WorkerPool:
             sent = []
             for worker in self.workers:
                 before = worker.forwarder.switches
-                try:
-                    worker.proc.stdin.write(line)
-                    worker.proc.stdin.flush()
-                except (OSError, ValueError):
+                if not self._write(worker, line):
                     log.warning("SMTP worker process %d is gone: policy not switched there", worker.pid)
                     continue
                 sent.append((worker, before))
@@ -277,6 +355,14 @@ class WorkerPool:
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Close each worker's stdin (it stops), then SIGTERM, then SIGKILL; wait for its last events."""
         self.stopping = True
+        if self.throttle is not None:
+            self.throttle.on_change = None
+        if self._sender:
+            try:
+                self._shared.put_nowait(None)
+            except queue.Full:
+                pass
+            self._sender.join(2)
         for worker in self.workers:
             try:
                 worker.proc.stdin.close()
@@ -364,6 +450,8 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
         bus.publish("worker.failed", pid=os.getpid(), error=str(exc) or type(exc).__name__)
         stream.close()
         return 1
+    # Our throttle's changes go to the main process, which passes them on (never an event).
+    context.login_throttle.on_change = lambda *change: stream(throttle_line(*change))
     bus.publish("worker.ready", pid=os.getpid(), address=list(smtp.address))
     bus.flush()  # the main process waits for this
     reader = threading.Thread(target=_read_control, args=(stdin, context, bus, stop), name="forgelab-control",
@@ -402,6 +490,10 @@ def _read_control(stdin: IO[bytes], context: ServerContext, bus: EventBus, stop:
                 else:
                     bus.publish("worker.policy", name=policy.name)
                 bus.flush()  # the main process waits for this answer
+            elif isinstance(message, dict) and "throttle" in message:
+                change = throttle_change(message["throttle"])
+                if change:
+                    context.login_throttle.seen_elsewhere(*change)
     except (OSError, ValueError):
         pass
     finally:

@@ -195,3 +195,57 @@ def test_a_waiting_login_holds_up_no_other_session(forgelab_server, smtp_driver)
         assert select.select([slow.sock], [], [], 0)[0] == []  # bob's answer is still held back
     finally:
         slow.close()
+
+
+def test_two_throttles_wired_together_count_each_others_failures_and_successes():
+    # As two processes of serve --workers 2 are wired (forgelab/workers.py), without the processes.
+    clock = Clock()
+    settings = dict(free_failures=3, user_free_failures=3, delay=1, max_delay=30, clock=clock)
+    a, b = LoginThrottle(**settings), LoginThrottle(**settings)
+    wire: list = []
+
+    def carry(to):
+        return lambda *change: (wire.append(change), to.seen_elsewhere(*change))
+
+    a.on_change, b.on_change = carry(b), carry(a)
+    for throttle in (a, b, a, b):  # a guesser whose connections land on both: 4 failures, 2 on each
+        assert throttle.attempt("127.0.0.1", "bob") == 0
+        throttle.failure("127.0.0.1", "bob")
+    # Applied changes are not sent back; a first attempt on a name without counts is not sent.
+    assert wire == [("failure", "127.0.0.1", "bob", 0)] + [("attempt", "127.0.0.1", "bob", 0),
+                                                          ("failure", "127.0.0.1", "bob", 0)] * 3
+    del wire[:]
+    # As one throttle would: the slot 1 s ahead, then parallel attempts queue a gap apart on both.
+    assert a.attempt("127.0.0.1", "bob") == 1 and b.attempt("127.0.0.1", "bob") == 2
+    assert b.attempt("127.0.0.1", "alice") == 0
+    # b's attempt, answered in its slot 2 s ahead, fails: a's next slot is a gap after that one, not after now.
+    b.failure("127.0.0.1", "bob")
+    assert wire == [("attempt", "127.0.0.1", "bob", 1), ("attempt", "127.0.0.1", "bob", 2),
+                    ("failure", "127.0.0.1", "bob", 2)]
+    clock.now += 2.5  # b's answer has gone out; a's next attempt comes
+    assert a.attempt("127.0.0.1", "bob") == 1.5  # b's slot (2) + the doubled gap (2) - 2.5
+    b.success("127.0.0.1", "bob")  # the right password on one: the other's counts start over too
+    assert a.attempt("127.0.0.1", "bob") == 0
+    a.failure("127.0.0.1", "b" * 500)
+    assert wire[-2:] == [("success", "127.0.0.1", "bob", 0), ("failure", "127.0.0.1", "b" * 64, 0)]  # names stay bounded
+
+
+def test_a_change_seen_elsewhere_is_applied_in_its_slot_and_not_passed_on():
+    clock = Clock()
+    t = LoginThrottle(free_failures=0, user_free_failures=0, delay=1, max_delay=30, clock=clock)
+    sent: list = []
+    t.on_change = lambda *change: sent.append(change)
+    t.seen_elsewhere("failure", "127.0.0.1", "carol", after=1000)  # never past max_delay
+    t.seen_elsewhere("failure", "127.0.0.1", "bob")
+    t.seen_elsewhere("nonsense", "127.0.0.1", "bob")  # ignored
+    t.seen_elsewhere("failure", "127.0.0.1", "dave")
+    t.seen_elsewhere("attempt", "127.0.0.1", "dave", after=5)  # another process gave dave's slot 5 s ahead
+    assert sent == []
+    assert t.attempt("127.0.0.1", "carol") is None  # its slot 30 s ahead + the gap: refused unchecked
+    clock.now += 1
+    assert t.attempt("127.0.0.1", "carol") == 30
+    assert t.attempt("127.0.0.1", "dave") == 6 - 1  # the gap after that slot
+    assert t.attempt("127.0.0.1", "bob") == 0  # the gap after the failure has passed; no slot was taken
+    t.seen_elsewhere("success", "127.0.0.1", "bob")
+    assert t.attempt("127.0.0.1", "erin") == 0
+    assert [change[0] for change in sent] == ["attempt"] * 3  # erin has no counts: nothing to tell

@@ -1,4 +1,5 @@
-"""serve --workers: more SMTP processes on one port, one store, one event log, one policy."""
+"""serve --workers: more SMTP processes on one port, one store, one event log, one policy, one login throttle."""
+import base64
 import http.client
 import io
 import json
@@ -126,6 +127,22 @@ def forwarder_switched(lines: list[bytes]) -> bool:
     forwarder = EventForwarder(EventBus(), 4321)
     forwarder.run(io.BytesIO(b"".join(lines)))
     return forwarder.switches == 1
+
+
+def test_a_worker_throttle_line_goes_to_the_throttle_never_on_the_bus():
+    bus = EventBus()
+    seen: list = []
+    bus.subscribe(seen.append)
+    changes: list = []
+    forwarder = EventForwarder(bus, 4321, lambda pid, change: changes.append((pid, change)))
+    forwarder.run(io.BytesIO(b'{"throttle": ["failure", "127.0.0.1", "bob", 1.5]}\n'
+                             b'{"throttle": ["failure", "127.0.0.1", "%b", 0]}\n'  # too long: not one
+                             b'{"throttle": ["password", "127.0.0.1", "bob", 0]}\n'
+                             b'{"throttle": ["success", "127.0.0.1", 0]}\n'
+                             b'{"throttle": ["failure", "127.0.0.1", "bob", NaN]}\n'
+                             b'{"throttle": ["success", "::1", "bob", 0]}\n' % (b"b" * 300)))
+    assert changes == [(4321, ("failure", "127.0.0.1", "bob", 1.5)), (4321, ("success", "::1", "bob", 0.0))]
+    assert seen == []
 
 
 def test_each_smtp_process_gets_the_next_cpu_we_may_use_in_turn():
@@ -318,3 +335,76 @@ def workers_of(data_dir) -> list[int]:
             if b"_smtp-worker" in cmdline and str(data_dir).encode() in cmdline:
                 found.append(int(entry))
     return found
+
+
+BOB_WRONG = base64.b64encode(b"\0bob\0guess").decode()
+
+
+def wrong_login(port: int) -> tuple[int, float]:
+    """One wrong AUTH PLAIN for bob on a fresh connection: its reply code and how long it took."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("guesser.example")
+        started = time.monotonic()
+        code, _ = client.docmd("AUTH", f"PLAIN {BOB_WRONG}")
+        return code, time.monotonic() - started
+
+
+@pytest.mark.timeout(120)
+def test_an_auth_guesser_spread_over_two_processes_is_slowed_as_by_one(tmp_path):
+    # 4 failures free per user (and per address + user); then a gap of 2 s between bob's attempts.
+    policy = tmp_path / "throttle.toml"
+    policy.write_text('extends = "observe"\n[server]\nlogin_free_failures = 3\nlogin_user_free_failures = 3\n'
+                      'login_delay = 2\nlogin_max_delay = 2\nlogin_ip_free_failures = 1000\n')
+    smtp, pop3 = free_port(), free_port()
+    data = tmp_path / "data"
+    out_path = tmp_path / "out.txt"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "2", "--data", str(data),
+                                 "--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}",
+                                 "--web", "off", "--policy", str(policy)], stdout=out, stderr=subprocess.STDOUT)
+    worker_pids: list[int] = []
+    try:
+        banner = wait_for(lambda: re.search(r"SMTP processes: 2 \(this one and workers (\d+)\)", out_path.read_text())
+                          or proc.poll() is not None, 30, "the banner")
+        assert proc.poll() is None, out_path.read_text()
+        worker_pids = [int(banner.group(1))]
+
+        def served_by(n: int) -> int:
+            """The process that served the n-th login (its session ended: its throttle change was sent)."""
+            def logged():
+                records = events(data)
+                closed = [r for r in records if r["kind"] == "session.close" and r.get("protocol") == "smtp"]
+                auths = [r for r in records if r["kind"] == "session.auth"]
+                return auths if len(closed) >= n and len(auths) >= n else None
+            return wait_for(logged, 10, "the login's events")[n - 1].get("worker", proc.pid)
+
+        counts = {proc.pid: 0, worker_pids[0]: 0}  # failures each process counted itself
+        for n in range(1, 5):  # the free ones, as one process counts them: no wait
+            code, took = wrong_login(smtp)
+            assert code == 535 and took < 2, (n, took)
+            counts[served_by(n)] += 1
+        quiet = min(counts, key=counts.get)  # it counted 2 at most itself: alone, it would not slow bob
+        n, probes = 4, []
+        while not probes or probes[-1][0] != quiet:
+            assert len(probes) < 20, probes  # the kernel gives each process about half the connections
+            code, took = wrong_login(smtp)
+            n += 1
+            probes.append((served_by(n), code, took))
+            assert code == 535 and took >= 1, probes  # held back: the gap after the other process's failures
+        assert counts[quiet] + len([p for p in probes if p[0] == quiet]) <= 3, (counts, probes)
+
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        assert proc.returncode == 0, out_path.read_text()
+        assert all(gone(pid) for pid in worker_pids)
+        assert "Traceback" not in out_path.read_text()
+        assert not any("throttle" in r for r in events(data))  # the wire's lines are no events
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
