@@ -20,6 +20,7 @@ from .lab import Lab
 from .login_throttle import LoginThrottle
 from .message import parse_message
 from .message_limits import LimitExceeded, Limits
+from .nofollow import SymlinkRefused
 from .policy import Policy
 from .registry import build_plugin_manager, plugin_name
 from .server.base import is_loopback
@@ -440,6 +441,8 @@ class SmtpPipeline:
             return refused
         try:
             write = self._prepare_writes(event.raw, message, every, total.action)
+        except SymlinkRefused:  # already logged, with its path, by nofollow
+            write = None
         except Exception:
             log.exception("delivery failed")
             write = None
@@ -538,7 +541,8 @@ class PendingDelivery:
         results = deliveries[0]._store.run_together([d._write() for d in deliveries])
         for delivery, result in zip(deliveries, results):
             if isinstance(result, BaseException):
-                log.error("delivery failed", exc_info=result)
+                if not isinstance(result, SymlinkRefused):  # that one is logged, with its path, by nofollow
+                    log.error("delivery failed", exc_info=result)
             else:
                 delivery.locations = result
 
