@@ -172,6 +172,8 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
             pass
     finally:
         lab_app.stop()
+        if view:
+            view.flush()
         click.echo("forgelab stopped")
 
 

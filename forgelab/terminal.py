@@ -15,30 +15,44 @@ SESSION_COLOURS = ("cyan", "blue", "magenta", "bright_cyan", "bright_blue", "bri
 ACTION_COLOURS = {"accept": "green", "tag": "yellow", "quarantine": "magenta", "tempfail": "magenta", "reject": "red"}
 
 
+MAX_PENDING = 10_000  # lines waiting for a slow terminal; past it they are counted, not kept
+
+
 class TerminalView:
-    """Subscribes to the event bus and prints each session's dialogue as it happens."""
+    """Subscribes to the event bus and prints each session's dialogue as it happens.
+
+    The bus only hands it a line: a thread of its own writes them, so a terminal that does
+    not keep up (paused with Ctrl-S, a pipe nobody reads) never holds up the bus and the mail
+    servers behind it. Past ``MAX_PENDING`` waiting lines, new ones are counted and one
+    line says how many were not shown.
+    """
 
     def __init__(self, stream=None, colour: bool | None = None, json_lines: bool = False):
         self.stream = stream or sys.stdout
         self.colour = self.stream.isatty() if colour is None else colour
         self.json_lines = json_lines
-        self._lock = threading.Lock()
-        self._held: list[str] | None = None
+        self._ready = threading.Condition()
+        self._lines: list[str] = []
+        self._dropped = 0
+        self._held = False
+        self._writing = False
+        self._thread: threading.Thread | None = None
 
     def hold(self) -> None:
-        """Keep lines back (e.g. until the banner is printed); ``release()`` prints them."""
-        with self._lock:
-            self._held = []
+        """Keep lines back (e.g. until the banner is printed); ``release()`` lets them out."""
+        with self._ready:
+            self._held = True
 
     def release(self) -> None:
-        with self._lock:
-            held, self._held = self._held or [], None
-            for line in held:
-                self.stream.write(line + "\n")
-            self.stream.flush()
+        with self._ready:
+            self._held = False
+            self._ready.notify_all()
 
-    def _style(self, text: str, **kw) -> str:
-        return click.style(text, **kw) if self.colour else text
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every line handed over so far is written (False if not within ``timeout``)."""
+        with self._ready:
+            return self._ready.wait_for(
+                lambda: self._held or not (self._lines or self._dropped or self._writing), timeout)
 
     def __call__(self, record: dict) -> None:
         if self.json_lines:
@@ -47,12 +61,37 @@ class TerminalView:
             line = self.format(record)
         if line is None:
             return
-        with self._lock:
-            if self._held is not None:
-                self._held.append(line)
+        with self._ready:
+            if len(self._lines) >= MAX_PENDING:
+                self._dropped += 1
                 return
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            self._lines.append(line)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write, name="forgelab-terminal", daemon=True)
+                self._thread.start()
+            self._ready.notify_all()
+
+    def _write(self) -> None:
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: not self._held and (self._lines or self._dropped))
+                lines, self._lines = self._lines, []
+                dropped, self._dropped = self._dropped, 0
+                self._writing = True
+            text = "".join(line + "\n" for line in lines)
+            if dropped:
+                text += f"[{dropped} lines not shown: the terminal did not keep up]\n"
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed terminal or pipe: the lab goes on without it
+                pass
+            with self._ready:
+                self._writing = False
+                self._ready.notify_all()
+
+    def _style(self, text: str, **kw) -> str:
+        return click.style(text, **kw) if self.colour else text
 
     def format(self, record: dict) -> str | None:
         kind = record["kind"]

@@ -1,8 +1,9 @@
 """The terminal transcript: readable, coloured on request, and never driven by attacker bytes."""
 import io
 import json
+import threading
 
-from forgelab.terminal import TerminalView
+from forgelab.terminal import MAX_PENDING, TerminalView
 
 
 def render(records, **kw):
@@ -10,6 +11,7 @@ def render(records, **kw):
     view = TerminalView(out, **kw)
     for record in records:
         view(record)
+    assert view.flush()
     return out.getvalue()
 
 
@@ -59,9 +61,37 @@ def test_held_lines_come_out_in_order_after_release():
     view = TerminalView(out, colour=False)
     view.hold()
     view(SESSION[1])
-    assert out.getvalue() == ""
+    assert view.flush() and out.getvalue() == ""
     out.write("BANNER\n")
     view.release()
     view(SESSION[-1])
+    assert view.flush()
     lines = out.getvalue().splitlines()
     assert lines[0] == "BANNER" and lines[1].startswith("[s1 smtp] C: MAIL FROM") and "closed" in lines[2]
+
+
+class StuckTerminal(io.StringIO):
+    """A terminal nobody reads: every write waits until ``go`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.go = threading.Event()
+
+    def write(self, text):
+        self.go.wait(30)
+        return super().write(text)
+
+
+def test_a_terminal_that_does_not_keep_up_never_holds_up_the_bus():
+    out = StuckTerminal()
+    view = TerminalView(out, colour=False)
+    publisher = threading.Thread(target=lambda: [view(SESSION[1]) for _ in range(MAX_PENDING * 2)])
+    publisher.start()
+    publisher.join(10)
+    assert not publisher.is_alive()  # every record handed over while the terminal was stuck
+    out.go.set()
+    assert view.flush(10)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[s1 smtp] C: MAIL FROM")
+    assert "lines not shown: the terminal did not keep up" in lines[-1]
+    assert MAX_PENDING <= len(lines) - 1 < MAX_PENDING * 2
