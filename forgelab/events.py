@@ -246,6 +246,7 @@ class JsonlLog:
         self._lines: list[bytes] = []
         self._size = 0
         self._closing = False
+        self._rotation_failed = False
         self._due = threading.Event()  # the buffer has lines the writer has not taken yet
         self._full = threading.Event()  # ... FLUSH_BYTES of them: no more waiting (or closing)
         self._thread = threading.Thread(target=self._run, name="forgelab-event-log", daemon=True)
@@ -312,15 +313,21 @@ class JsonlLog:
     def _rotate(self) -> None:
         """events.jsonl -> .1 -> .2 ... -> .keep (the last one is overwritten); a new events.jsonl."""
         self._file.close()
-        if self.keep:
-            for n in range(self.keep - 1, 0, -1):
-                if os.path.lexists(rotated(self.path, n)):
-                    os.replace(rotated(self.path, n), rotated(self.path, n + 1))
-            os.replace(self.path, rotated(self.path, 1))
-        else:
-            os.unlink(self.path)
-        self._file = open_private(self.path)
-        self._file_size = 0
+        try:
+            if self.keep:
+                for n in range(self.keep - 1, 0, -1):
+                    if os.path.lexists(rotated(self.path, n)):
+                        os.replace(rotated(self.path, n), rotated(self.path, n + 1))
+                os.replace(self.path, rotated(self.path, 1))
+            else:
+                os.unlink(self.path)
+        except OSError as exc:  # e.g. a directory planted at events.jsonl.1: go on logging, unrotated
+            if not self._rotation_failed:
+                log.error("cannot rotate %s (the log goes on growing until it can): %s", self.path, exc)
+            self._rotation_failed = True
+        finally:
+            self._file = open_private(self.path)
+            self._file_size = self._file.seek(0, 2)
 
     def _run(self) -> None:
         while not self._closing:

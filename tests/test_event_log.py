@@ -188,3 +188,25 @@ def test_a_flood_of_commands_is_counted_not_logged_past_the_session_budget(forge
     lines = [r["text"] for r in lab.recorded("session.line")]
     assert lines.count(TranscriptBudget.NOTE) == 1
     assert closed["unlogged_lines"] > 4000  # counted: in and out, for most of the 3,000 NOOPs
+
+
+def test_a_failed_rotation_loses_no_record(tmp_path):
+    path = tmp_path / "events.jsonl"
+    (tmp_path / "events.jsonl.1").mkdir()  # planted: events.jsonl cannot be renamed onto it
+    bus, log = EventBus(), JsonlLog(path, max_bytes=200, keep=2)
+    bus.subscribe(log)
+    for n in range(1, 21):
+        bus.publish("session.line", session_id="s1", text=f"line {n:04d}")
+        log.flush()
+    log.close()
+    assert [r["seq"] for r in earlier_records(path)] == list(range(1, 21))  # all kept, unrotated
+
+
+def test_a_rotated_log_that_is_not_a_file_is_skipped_when_read_back(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"seq": 7, "kind": "x"}\n')
+    os.mkfifo(tmp_path / "events.jsonl.1")  # a FIFO nobody writes: opening it must not block
+    assert [r["seq"] for r in earlier_records(path)] == [7]
+    (tmp_path / "events.jsonl.1").unlink()
+    (tmp_path / "events.jsonl.1").mkdir()
+    assert [r["seq"] for r in earlier_records(path)] == [7]

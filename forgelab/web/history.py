@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -18,9 +19,14 @@ def _tail(path: Path, max_bytes: int) -> tuple[bytes, bool] | None:
     """The last ``max_bytes`` of ``path`` (never through a symbolic link) and whether it was cut."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        if not isinstance(exc, FileNotFoundError):
-            log.warning("the event log %s could not be read back: %s", path, exc)
+        log.warning("the event log %s could not be read back: %s", path, exc)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a directory planted there
+        os.close(fd)
+        log.warning("the event log %s could not be read back: not a regular file", path)
         return None
     with open(fd, "rb") as f:
         size = f.seek(0, 2)
