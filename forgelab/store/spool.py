@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import stat
 import threading
 import weakref
 from pathlib import Path
@@ -84,8 +83,6 @@ class Spool:
             if self.directory.is_symlink():
                 raise nofollow.refuse(self.directory) from None
             raise
-        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
-            os.fchmod(fd, 0o700)
         return fd
 
     def create(self) -> "SpoolFile":
