@@ -8,10 +8,10 @@
 """
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import replace
 
+from ..credentials import MAYBE_CREDENTIAL, lone_word
 from ..printable import printable
 from . import events as ev
 from .commands import COMMANDS, SYNTAX, parse
@@ -26,8 +26,6 @@ _TOO_LONG = object()  # marks a discarded over-long line in the queue of receive
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_PASS)
 
 
-# One word that may be a secret sent on its own line (AUTH's base64 answer): not a POP3 verb.
-_LONE_WORD = re.compile(r"\s*[A-Za-z0-9+/]+={0,2}\s*|\s*[=*]\s*")
 
 
 def _safe_to_show(text: str) -> str:
@@ -39,8 +37,8 @@ def _safe_to_show(text: str) -> str:
         return f"{words[0][:4]} ****"
     if head == "APOP":
         return f"APOP {words[1]} ****" if words[0].upper() == "APOP" and len(words) > 2 else "APOP ****"
-    if _LONE_WORD.fullmatch(text) and text.strip().upper() not in COMMANDS:
-        return "<a line that may be a credential ****>"
+    if lone_word(text, COMMANDS):
+        return MAYBE_CREDENTIAL
     return text
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..credentials import MAYBE_CREDENTIAL, lone_word
 from . import events as ev
 from .commands import COMMANDS, SyntaxProblem, parse_command
 from .replies import Reply
@@ -333,9 +334,6 @@ _LINE_START_DOT = re.compile(rb"([\r\n])\.")
 # SASL mechanism names shown in transcripts; anything else after AUTH may be the credential itself.
 _MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI", "NTLM",
                "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"}
-# One word that may be a secret sent on its own line (pipelined after a refused AUTH): not a verb.
-_LONE_WORD = re.compile(r"\s*[A-Za-z0-9+/]+={0,2}\s*|\s*[=*]\s*")
-MAYBE_CREDENTIAL = "<a line that may be a credential ****>"
 MASKED_RESPONSE = "<AUTH response ****>"
 
 
@@ -353,7 +351,7 @@ def _safe_to_show(line: str, state: State, after_refused_auth: bool = False) -> 
         return f"{words[0]} {words[1]} ****" if len(words) > 2 else line
     if after_refused_auth and not (words and words[0].upper() in COMMANDS):
         return MASKED_RESPONSE
-    if _LONE_WORD.fullmatch(line) and line.strip().upper() not in COMMANDS:
+    if lone_word(line, COMMANDS):
         return MAYBE_CREDENTIAL
     return line
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 from importlib import resources
 from pathlib import Path
