@@ -55,14 +55,28 @@ def lines(octets: int, tag: bytes = b"") -> bytes:
     return bytes(out)
 
 
+def spool_dir(app) -> Path:
+    """The spool directory of a Forgelab, or of a ServerContext."""
+    return app.spool.directory if hasattr(app, "spool") else app.data_dir / "spool"
+
+
 def spool_files(app) -> list[Path]:
-    """The spool files of a Forgelab, or of a ServerContext."""
-    directory = app.spool.directory if hasattr(app, "spool") else app.data_dir / "spool"
-    return sorted(directory.glob("*.spool"))
+    return sorted(spool_dir(app).glob("*.spool"))
+
+
+def spool_bytes(directory: Path) -> int:
+    """Octets in spool files now (a file may go between listing it and reading its size)."""
+    total = 0
+    for path in directory.glob("*.spool"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def spooled(app) -> int:
-    return sum(p.stat().st_size for p in spool_files(app))
+    return spool_bytes(spool_dir(app))
 
 
 def retr_last(app) -> bytes:
@@ -270,7 +284,7 @@ def test_a_class_holding_unfinished_data_keeps_the_servers_memory_bounded(tmp_pa
             for c in clients:
                 c.send(text)
         # The server has read it all once (nearly) all of it is in the spool, or in its memory.
-        on_disk = lambda: sum(p.stat().st_size for p in (data / "spool").glob("*.spool"))
+        on_disk = lambda: spool_bytes(data / "spool")
         wait_for(lambda: on_disk() > CLIENTS * (HELD - 2 * 1024 * 1024) or server.rss() - before > CLIENTS * HELD * 3 // 4,
                  timeout=30, what="the server to read every client's text")
         grown = server.rss() - before
