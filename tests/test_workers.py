@@ -282,20 +282,9 @@ def test_two_processes_share_the_port_the_store_the_log_and_the_policy(tmp_path,
         assert {r.get("worker", proc.pid) for r in rejected} == pids  # every process refused some
         assert sum(r["kind"] == "policy.changed" for r in events(data)) == 1  # no echo from the worker
 
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        assert proc.returncode == 0, out_path.read_text()
-        assert all(gone(pid) for pid in worker_pids)
-        assert "Traceback" not in out_path.read_text()
+        stop_cleanly(proc, worker_pids, out_path)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        for pid in worker_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(proc, worker_pids)
 
 
 @pytest.mark.timeout(60)
@@ -339,6 +328,27 @@ def workers_of(data_dir) -> list[int]:
 
 BOB_WRONG = base64.b64encode(b"\0bob\0guess").decode()
 
+
+
+def stop_cleanly(proc: subprocess.Popen, worker_pids: list[int], out_path) -> None:
+    """SIGTERM to serve: it exits 0, its workers are gone, and it printed no traceback."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert proc.returncode == 0, out_path.read_text()
+    assert all(gone(pid) for pid in worker_pids)
+    assert "Traceback" not in out_path.read_text()
+
+
+def kill_all(proc: subprocess.Popen, worker_pids: list[int]) -> None:
+    """Whatever a failed test left running: serve and its workers."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    for pid in worker_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 def wrong_login(port: int) -> tuple[int, float]:
     """One wrong AUTH PLAIN for bob on a fresh connection: its reply code and how long it took."""
@@ -401,18 +411,7 @@ def test_an_auth_guesser_spread_over_two_processes_is_slowed_as_by_one(tmp_path)
         finally:
             client.close()
 
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        assert proc.returncode == 0, out_path.read_text()
-        assert all(gone(pid) for pid in worker_pids)
-        assert "Traceback" not in out_path.read_text()
+        stop_cleanly(proc, worker_pids, out_path)
         assert not any("throttle" in r for r in events(data))  # the wire's lines are no events
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        for pid in worker_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(proc, worker_pids)
