@@ -1,6 +1,8 @@
 """The mail store: Maildir per user, a quarantine folder, a relay hold, POP3 maildrops."""
-from .maildir import (FOLDERS, Maildrop, MaildropLocked, MailStore, MessageDeleted, NoSuchMessage,
-                      WriteSteps, uid_of)
+from .group_commit import WriteSteps
+from .maildir import FOLDERS, MailStore
+from .maildrop import Maildrop, MaildropLocked, MessageDeleted, NoSuchMessage
+from .names import uid_of
 
 __all__ = ["FOLDERS", "MailStore", "Maildrop", "MaildropLocked", "MessageDeleted", "NoSuchMessage", "WriteSteps",
            "uid_of"]
