@@ -15,6 +15,9 @@ class ForgelabError(Exception):
 
     exit_code = 2  # what ``forgelab`` exits with
 
+    def __str__(self) -> str:  # an OSError's message without its "[Errno N]"
+        return getattr(self, "strerror", None) or super().__str__()
+
 
 class ConfigError(ForgelabError, ValueError):
     """A setting that cannot be used: the message names the setting and the values it takes."""
