@@ -83,9 +83,14 @@ THROTTLE_KEYS = {"free_failures": "login_free_failures", "user_free_failures": "
 LIMIT_KEYS = {"max_per_ip": "max_connections_per_ip"}
 
 
-def login_throttle(settings: Settings, policy: Policy) -> LoginThrottle:
+def throttle_settings(settings: Settings, policy: Policy) -> dict:
+    """The LoginThrottle settings under ``policy``."""
     effective = settings.for_policy(policy)
-    return LoginThrottle(**{name: getattr(effective, key) for name, key in THROTTLE_KEYS.items()})
+    return {name: getattr(effective, key) for name, key in THROTTLE_KEYS.items()}
+
+
+def login_throttle(settings: Settings, policy: Policy) -> LoginThrottle:
+    return LoginThrottle(**throttle_settings(settings, policy))
 
 
 def server_limits(settings: Settings, policy: Policy) -> Limits:
@@ -98,7 +103,8 @@ def server_limits(settings: Settings, policy: Policy) -> Limits:
 class LabContext(ServerContext):
     """The context of a running lab. A policy switch (web view, API, a worker's wire) also gives
     the servers the new policy's ``[server]`` limits, for the connections that come after it
-    (``servers``), and passes the switch on to the worker processes (``pool``)."""
+    (``servers``), and the login throttle its settings (its counts stay), and passes the switch
+    on to the worker processes (``pool``)."""
 
     def __init__(self, *args, settings: Settings = Settings(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -115,6 +121,8 @@ class LabContext(ServerContext):
             limits = server_limits(self.settings, policy)
             for server in self.servers:
                 server.limits = limits
+            for name, value in throttle_settings(self.settings, policy).items():
+                setattr(self.login_throttle, name, value)
             super().set_policy(policy)
             if self.pool:
                 self.pool.switch(policy)

@@ -82,6 +82,16 @@ def test_a_switch_applies_the_new_limits_to_pop3_too(forgelab_server, tmp_path):
         assert b"-ERR" in read_to_end(sock)
 
 
+def test_a_switch_gives_the_login_throttle_the_new_settings_and_keeps_its_counts(forgelab_server, tmp_path):
+    lab = forgelab_server(policy="observe")
+    throttle = lab.context.login_throttle
+    throttle.failure("127.0.0.9", "alice")
+    lab.context.set_policy(policy_file(tmp_path, "tight", "login_free_failures = 1\nlogin_delay = 30"))
+    assert lab.context.login_throttle is throttle and (throttle.free_failures, throttle.delay) == (1, 30)
+    throttle.failure("127.0.0.9", "alice")  # the second: over the new free one, with the one before the switch
+    assert 0 < throttle.attempt("127.0.0.9", "alice") <= 30  # under observe's 3 free failures: 0
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_switch_reaches_the_limits_of_a_worker_process(forgelab_server, tmp_path, driver):
     lab = forgelab_server(policy="observe", workers=2, driver=driver)
