@@ -96,8 +96,8 @@ def login_throttle(settings: Settings, policy: Policy) -> LoginThrottle:
 def server_limits(settings: Settings, policy: Policy) -> Limits:
     """The drivers' limits under ``policy``: each Limits field a [server] key sets (settings.py)."""
     effective = settings.for_policy(policy)
-    return Limits(**{f.name: getattr(effective, LIMIT_KEYS.get(f.name, f.name)) for f in fields(Limits)
-                     if hasattr(effective, LIMIT_KEYS.get(f.name, f.name))})
+    keys = {f.name: LIMIT_KEYS.get(f.name, f.name) for f in fields(Limits)}
+    return Limits(**{name: getattr(effective, key) for name, key in keys.items() if hasattr(effective, key)})
 
 
 class LabContext(ServerContext):
@@ -118,27 +118,25 @@ class LabContext(ServerContext):
             raise ConfigError(f"policy {policy.name!r} has no file the worker processes could load; "
                               "load it from a file or a shipped name")
         with self._switching:
+            super().set_policy(policy)  # first: a policy whose plugins cannot load changes nothing
             limits = server_limits(self.settings, policy)
             for server in self.servers:
                 server.limits = limits
             for name, value in throttle_settings(self.settings, policy).items():
                 setattr(self.login_throttle, name, value)
-            super().set_policy(policy)
             if self.pool:
                 self.pool.switch(policy)
 
 
-def server_context(settings: Settings, data_dir: Path, bus: EventBus,
-                   context_class: type[ServerContext] = ServerContext) -> ServerContext:
+def server_context(settings: Settings, data_dir: Path, bus: EventBus) -> LabContext:
     """The lab with its DNS, the policy and its plugins, the store, the lab certificate and the
     login throttle: what a process serving SMTP needs (``Forgelab``, and each worker of ``--workers``)."""
     lab = load_lab(settings.users_file)
     attach_resolver(lab, settings)
     policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
     tls = lab_server_context(data_dir, lab.hostname, settings.tls_cert, settings.tls_key) if settings.tls else None
-    extra = {"settings": settings} if issubclass(context_class, LabContext) else {}
-    return context_class(lab, MailStore(data_dir / "mail"), bus, policy, settings.plugins, tls=tls,
-                         login_throttle=login_throttle(settings, policy), **extra)
+    return LabContext(lab, MailStore(data_dir / "mail"), bus, policy, settings.plugins, tls=tls,
+                      login_throttle=login_throttle(settings, policy), settings=settings)
 
 
 class Forgelab:
@@ -162,7 +160,7 @@ class Forgelab:
         self.bus = bus or EventBus()
         self.workers = None
         # The lab certificate is made here, before any worker process starts: they load the same one.
-        self.context = server_context(settings, self.data_dir, self.bus, LabContext)
+        self.context = server_context(settings, self.data_dir, self.bus)
         self.context.spool.clear()  # what a server that died in the middle of DATA left; before any worker starts
         self.lab: Lab = self.context.lab
         self.store = self.context.store

@@ -52,7 +52,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
                             dns=config.get("dns", "lab"), event_log=False, tls=bool(config.get("tls", True)),
                             tls_cert=_opt_path(config.get("tls_cert")), tls_key=_opt_path(config.get("tls_key")),
                             driver=config.get("driver", "threads"))
-        context = server_context(settings, settings.data_dir, bus, LabContext)
+        context = server_context(settings, settings.data_dir, bus)
         policy = context.rules.policy
         smtp = SmtpServer(context, *parse_hostport(settings.smtp), server_limits(settings, policy), reuse_port=True,
                           driver=settings.driver).start()
