@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from dataclasses import dataclass
+import threading
+from dataclasses import fields
 from pathlib import Path
+from typing import Callable
 
 from . import nofollow
 from .dns import Resolver
+from .errors import ConfigError, DataDirError
 from .events import EventBus, JsonlLog
 from .lab import Lab, load_lab
 from .login_throttle import LoginThrottle
@@ -17,42 +20,19 @@ from .policy import Policy, load_policy
 from .server.base import Limits, parse_hostport
 from .server.pop3 import Pop3Server
 from .server.smtp import SmtpServer
+from .settings import Settings
 from .store import MailStore
 from .tls import lab_server_context
-from .workers import PooledContext, WorkerPool, check_workers
+from .workers import WorkerPool, check_workers
 
+__all__ = ["Forgelab", "LabContext", "Settings", "server_context", "server_limits"]
 
 log = logging.getLogger(__name__)
-
-EVENT_LOG_MAX = 64 * 1024 * 1024  # bytes of events.jsonl before it is rotated (serve --event-log-max)
-EVENT_LOG_KEEP = 3                # rotated files kept: events.jsonl.1 ... .3 (serve --event-log-keep)
 
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "forgelab"
-
-
-@dataclass
-class Settings:
-    smtp: str = "127.0.0.1:1025"
-    pop3: str = "127.0.0.1:1110"
-    data_dir: Path | None = None
-    users_file: Path | None = None
-    policy: str | Policy = "observe"
-    plugins: tuple[str, ...] = ()
-    zone_file: Path | None = None
-    dns: str = "lab"
-    event_log: bool = True
-    tls: bool = True  # offer STARTTLS; with no cert given, a lab certificate is made in data_dir/tls
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    web: str | None = None  # HOST:PORT of the web view, None for none
-    workers: int = 1  # SMTP processes; more than 1 starts worker processes on the same port (workers.py)
-    driver: str = "threads"  # SMTP socket driver: threads or selector (server/smtp.py)
-    pin_cpus: bool = False  # with workers: each SMTP process on a CPU of its own (workers.pin_to); serve sets it
-    event_log_max: int = EVENT_LOG_MAX  # 0: never rotated
-    event_log_keep: int = EVENT_LOG_KEEP
 
 
 def raise_open_files_limit() -> int:
@@ -71,7 +51,13 @@ def raise_open_files_limit() -> int:
 
 def private_data_dir(path: Path) -> Path:
     """``path`` made (0700), or made 0700 if others could enter it: it holds everyone's mail and the event log."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(exc.errno, f"data directory {path} cannot be made: {exc.strerror or exc}; "
+                                      "give another with --data") from None
+    if not path.is_dir():
+        raise DataDirError(0, f"data directory {path} is not a directory; give another with --data")
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         try:
@@ -89,54 +75,92 @@ def attach_resolver(lab: Lab, settings: Settings) -> None:
         lab.resolver = Resolver.lab(settings.zone_file) if settings.zone_file else Resolver.lab()
 
 
-# Policy key -> LoginThrottle setting; the defaults are LoginThrottle's own.
-THROTTLE_KEYS = {"login_free_failures": "free_failures", "login_user_free_failures": "user_free_failures",
-                 "login_delay": "delay", "login_max_delay": "max_delay",
-                 "login_ip_free_failures": "ip_free_failures", "login_ip_max_delay": "ip_max_delay"}
+# LoginThrottle setting -> the [server] key that sets it.
+THROTTLE_KEYS = {"free_failures": "login_free_failures", "user_free_failures": "login_user_free_failures",
+                 "delay": "login_delay", "max_delay": "login_max_delay",
+                 "ip_free_failures": "login_ip_free_failures", "ip_max_delay": "login_ip_max_delay"}
+# Limits field -> the [server] key that sets it, where the names differ.
+LIMIT_KEYS = {"max_per_ip": "max_connections_per_ip"}
 
 
-def login_throttle(policy: Policy) -> LoginThrottle:
-    return LoginThrottle(**{name: type(getattr(LoginThrottle, name))(policy.setting(key, getattr(LoginThrottle, name)))
-                            for key, name in THROTTLE_KEYS.items()})
+def throttle_settings(settings: Settings, policy: Policy) -> dict:
+    """The LoginThrottle settings under ``policy``."""
+    effective = settings.for_policy(policy)
+    return {name: getattr(effective, key) for name, key in THROTTLE_KEYS.items()}
 
 
-def server_limits(policy: Policy) -> Limits:
-    default = Limits()
-    return Limits(idle_timeout=float(policy.setting("idle_timeout", default.idle_timeout)),
-                  session_timeout=float(policy.setting("session_timeout", default.session_timeout)),
-                  max_connections=int(policy.setting("max_connections", default.max_connections)),
-                  max_per_ip=int(policy.setting("max_connections_per_ip", default.max_per_ip)),
-                  shed_idle_after=float(policy.setting("shed_idle_after", default.shed_idle_after)),
-                  min_data_rate=float(policy.setting("min_data_rate", default.min_data_rate)),
-                  max_errors=int(policy.setting("max_errors", default.max_errors)),
-                  max_commands=int(policy.setting("max_commands", default.max_commands)))
+def login_throttle(settings: Settings, policy: Policy) -> LoginThrottle:
+    return LoginThrottle(**throttle_settings(settings, policy))
 
 
-def server_context(settings: Settings, data_dir: Path, bus: EventBus,
-                   context_class: type[ServerContext] = ServerContext) -> ServerContext:
+def server_limits(settings: Settings, policy: Policy) -> Limits:
+    """The drivers' limits under ``policy``: each Limits field a [server] key sets (settings.py)."""
+    effective = settings.for_policy(policy)
+    keys = {f.name: LIMIT_KEYS.get(f.name, f.name) for f in fields(Limits)}
+    return Limits(**{name: getattr(effective, key) for name, key in keys.items() if hasattr(effective, key)})
+
+
+class LabContext(ServerContext):
+    """The context of a running lab. A policy switch (web view, API, a worker's wire) also gives
+    the servers the new policy's ``[server]`` limits, for the connections that come after it
+    (``servers``), and the login throttle its settings (its counts stay), and passes the switch
+    on to the worker processes (``pool``)."""
+
+    def __init__(self, *args, settings: Settings = Settings(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        self.servers: tuple = ()  # each has a ``limits`` attribute that new connections take
+        self.pool: WorkerPool | None = None
+        self._switching = threading.Lock()  # one switch at a time: main and workers never end on different policies
+
+    def set_policy(self, policy: Policy) -> None:
+        if self.pool and not policy.source:
+            raise ConfigError(f"policy {policy.name!r} has no file the worker processes could load; "
+                              "load it from a file or a shipped name")
+        with self._switching:
+            super().set_policy(policy)  # first: a policy whose plugins cannot load changes nothing
+            limits = server_limits(self.settings, policy)
+            for server in self.servers:
+                server.limits = limits
+            for name, value in throttle_settings(self.settings, policy).items():
+                setattr(self.login_throttle, name, value)
+            if self.pool:
+                self.pool.switch(policy)
+
+
+def server_context(settings: Settings, data_dir: Path, bus: EventBus) -> LabContext:
     """The lab with its DNS, the policy and its plugins, the store, the lab certificate and the
     login throttle: what a process serving SMTP needs (``Forgelab``, and each worker of ``--workers``)."""
     lab = load_lab(settings.users_file)
     attach_resolver(lab, settings)
     policy = settings.policy if isinstance(settings.policy, Policy) else load_policy(settings.policy)
     tls = lab_server_context(data_dir, lab.hostname, settings.tls_cert, settings.tls_key) if settings.tls else None
-    return context_class(lab, MailStore(data_dir / "mail"), bus, policy, settings.plugins, tls=tls,
-                         login_throttle=login_throttle(policy))
+    return LabContext(lab, MailStore(data_dir / "mail"), bus, policy, settings.plugins, tls=tls,
+                      login_throttle=login_throttle(settings, policy), settings=settings)
 
 
 class Forgelab:
-    def __init__(self, settings: Settings, bus: EventBus | None = None):
+    """A lab: its world, store, event bus and servers, started and stopped together.
+
+    :param web_view: makes the web view, ``web_view(lab, host, port)`` (``forgelab.web.WebServer``),
+        when ``settings.web`` gives its address. Passed in, not imported: the web view is a
+        consumer of the lab, and the lab never imports it.
+    """
+
+    def __init__(self, settings: Settings, bus: EventBus | None = None,
+                 web_view: Callable[["Forgelab", str, int], object] | None = None):
         self.settings = settings
         self.data_dir = private_data_dir(Path(settings.data_dir or default_data_dir()))
         for inside in ("mail", "tls", "events.jsonl", "spool"):  # the directory may be a symlink (the user's choice); what is inside must not
             if (self.data_dir / inside).is_symlink():
                 raise nofollow.refuse(self.data_dir / inside)
+        if settings.web and web_view is None:
+            raise ConfigError(f"settings.web is {settings.web!r} but no web_view was given: "
+                              "pass web_view=forgelab.web.WebServer, or web=None")
         self.bus = bus or EventBus()
         self.workers = None
-        # With workers, a policy switch must reach them too (PooledContext.set_policy). The lab
-        # certificate is made here, before any worker process starts: they load the same one.
-        self.context = server_context(settings, self.data_dir, self.bus,
-                                      PooledContext if settings.workers > 1 else ServerContext)
+        # The lab certificate is made here, before any worker process starts: they load the same one.
+        self.context = server_context(settings, self.data_dir, self.bus)
         self.context.spool.clear()  # what a server that died in the middle of DATA left; before any worker starts
         self.lab: Lab = self.context.lab
         self.store = self.context.store
@@ -145,7 +169,7 @@ class Forgelab:
         check_workers(settings.workers, policy)
         # One throttle for POP3 logins and SMTP AUTH: a guesser gains nothing by switching.
         throttle = self.context.login_throttle
-        limits = server_limits(policy)
+        limits = server_limits(settings, policy)
         self._log = JsonlLog(self.data_dir / "events.jsonl", max_bytes=settings.event_log_max,
                              keep=settings.event_log_keep) if settings.event_log else None
         if self._log:
@@ -156,12 +180,9 @@ class Forgelab:
                                driver=settings.driver)
         self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls,
                                throttle=throttle)
-        self.web = None
-        if settings.web:
-            from .web import WebServer
-
-            # Made before the servers start: it subscribes to the bus and must see every event.
-            self.web = WebServer(self, *parse_hostport(settings.web))
+        self.context.servers = (self.smtp, self.pop3)  # a policy switch gives them its limits
+        # Made before the servers start: it subscribes to the bus and must see every event.
+        self.web = web_view(self, *parse_hostport(settings.web)) if settings.web else None
 
     def start(self) -> "Forgelab":
         started = []

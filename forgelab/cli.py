@@ -10,6 +10,30 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .errors import ForgelabError
+from .settings import MB, Settings
+
+
+class UserError(click.ClickException):
+    """A ``ForgelabError`` as the command line shows it: one line, exit code 2."""
+    exit_code = ForgelabError.exit_code
+
+
+class Commands(click.Group):
+    """The command group: a ForgelabError from any command (a bad policy, a port in use, ...)
+    is one line naming what to fix, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ForgelabError as exc:
+            raise UserError(str(exc)) from None
+
+
+def setting(name: str, *decls, **kwargs):
+    """An option of ``serve`` for setting ``name``: its default and help are settings.py's."""
+    kwargs.setdefault("default", Settings.serve_default(name))
+    return click.option(*decls, name, help=Settings.doc(name), **kwargs)
 
 
 class HostPort(click.ParamType):
@@ -52,7 +76,7 @@ class ByteSize(click.ParamType):
         return size
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="forgelab")
 def main():
     """forgelab: a mail-forgery lab. A real SMTP + POP3 server on loopback that runs every
@@ -110,39 +134,42 @@ def _world_lines(lab) -> list[str]:
     return ["  lab world:"] + [f"    {line}" for line in banner_lines()]
 
 
+def _web_view(address):
+    """The web view's class, imported only when it is asked for (it brings Starlette and uvicorn)."""
+    if not address:
+        return None
+    from .web import WebServer
+
+    return WebServer
+
+
 def _max_workers() -> int:
     return (os.cpu_count() or 1) * 4
 
 
 @main.command()
-@click.option("--smtp", "smtp", default="127.0.0.1:1025", show_default=True, type=HostPort(), help="SMTP listen address.")
-@click.option("--pop3", "pop3", default="127.0.0.1:1110", show_default=True, type=HostPort(), help="POP3 listen address.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (mail, event log). Default: ~/.local/share/forgelab.")
-@click.option("--users", "users_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file of local domains, users and lists.")
-@click.option("--policy", default="observe", show_default=True, help="A shipped policy name (open, observe, strict) or a policy file.")
-@click.option("--plugin", "plugins", multiple=True, help="A plugin module or .py file to load (repeatable).")
-@click.option("--zone", "zone_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="RFC 1035 master file for the lab DNS.")
-@click.option("--dns", type=click.Choice(["lab", "system"]), default="lab", show_default=True, help="Answer DNS from the lab zone, or from real DNS.")
+@setting("smtp", "--smtp", show_default=True, type=HostPort())
+@setting("pop3", "--pop3", show_default=True, type=HostPort())
+@setting("data_dir", "--data", type=click.Path(file_okay=False, path_type=Path))
+@setting("users_file", "--users", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@setting("policy", "--policy", show_default=True)
+@setting("plugins", "--plugin", multiple=True)
+@setting("zone_file", "--zone", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@setting("dns", "--dns", type=click.Choice(["lab", "system"]), show_default=True)
 @click.option("--quiet", is_flag=True, help="Do not print the session transcripts.")
 @click.option("--json", "json_lines", is_flag=True, help="Print every event as a JSON line instead of the transcript.")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate for STARTTLS/STLS. Default: a lab certificate made in DATA/tls on first start.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key of --tls-cert (if not inside the certificate file).")
-@click.option("--web", default="127.0.0.1:8025", show_default=True, type=HostPort(allow_off=True),
-              help="Web view address, or 'off'.")
-@click.option("--workers", type=click.IntRange(1, _max_workers()), default=1, show_default=True,
-              help="SMTP processes sharing the SMTP port (SO_REUSEPORT, Linux), each on a CPU of its own; "
-                   "connection caps are per process, the login throttle is shared.")
-@click.option("--driver", type=click.Choice(["threads", "selector"]), default="threads", show_default=True,
-              help="SMTP sockets: a thread per connection, or one selector thread for every plain-text connection "
-                   "(faster under load; hooks must not block).")
-@click.option("--event-log-max", type=ByteSize(minimum=64 * 1024), default="64MB", show_default=True,
-              help="Size at which events.jsonl is rotated to events.jsonl.1 (0: never).")
-@click.option("--event-log-keep", type=click.IntRange(0, 100), default=3, show_default=True,
-              help="Rotated event logs kept (events.jsonl.1 ... .N); the log takes at most SIZE x (N + 1).")
+@setting("tls_cert", "--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@setting("tls_key", "--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@setting("web", "--web", show_default=True, type=HostPort(allow_off=True))
+@setting("workers", "--workers", type=click.IntRange(1, _max_workers()), show_default=True)
+@setting("driver", "--driver", type=click.Choice(["threads", "selector"]), show_default=True)
+@setting("event_log_max", "--event-log-max", type=ByteSize(minimum=64 * 1024), show_default=True,
+         default=f"{Settings.serve_default('event_log_max') // MB}MB")
+@setting("event_log_keep", "--event-log-keep", type=click.IntRange(0, 100), show_default=True)
 def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
           workers, driver, event_log_max, event_log_keep):
     """Start the SMTP and POP3 servers on the embedded lab world."""
-    from .app import Forgelab, Settings, raise_open_files_limit
+    from .app import Forgelab, raise_open_files_limit
     from .malloc import keep_heap_small
     from .terminal import TerminalView
 
@@ -157,12 +184,14 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
         signal.signal(sig, lambda *_: stop.set())
     view = None if quiet else TerminalView(sys.stdout, json_lines=json_lines)
     try:
-        lab_app = Forgelab(settings)
+        lab_app = Forgelab(settings, web_view=_web_view(web))
         if view:
             view.hold()  # sessions that start before the banner is out are shown after it
             lab_app.bus.subscribe(view)
         lab_app.start()
-    except Exception as exc:  # a start-up problem is one clear line, never a traceback
+    except ForgelabError:
+        raise
+    except Exception as exc:  # any other start-up problem is one clear line too, never a traceback
         raise click.ClickException(str(exc)) from None
     click.echo(banner(lab_app))
     if view:
@@ -181,7 +210,7 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
 @click.argument("config")
 def smtp_worker(config):
     """One SMTP worker process of `serve --workers` (started by serve, not by hand)."""
-    from .workers import worker_main
+    from .worker_process import worker_main
 
     sys.exit(worker_main(config))
 
@@ -196,6 +225,8 @@ def plugins_cmd(policy, plugins):
 
     try:
         pm = build_plugin_manager(load_policy(policy), plugins)
+    except ForgelabError:
+        raise
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
     for name, hooks in describe(pm):
@@ -224,6 +255,8 @@ def policies_show(name):
         policy = load_policy(name)
         build_plugin_manager(policy)  # the defences it names must exist, as `serve` requires
         click.echo(policy.as_toml())
+    except ForgelabError:
+        raise
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -10,12 +10,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import WorldError
+
 # A mailbox name must be safe as a directory name: no path separators, no dots first, no NUL.
 NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9._+-]{0,63}\Z")  # \Z: "$" would let "alice\n" through
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
-class DirectoryError(ValueError):
+class DirectoryError(WorldError):
     """A users file that cannot be used; the message names the file and the key."""
 
 

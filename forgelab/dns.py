@@ -31,6 +31,7 @@ import dns.reversename
 import dns.zone
 from dns.rdtypes.ANY.TXT import TXT
 
+from .errors import WorldError
 from .memo import short_memo
 
 LAB_ZONE = Path(str(resources.files("forgelab.lab"))) / "lab.zone"
@@ -41,7 +42,7 @@ NEGATIVE_TTL = 60  # seconds a "no such name / no such record" answer is kept
 SYSTEM_TIMEOUT = 5.0
 
 
-class ZoneError(ValueError):
+class ZoneError(WorldError):
     """A zone file that cannot be used; the message names the file and the line."""
 
 

@@ -26,6 +26,15 @@ def forgelab_connect(session, lab):
     :param session: the new session; ``session.peer_ip`` is the client address.
     :return: Verdict, list of Verdicts, or None. A ``reject`` action answers the
         connection with ``554`` instead of the banner.
+
+    >>> from forgelab import Verdict, hookimpl
+    >>> from forgelab.testing import run_hook
+    >>> class Loopback:
+    ...     @hookimpl
+    ...     def forgelab_connect(self, session):
+    ...         return Verdict("loopback", "pass", f"{session.peer_ip} is on this machine")
+    >>> run_hook(Loopback(), "forgelab_connect")
+    [Verdict(check='loopback', result='pass', reason='127.0.0.1 is on this machine', action=None, details={})]
     """
 
 
@@ -35,6 +44,15 @@ def forgelab_helo(session, helo, lab):
 
     :param helo: the name it gave (``session.helo`` holds it too).
     :return: Verdict, list of Verdicts, or None.
+
+    >>> from forgelab import Verdict, hookimpl
+    >>> from forgelab.testing import run_hook
+    >>> class NoBareName:
+    ...     @hookimpl
+    ...     def forgelab_helo(self, helo):
+    ...         return Verdict("helo-name", "pass" if "." in helo else "fail", f"HELO {helo}")
+    >>> [v.header_value() for v in run_hook(NoBareName(), "forgelab_helo", helo="localhost")]
+    ['helo-name=fail (HELO localhost)']
     """
 
 
@@ -45,6 +63,10 @@ def forgelab_mail_from(session, envelope, address, params, lab):
     :param address: the reverse-path without angle brackets; ``""`` is the null sender.
     :param params: ESMTP parameters, upper-cased names to values (``{"SIZE": "123"}``).
     :return: Verdict, list of Verdicts, or None.
+
+    >>> from forgelab.testing import run_hook
+    >>> [v.result for v in run_hook("spf", "forgelab_mail_from", address="ceo@bank.example")]
+    ['fail']
     """
 
 
@@ -55,6 +77,16 @@ def forgelab_rcpt_to(session, envelope, address, lab):
     :param address: the forward-path without angle brackets.
     :return: Verdict, list of Verdicts, or None. A rejecting action refuses this
         recipient only; the message goes on with the others.
+
+    >>> from forgelab import Verdict, hookimpl
+    >>> from forgelab.testing import run_hook
+    >>> class LocalOnly:
+    ...     @hookimpl
+    ...     def forgelab_rcpt_to(self, address, lab):
+    ...         local = lab.directory.is_local_domain(address.rpartition("@")[2])
+    ...         return Verdict("local-only", "pass" if local else "fail", address)
+    >>> [v.result for v in run_hook(LocalOnly(), "forgelab_rcpt_to", address="bob@elsewhere.example")]
+    ['fail']
     """
 
 
@@ -66,6 +98,16 @@ def forgelab_message(session, envelope, message, raw, lab):
     :param raw: the message bytes exactly as received (after dot-unstuffing, before
         forgelab adds any header).
     :return: Verdict, list of Verdicts, or None.
+
+    >>> from forgelab import Verdict, hookimpl
+    >>> from forgelab.testing import run_hook
+    >>> class NeedsSubject:
+    ...     @hookimpl
+    ...     def forgelab_message(self, message):
+    ...         return Verdict("subject", "pass" if message["Subject"] else "fail", "a Subject: is expected")
+    >>> no_subject = "From: a@shop.example\\r\\n\\r\\nhi\\r\\n"
+    >>> [v.result for v in run_hook(NeedsSubject(), "forgelab_message", message=no_subject)]
+    ['fail']
     """
 
 
@@ -76,6 +118,15 @@ def forgelab_add_headers(session, envelope, message, verdicts, lab):
     :param message: the parsed message (``email.message.EmailMessage``), as the defences saw it.
     :param verdicts: every Verdict of the message so far.
     :return: a list of ``(name, value)`` pairs, or None.
+
+    >>> from forgelab import hookimpl
+    >>> from forgelab.testing import run_hook
+    >>> class Stamp:
+    ...     @hookimpl
+    ...     def forgelab_add_headers(self, verdicts):
+    ...         return [("X-Checks", str(len(verdicts)))]
+    >>> run_hook(Stamp(), "forgelab_add_headers", message="Subject: hi\\r\\n\\r\\nhi\\r\\n")
+    [[('X-Checks', '0')]]
     """
 
 
@@ -85,6 +136,12 @@ def forgelab_vrfy(session, argument, lab):
 
     :param argument: what the client asked about, as typed.
     :return: a :class:`forgelab.smtp.Reply`, or None to let the next plugin answer.
+
+    >>> from forgelab.testing import run_hook
+    >>> str(run_hook("disclosure", "forgelab_vrfy", argument="alice", policy="observe"))
+    '250 2.1.5 Alice Liddell <alice@corp.example>'
+    >>> run_hook("disclosure", "forgelab_vrfy", argument="alice", policy="strict").code
+    252
     """
 
 
@@ -94,6 +151,10 @@ def forgelab_expn(session, argument, lab):
 
     :param argument: the list name, as typed.
     :return: a :class:`forgelab.smtp.Reply`, or None to let the next plugin answer.
+
+    >>> from forgelab.testing import run_hook
+    >>> run_hook("disclosure", "forgelab_expn", argument="nosuchlist", policy="observe").code
+    550
     """
 
 
@@ -105,6 +166,18 @@ def forgelab_delivered(session, envelope, message, action, verdicts, locations, 
     :param action: the folded action: ``accept``, ``tag`` or ``quarantine``.
     :param verdicts: every Verdict of the message's session stages and its content.
     :param locations: ``(user, folder, key)`` for each copy written.
+
+    >>> from forgelab import hookimpl
+    >>> from forgelab.testing import run_hook
+    >>> seen = []
+    >>> class Counter:
+    ...     @hookimpl
+    ...     def forgelab_delivered(self, action, locations):
+    ...         seen.append((action, len(locations)))
+    >>> run_hook(Counter(), "forgelab_delivered", action="tag", locations=[("alice", "inbox", "k1")])
+    []
+    >>> seen
+    [('tag', 1)]
     """
 
 
@@ -115,4 +188,17 @@ def forgelab_rejected(session, envelope, stage, reply, verdicts, lab):
     :param stage: ``connect``, ``helo``, ``mail_from``, ``rcpt_to`` or ``message``.
     :param reply: the :class:`forgelab.smtp.Reply` sent to the client.
     :param verdicts: the verdicts of that stage; the harshest decided.
+
+    >>> from forgelab import hookimpl
+    >>> from forgelab.smtp import Reply
+    >>> from forgelab.testing import run_hook
+    >>> refused = []
+    >>> class Tally:
+    ...     @hookimpl
+    ...     def forgelab_rejected(self, stage, reply):
+    ...         refused.append(f"{stage}: {reply.code}")
+    >>> run_hook(Tally(), "forgelab_rejected", stage="rcpt_to", reply=Reply(550, "5.7.1", "no"))
+    []
+    >>> refused
+    ['rcpt_to: 550']
     """

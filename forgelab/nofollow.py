@@ -13,10 +13,12 @@ import os
 import stat
 from pathlib import Path
 
+from .errors import DataDirError
+
 log = logging.getLogger(__name__)
 
 
-class SymlinkRefused(OSError):
+class SymlinkRefused(DataDirError):
     """A path inside the data directory is a symlink; it was not followed."""
 
     def __init__(self, path):

@@ -28,49 +28,17 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .errors import PolicyError
+from .settings import DEFAULTS, KEYS
 from .verdicts import ACTIONS, RESULTS, Verdict
 
 SHIPPED_DIR = Path(str(resources.files("forgelab.policies")))
 POLICY_ACTIONS = ACTIONS + ("suggested",)
 TOP_KEYS = {"description", "extends", "server", "defences", "actions"}
-SERVER_KEYS = {
-    "end_of_data": ("strict", "lenient"),
-    "address_syntax": ("strict", "lenient"),
-    "xclient": (True, False),
-    "require_auth": (True, False),
-    "max_message_size": int,
-    "spool_threshold": int,
-    "max_recipients": int,
-    "max_errors": int,
-    "max_commands": int,
-    "idle_timeout": (int, float),
-    "session_timeout": (int, float),
-    "max_connections": int,
-    "max_connections_per_ip": int,
-    "shed_idle_after": (int, float),
-    "min_data_rate": (int, float),
-    "login_free_failures": int,
-    "login_user_free_failures": int,
-    "login_delay": (int, float),
-    "login_max_delay": (int, float),
-    "login_ip_free_failures": int,
-    "login_ip_max_delay": (int, float),
-    # Caps on a message's header and MIME structure (defaults: message_limits.DEFAULTS).
-    "max_header_fields": int,
-    "max_header_size": int,
-    "max_header_bytes": int,
-    "max_addresses": int,
-    "max_encoded_words": int,
-    "max_mime_depth": int,
-    "max_mime_parts": int,
-}
+SERVER_KEYS = KEYS  # each [server] key with what it takes: settings.py holds them, with defaults and docs
 # What a result does when neither the check's table nor the policy's default names it.
 FALLBACK = {"pass": "accept", "none": "accept", "neutral": "accept", "softfail": "tag",
             "fail": "tag", "temperror": "tag", "permerror": "tag"}
-
-
-class PolicyError(ValueError):
-    """A policy that cannot be used; the message names the file, the key and the line."""
 
 
 @dataclass
@@ -95,7 +63,11 @@ class Policy:
                 for name, settings in self.defences.items() if settings.get("enabled", True)}
 
     def setting(self, key: str, default=None):
-        return self.server.get(key, default)
+        """The ``[server]`` value of ``key``; if the policy does not set it, ``default`` or else
+        the default in settings.py."""
+        if key in self.server:
+            return self.server[key]
+        return default if default is not None else getattr(DEFAULTS, key, None)
 
     def as_toml(self) -> str:
         """The resolved policy (after ``extends``), as TOML."""

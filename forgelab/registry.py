@@ -13,6 +13,7 @@ from pathlib import Path
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError  # noqa: F401 (raised here; its home is errors.py)
 from .policy import Policy
 
 # The built-in defences: check name -> class, registered exactly like third-party plugins.
@@ -34,10 +35,6 @@ BUILTIN: dict[str, str] = {
     "smuggling": "forgelab.plugins.smuggling:Smuggling",
 }
 ENTRY_POINT_GROUP = "forgelab"
-
-
-class PluginError(RuntimeError):
-    """A plugin that cannot be loaded, or that implements a hook that does not exist."""
 
 
 def _load_class(target: str):

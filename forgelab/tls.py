@@ -17,13 +17,14 @@ import ssl
 from pathlib import Path
 
 from . import nofollow
+from .errors import WorldError
 
 CERT_NAME = "lab-cert.pem"
 KEY_NAME = "lab-key.pem"
 VALID_DAYS = 3650
 
 
-class TlsError(ValueError):
+class TlsError(WorldError):
     """A certificate or key that cannot be used; the message names the file."""
 
 

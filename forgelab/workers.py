@@ -1,7 +1,8 @@
 """``forgelab serve --workers N``: N-1 more processes serving SMTP on the same port.
 
 One CPython process is bound by the GIL, so the main process (SMTP, POP3, web view,
-terminal, JSONL log) starts worker processes (``python -m forgelab _smtp-worker CONFIG``)
+terminal, JSONL log) starts worker processes (``python -m forgelab _smtp-worker CONFIG``,
+``worker_process.py``)
 that listen on the same SMTP address with SO_REUSEPORT; the kernel spreads the
 connections between the processes. A worker has the same lab, store (data directory),
 policy, plugins and TLS certificate, and nothing else: no POP3, no web view, no log.
@@ -16,7 +17,8 @@ The wire between the main process and a worker is one JSON object per line:
   ``{"throttle": [KIND, IP, NAME, AFTER]}``: its login throttle gave a login of user NAME
   from IP a slot AFTER seconds from now (KIND ``attempt``, sent only for a name with
   counts), counted it failed (``failure``) or a right password (``success``); never an event.
-- main -> worker (its stdin): ``{"policy": SOURCE}`` switches policy (``load_policy(SOURCE)``);
+- main -> worker (its stdin): ``{"policy": SOURCE}`` switches policy (``load_policy(SOURCE)``), its
+  ``[server]`` limits for new connections included;
   ``{"throttle": [KIND, IP, NAME, AFTER]}`` is a change another process counted (the main's own, or a
   worker's passed on to every other worker); end of input (the main process stopped or died)
   stops the worker.
@@ -32,25 +34,22 @@ Per process, not shared: the connection caps (``max_connections``, ``max_connect
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import os
 import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Iterable
+from typing import Iterable
 
-from .events import EventBus, JsonlLog, decode
-from .malloc import keep_heap_small
-from .pipeline import ServerContext
+from .errors import WorkerError
+from .events import EventBus, decode
 from .policy import Policy
 
 log = logging.getLogger(__name__)
@@ -66,10 +65,6 @@ MAX_THROTTLE_FIELD = 256  # characters of an address or user name on the wire (t
 SHARE_QUEUE = 10_000  # throttle changes waiting to be sent to the workers; more are dropped
 # The first keys of a line as the worker's JsonlLog encodes every record: seq, ts, kind, then more.
 _ENCODED_HEAD = re.compile(rb'\{"seq":(\d+),"ts":[0-9.e+-]+,"kind":"([a-z0-9_.-]+)",')
-
-
-class WorkerError(RuntimeError):
-    """A worker process could not start (the message is one line for the user)."""
 
 
 def max_workers() -> int:
@@ -391,110 +386,3 @@ def _end(proc: subprocess.Popen, grace: float) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-class PooledContext(ServerContext):
-    """The main process's context: a policy switch (web view, API) also switches every worker."""
-
-    pool: WorkerPool | None = None
-    _switching = threading.Lock()  # one switch at a time: main and workers never end on different policies
-
-    def set_policy(self, policy: Policy) -> None:
-        if self.pool and not policy.source:
-            raise ValueError(f"policy {policy.name!r} has no file the worker processes could load")
-        with self._switching:
-            super().set_policy(policy)
-            if self.pool:
-                self.pool.switch(policy)
-
-
-# -- the worker process ------------------------------------------------------------------
-
-
-def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
-    """Run one SMTP worker until its stdin ends or SIGTERM; returns the exit code."""
-    from .app import Settings, server_context, server_limits
-    from .server.base import parse_hostport
-    from .server.smtp import SmtpServer
-
-    keep_heap_small()  # as serve does for the main process
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # Our stdout carries the events; anything else printed goes to stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    try:  # room for bursts of events: a full pipe would stop our SMTP loop until the main process reads
-        fcntl.fcntl(out.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-    except (AttributeError, OSError):  # not Linux, not a pipe, or over the system's limit
-        pass
-    os.dup2(2, 1)
-    stdin = stdin or sys.stdin.buffer
-    bus = EventBus()
-    stream = JsonlLog(stream=out)
-    bus.subscribe(stream)
-    smtp = None
-    try:
-        config = json.loads(config_text)
-        pin_to(config.get("cpu"))
-        settings = Settings(smtp=config["smtp"], data_dir=Path(config["data_dir"]),
-                            users_file=_opt_path(config.get("users_file")), policy=config["policy"],
-                            plugins=tuple(config.get("plugins", ())), zone_file=_opt_path(config.get("zone_file")),
-                            dns=config.get("dns", "lab"), event_log=False, tls=bool(config.get("tls", True)),
-                            tls_cert=_opt_path(config.get("tls_cert")), tls_key=_opt_path(config.get("tls_key")),
-                            driver=config.get("driver", "threads"))
-        context = server_context(settings, settings.data_dir, bus)
-        policy = context.rules.policy
-        smtp = SmtpServer(context, *parse_hostport(settings.smtp), server_limits(policy), reuse_port=True,
-                           driver=settings.driver).start()
-    except Exception as exc:  # said once, on the wire: the main process makes it one line for the user
-        bus.publish("worker.failed", pid=os.getpid(), error=str(exc) or type(exc).__name__)
-        stream.close()
-        return 1
-    # Our throttle's changes go to the main process, which passes them on (never an event).
-    context.login_throttle.on_change = lambda *change: stream(throttle_line(*change))
-    bus.publish("worker.ready", pid=os.getpid(), address=list(smtp.address))
-    bus.flush()  # the main process waits for this
-    reader = threading.Thread(target=_read_control, args=(stdin, context, bus, stop), name="forgelab-control",
-                              daemon=True)
-    reader.start()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        smtp.stop()
-        bus.unsubscribe(stream)
-        stream.close()
-    return 0
-
-
-def _opt_path(value) -> Path | None:
-    return Path(value) if value else None
-
-
-def _read_control(stdin: IO[bytes], context: ServerContext, bus: EventBus, stop: threading.Event) -> None:
-    """Control lines from the main process; end of input stops the worker."""
-    from .policy import load_policy
-
-    try:
-        for line in stdin:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(message, dict) and message.get("policy"):
-                try:
-                    policy = load_policy(message["policy"])
-                    context.set_policy(policy)
-                except Exception as exc:
-                    bus.publish("worker.policy", error=str(exc) or type(exc).__name__)
-                else:
-                    bus.publish("worker.policy", name=policy.name)
-                bus.flush()  # the main process waits for this answer
-            elif isinstance(message, dict) and "throttle" in message:
-                change = throttle_change(message["throttle"])
-                if change:
-                    context.login_throttle.seen_elsewhere(*change)
-    except (OSError, ValueError):
-        pass
-    finally:
-        stop.set()

@@ -50,14 +50,14 @@ def test_invalid_policy_file_stops_start_up_naming_file_key_line(tmp_path):
     proc = serve("--policy", str(bad), "--smtp", f"127.0.0.1:{free_port()}", "--pop3", f"127.0.0.1:{free_port()}",
                  data_dir=tmp_path)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1 and "bad.toml, line 2: key 'actions.spf.fail'" in err and "Traceback" not in err
+    assert proc.returncode == 2 and "bad.toml, line 2: key 'actions.spf.fail'" in err and "Traceback" not in err
 
 
 def test_misspelt_hook_in_a_plugin_stops_start_up(tmp_path):
     plugin = tmp_path / "typo.py"
     plugin.write_text("from forgelab import hookimpl\n\n@hookimpl\ndef forgelab_mesage(message):\n    pass\n")
     result = CliRunner().invoke(main, ["plugins", "--plugin", str(plugin)])
-    assert result.exit_code == 1 and "forgelab_mesage is not a forgelab hook" in result.output and "object at 0x" not in result.output
+    assert result.exit_code == 2 and "forgelab_mesage is not a forgelab hook" in result.output and "object at 0x" not in result.output
 
 
 def test_plugins_lists_builtin_defences_and_their_hooks():
@@ -105,7 +105,7 @@ def test_web_port_in_use_stops_start_up_and_frees_the_mail_ports(tmp_path):
         proc = serve("--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{free_port()}", "--web", f"127.0.0.1:{port}",
                      data_dir=tmp_path)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1 and f"127.0.0.1:{port}" in err and "Traceback" not in err
+    assert proc.returncode == 2 and f"127.0.0.1:{port}" in err and "Traceback" not in err
 
 
 def test_keygen_prints_a_zone_line(tmp_path):
@@ -131,7 +131,7 @@ def test_policies_show_refuses_an_unknown_defence_as_serve_does(tmp_path):
     bad = tmp_path / "b7.toml"
     bad.write_text('extends = "strict"\n[defences.nosuch]\n')
     result = CliRunner().invoke(main, ["policies", "show", str(bad)])
-    assert result.exit_code == 1 and "unknown defence 'nosuch'" in result.output
+    assert result.exit_code == 2 and "unknown defence 'nosuch'" in result.output
 
 
 def test_plugin_with_no_hook_and_plugin_module_from_the_current_directory(tmp_path, monkeypatch):
@@ -141,7 +141,7 @@ def test_plugin_with_no_hook_and_plugin_module_from_the_current_directory(tmp_pa
     found = CliRunner().invoke(main, ["plugins", "--plugin", "mydefence"])
     assert found.exit_code == 0 and "mine" in found.output
     empty = CliRunner().invoke(main, ["plugins", "--plugin", "json"])
-    assert empty.exit_code == 1 and "implements no forgelab hook" in empty.output
+    assert empty.exit_code == 2 and "implements no forgelab hook" in empty.output
 
 
 def test_an_installed_entry_point_plugin_loads_only_when_the_policy_names_it(tmp_path, monkeypatch):

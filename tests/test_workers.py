@@ -303,7 +303,7 @@ def test_a_worker_that_cannot_start_fails_serve_with_one_line_and_leaves_no_proc
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a WorkerError: a ForgelabError
     assert "worker" in err and "failed to start" in err and "not in a worker" in err
     assert "Traceback" not in err + out and len(err.strip().splitlines()) == 1
     pids = [int(p) for p in re.findall(r"process (\d+)", err)]

@@ -20,7 +20,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from ..app import Forgelab, Settings
 from ..forge import ForgeClient, ForgeError, ForgeResult, run_transaction
+from ..policy import Policy, load_policy
 from .catalogue import CORE_CHECK, POLICIES, Attack, all_entries
 
 PASSING = ("pass", "none", "neutral")
@@ -223,17 +225,12 @@ def _from_view(delivered: dict, verdicts: list[dict]) -> dict:
 
 
 def _policies(policies) -> list:
-    from ..policy import Policy, load_policy
-
     return [p if isinstance(p, Policy) else load_policy(p) for p in (policies or POLICIES)]
 
 
 def run_policy(policy, entries: Sequence[Attack], progress: Callable[[Outcome], None] | None = None,
                bind: bool | None = None) -> list[Outcome]:
     """Start one server with ``policy`` (a name, a file or a Policy), play ``entries``, stop it."""
-    from ..app import Forgelab, Settings
-    from ..policy import Policy, load_policy
-
     policy = policy if isinstance(policy, Policy) else load_policy(policy)
     bind = can_bind(entries[0].script.source_ip) if bind is None and entries else bool(bind)
     out = []

@@ -25,27 +25,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from ..errors import BindError  # noqa: F401 (raised here; its home is errors.py)
+from ..settings import DEFAULTS
+
 log = logging.getLogger(__name__)
 
 IDLE_WORKER_SECONDS = 30.0  # a pool thread with no connection for this long ends
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux")  # SO_RCVTIMEO takes a struct timeval of two longs
 
 
-class BindError(OSError):
-    """The listening address cannot be used (port in use, bad host)."""
-
-
 @dataclass
 class Limits:
-    max_connections: int = 200
-    max_per_ip: int = 150  # a share of the total: a class shares 127.0.0.1 (docs/security.md "Fairness")
-    shed_idle_after: float = 1.0  # when full, a connection quiet this long may be closed for a newcomer
-    min_data_rate: float = 50.0  # octets/s: when full and none is idle, one slower than this may be closed
-    idle_timeout: float = 300.0  # RFC 5321 4.5.3.2 suggests five minutes
-    session_timeout: float = 1800.0
-    read_size: int = 65536
-    max_errors: int = 20  # error replies in a session before it is closed
-    max_commands: int = 10_000
+    """A server's caps and timeouts; what each means, and its default, is in settings.py."""
+    max_connections: int = DEFAULTS.max_connections
+    max_per_ip: int = DEFAULTS.max_connections_per_ip
+    shed_idle_after: float = DEFAULTS.shed_idle_after
+    min_data_rate: float = DEFAULTS.min_data_rate
+    idle_timeout: float = DEFAULTS.idle_timeout
+    session_timeout: float = DEFAULTS.session_timeout
+    read_size: int = 65536  # octets asked of the socket at a time (not a setting)
+    max_errors: int = DEFAULTS.max_errors
+    max_commands: int = DEFAULTS.max_commands
 
 
 @dataclass
@@ -67,6 +67,7 @@ class Connection:
     _mass: float = 0.0  # octets received, each fading with time (rate_window): see ``rate``
     _mass_at: float = 0.0
     rate_window: float = 5.0
+    limits: Limits | None = None  # the server's limits when it was accepted; a policy switch changes later ones only
 
     def __post_init__(self) -> None:
         self.turn_since = self._mass_at = self.opened
@@ -376,7 +377,8 @@ class ThreadedServer(ListeningServer):
                 full = victim is None
             if not full:
                 local = client.getsockname()
-                conn = Connection(client, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after)
+                conn = Connection(client, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after,
+                                  limits=self.limits)
                 self._active[id(conn)] = conn
                 self._per_ip[peer_ip] += 1
                 if self._idle > 0:
@@ -429,9 +431,9 @@ class ThreadedServer(ListeningServer):
     def _run(self, conn: Connection) -> None:
         try:
             if self.kernel_timeouts:
-                conn.set_timeout(self.limits.idle_timeout, kernel=True)
+                conn.set_timeout(conn.limits.idle_timeout, kernel=True)
             else:
-                conn.sock.settimeout(self.limits.idle_timeout)
+                conn.sock.settimeout(conn.limits.idle_timeout)
             self.handle(conn)
         except Exception:
             log.exception("%s: connection from %s failed", self.name, conn.peer_ip)

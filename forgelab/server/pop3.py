@@ -57,7 +57,12 @@ class Pop3Server:
 
     @property
     def limits(self) -> Limits:
+        """The caps and timeouts for connections accepted from now on (each keeps the ones it came with)."""
         return self._server.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._server.limits = limits
 
     @property
     def active_connections(self) -> int:
@@ -101,11 +106,11 @@ class _Session:
         self.server, self.c = server, c
         self.id = new_id("p")
         self.reason = "client closed the connection"
-        self.conn = Pop3Connection(max_errors=server.limits.max_errors, max_commands=server.limits.max_commands)
+        self.conn = Pop3Connection(max_errors=c.limits.max_errors, max_commands=c.limits.max_commands)
         self.service = Pop3Service(server.store, server.directory, peer_ip=c.peer_ip,
                                    hostname=server.hostname, throttle=server.throttle,
                                    sleep=server._stopped.wait, tls_available=server.tls is not None)
-        self.deadline = time.monotonic() + server.limits.session_timeout
+        self.deadline = time.monotonic() + c.limits.session_timeout
         self.line_budget = TranscriptBudget()
 
     def line(self, direction: str, text: str) -> None:
@@ -147,7 +152,7 @@ class _Session:
         if dropped:
             self.line("in", f"<{dropped} octets sent after STLS before the handshake: discarded (CVE-2011-0411)>")
         remaining = self.deadline - time.monotonic()
-        self.c.sock.settimeout(max(min(self.server.limits.idle_timeout, remaining), 0.001))
+        self.c.sock.settimeout(max(min(self.c.limits.idle_timeout, remaining), 0.001))
         try:  # handshake apart from the wrap: the failure is recorded before the socket closes
             self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True, do_handshake_on_connect=False)
             self.c.sock.do_handshake()
@@ -159,7 +164,7 @@ class _Session:
         return True
 
     def read(self) -> bool:
-        limits = self.server.limits
+        limits = self.c.limits
         remaining = self.deadline - time.monotonic()
         self.c.sock.settimeout(max(min(limits.idle_timeout, remaining), 0.001))
         try:

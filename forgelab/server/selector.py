@@ -182,8 +182,7 @@ class SelectorServer(ListeningServer):
         return self
 
     def _loop(self) -> None:
-        sweep = min(SWEEP_SECONDS, self.limits.idle_timeout / 4)
-        next_sweep = time.monotonic() + sweep
+        next_sweep = time.monotonic() + min(SWEEP_SECONDS, self.limits.idle_timeout / 4)
         try:
             while not self._stopping.is_set():
                 for key, mask in self._selector.select(max(next_sweep - time.monotonic(), 0)):
@@ -203,7 +202,7 @@ class SelectorServer(ListeningServer):
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
-                    next_sweep = now + sweep
+                    next_sweep = now + min(SWEEP_SECONDS, self.limits.idle_timeout / 4)  # limits change at a policy switch
         except Exception:
             log.exception("%s: the selector loop failed", self.name)
         finally:
@@ -242,7 +241,8 @@ class SelectorServer(ListeningServer):
             self._shed(victim)
         sock.setblocking(False)
         local = sock.getsockname()
-        conn = Connection(sock, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after)
+        conn = Connection(sock, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after,
+                          limits=self.limits)
         try:
             session = self.open_session(conn)
         except Exception:
@@ -353,7 +353,6 @@ class SelectorServer(ListeningServer):
         if self._accept_again is not None and now >= self._accept_again:
             self._accept_again = None
             self._selector.register(self._sock, selectors.EVENT_READ, None)
-        idle = self.limits.idle_timeout
         for client in list(self._clients.values()):
             if client.busy:
                 if client.wake_at is not None and now >= client.wake_at:
@@ -361,7 +360,7 @@ class SelectorServer(ListeningServer):
                     self._selector.register(client.conn.sock, selectors.EVENT_READ, client)
                     self._step(client, client.session.run)
                 continue
-            if now - client.last_io >= idle or now >= client.session.deadline:
+            if now - client.last_io >= client.conn.limits.idle_timeout or now >= client.session.deadline:
                 if client.writing:  # it does not even read our replies: no 421 to send
                     self._close(client, "idle timeout")
                 else:

@@ -29,13 +29,13 @@ class SmtpServer:
     def __init__(self, context: ServerContext, host: str = "127.0.0.1", port: int = 1025,
                  limits: Limits | None = None, *, reuse_port: bool = False, driver: str = "threads"):
         self.context = context
-        self.limits = limits or Limits()
+        limits = limits or Limits()
         if driver == "selector":
             self._server = SelectorServer("smtp", host, port, lambda conn: self._open(conn, defer_deliveries=True),
-                                          self._continue_in_tls, BUSY, self.limits, reuse_port=reuse_port,
+                                          self._continue_in_tls, BUSY, limits, reuse_port=reuse_port,
                                           answer_pending=SmtpSession.answer_together)
         elif driver == "threads":
-            self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, self.limits,
+            self._server = ThreadedServer("smtp", host, port, self._handle, BUSY, limits,
                                           kernel_timeouts=True, reuse_port=reuse_port)
         else:
             raise ValueError(f"unknown SMTP driver {driver!r}: one of {', '.join(DRIVERS)}")
@@ -52,8 +52,17 @@ class SmtpServer:
     def address(self) -> tuple[str, int]:
         return self._server.address
 
+    @property
+    def limits(self) -> Limits:
+        """The caps and timeouts for connections accepted from now on (each keeps the ones it came with)."""
+        return self._server.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._server.limits = limits
+
     def _open(self, conn: Connection, defer_deliveries: bool = False) -> SmtpSession:
-        return SmtpSession(self.context, conn.peer_ip, conn.peer_port, self.limits.session_timeout,
+        return SmtpSession(self.context, conn.peer_ip, conn.peer_port, conn.limits.session_timeout,
                            defer_deliveries=defer_deliveries)
 
     def _handle(self, conn: Connection) -> None:
@@ -80,10 +89,10 @@ class SmtpServer:
                     conn.sendall(smtp.timed_out())
                     return
                 # A no-op unless it changed (mostly it is the same idle limit): no syscall per read.
-                conn.set_timeout(min(self.limits.idle_timeout, remaining), kernel=True)
+                conn.set_timeout(min(conn.limits.idle_timeout, remaining), kernel=True)
                 conn.in_progress = smtp.in_progress
                 try:
-                    data = conn.recv(self.limits.read_size)
+                    data = conn.recv(conn.limits.read_size)
                 except socket.timeout:
                     conn.sendall(smtp.timed_out())
                     return
@@ -106,7 +115,7 @@ class SmtpServer:
         """Wrap the socket after the 220 to STARTTLS."""
         smtp.drop_plaintext_after_starttls()
         # The handshake and TLS reads need Python's own timeouts (poll), not the kernel's.
-        conn.set_timeout(max(min(self.limits.idle_timeout, smtp.deadline - time.monotonic()), 0.001), kernel=False)
+        conn.set_timeout(max(min(conn.limits.idle_timeout, smtp.deadline - time.monotonic()), 0.001), kernel=False)
         # The handshake apart from the wrap: a failed wrap closes the socket at once, and the
         # client, seeing the hang-up, could look for the failure before it was recorded.
         try:

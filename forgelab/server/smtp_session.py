@@ -40,11 +40,11 @@ def smtp_core(pipeline: SmtpPipeline) -> SmtpConnection:
     """The protocol core, under the same policy as the session's pipeline."""
     policy = pipeline.policy
     limits = SmtpLimits(max_message_size=pipeline.max_message_size,
-                        max_errors=int(policy.setting("max_errors", 20)),
-                        max_commands=int(policy.setting("max_commands", 10_000)),
-                        spool_threshold=int(policy.setting("spool_threshold", SmtpLimits.spool_threshold)))
-    return SmtpConnection(limits, end_of_data=policy.setting("end_of_data", "strict"),
-                          strict_addresses=policy.setting("address_syntax", "strict") == "strict")
+                        max_errors=int(policy.setting("max_errors")),  # defaults: settings.py
+                        max_commands=int(policy.setting("max_commands")),
+                        spool_threshold=int(policy.setting("spool_threshold")))
+    return SmtpConnection(limits, end_of_data=policy.setting("end_of_data"),
+                          strict_addresses=policy.setting("address_syntax") == "strict")
 
 
 class SmtpSession:
