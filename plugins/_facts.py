@@ -33,13 +33,19 @@ MAX_FIELDS = 2
 
 
 class Facts:
-    """What the content defences share about one message; build it with :func:`facts`."""
+    """What the content defences share about one message; build it with :func:`facts`.
+
+    ``block`` is the raw header block split into fields; :meth:`parsers`, :meth:`mailboxes`
+    and :meth:`domains` give what is in an address field, each worked out when first asked
+    for and kept.
+    """
 
     def __init__(self, message, raw: bytes):
         self.raw = raw
         self.message = message
         self._lines = header_lines(raw)
         self.block = split_header_block(raw, self._lines)
+        # Kept answers: several defences ask for the same fields of the same message.
         self._parsed: dict[str, dict[str, ParseResult]] = {}
         self._compat: list[tuple[str, list[bytes]]] | None = None
         self._addresses: dict[tuple[str, ...], list[Mailbox]] = {}
