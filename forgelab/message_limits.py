@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from .address_list import count_addresses
 from .smtp.replies import Reply
 
 # The defaults of the [server] keys, in one place; generous next to real mail (see docs/policies.md).
@@ -140,37 +141,3 @@ def check_header_section(raw: bytes, limits: Limits) -> HeaderCounter:
 
 # One line and its end (CRLF, LF or a lone CR), found in one pass however the lines end.
 _LINE_RE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n|\Z)")
-
-
-def count_addresses(value: str) -> int:
-    """How many list entries an address field holds: the commas outside quotes, comments and
-    ``<>``, plus one (empty entries count too: each costs a parser a step).
-
-    Never below what a parser finds; a group's members count one each. An unclosed quote,
-    comment or ``<`` makes every comma count.
-    """
-    if not value.strip(" \t\r\n"):
-        return 0
-    count, depth, quoted, angle, escaped = 1, 0, False, False, False
-    for ch in value:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and (quoted or depth):
-            escaped = True
-        elif quoted:
-            quoted = ch != '"'
-        elif depth:
-            depth += (ch == "(") - (ch == ")")
-        elif ch == '"':
-            quoted = True
-        elif ch == "(":
-            depth = 1
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif ch == "," and not angle:
-            count += 1
-    if quoted or depth or angle:  # never closed: parsers disagree on what follows, so count every comma
-        return max(count, value.count(",") + 1)
-    return count

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import forgelab
 
-from ._addresses import show, verdict, finding
+from ._findings import finding, show, verdict
 
 _SHOWN = 5  # positions listed in details; the counts cover the rest
 

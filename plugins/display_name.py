@@ -6,7 +6,9 @@ import unicodedata
 
 import forgelab
 
-from ._addresses import facts, finding, is_local_domain, known_suffix, lab_directory, org_domain, show, verdict
+from ._domains import is_local_domain, known_suffix, lab_directory, org_domain
+from ._facts import facts
+from ._findings import finding, show, verdict
 
 _ADDRESS_RE = re.compile(r"[^\s<>@\"'(),;:]+@[^\s<>@\"'(),;:]+")
 _SCANNED = 300  # longer display names are cut: the regexes are quadratic on long words

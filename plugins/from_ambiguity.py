@@ -5,7 +5,8 @@ import re
 
 import forgelab
 
-from ._addresses import facts, finding, show, shown_list, verdict
+from ._facts import facts
+from ._findings import finding, show, shown_list, verdict
 
 _ADDRESS_LIKE = re.compile(r"[^\s<>@\"]+@[^\s<>@\"]+\.[^\s<>@\"]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -14,7 +15,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 class FromAmbiguity:
     """Would every mail program show the same author?
 
-    The header From is read by four parsers (see ``forgelab.plugins._addresses``):
+    The header From is read by four parsers (see ``forgelab.plugins._facts``):
     Python's ``email`` with ``policy.default``, with ``policy.compat32`` plus
     ``email.utils.getaddresses``, a strict RFC 5322 grammar (no obsolete syntax,
     encoded-words never decoded into addresses), and a lenient reading that trims

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import forgelab
 
-from ._addresses import SHOWN, facts, finding, show, verdict
+from ._facts import facts
+from ._findings import SHOWN, finding, show, verdict
 
 # RFC 5322 3.6: "at most one" of these (From and Date: exactly one, checked apart).
 AT_MOST_ONE = ("Subject", "To", "Cc", "Bcc", "Message-ID", "Sender", "Reply-To", "In-Reply-To", "References")

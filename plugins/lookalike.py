@@ -7,7 +7,10 @@ import unicodedata
 import forgelab
 from forgelab.memo import short_memo
 
-from ._addresses import decode_words, domain_of, facts, finding, normalise_domain, show, verdict
+from ._domains import domain_of, normalise_domain
+from ._facts import facts
+from ._findings import finding, show, verdict
+from ._mailbox import decode_words
 
 LAB_DOMAINS = ("bank.example", "shop.example", "news.example", "insure.example")
 

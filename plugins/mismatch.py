@@ -5,8 +5,9 @@ import dataclasses
 
 import forgelab
 
-from ._addresses import (SHOWN, domain_of, facts, finding, is_local_domain, normalise_domain, org_domain, same_domain,
-                         show, shown_list, verdict)
+from ._domains import domain_of, is_local_domain, normalise_domain, org_domain, same_domain
+from ._facts import facts
+from ._findings import SHOWN, finding, show, shown_list, verdict
 
 COMPARE_MODES = ("organizational", "exact")
 
@@ -30,7 +31,7 @@ class Mismatch:
     A ``fail`` suggests ``reject`` for the strongest case and ``quarantine`` otherwise
     (honoured by a policy whose action for ``mismatch`` is ``suggested``, as in strict).
 
-    Every parser's reading of the address fields counts (see ``_addresses``), so an
+    Every parser's reading of the address fields counts (see ``_facts``), so an
     address hidden from one parser is still compared.
 
     Settings:

@@ -5,7 +5,7 @@ import re
 
 import forgelab
 
-from ._addresses import finding, show, verdict
+from ._findings import finding, show, verdict
 
 # A dot between line breaks (each CRLF, CR or LF, a NUL allowed next to the dot):
 # everything a lenient server might take for the end of DATA.

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from forgelab.address_list import count_addresses
 from forgelab.app import Settings, server_context
 from forgelab.events import EventBus
 from forgelab.message import parse_message
-from forgelab.message_limits import DEFAULTS, LimitExceeded, Limits, check_header_section, count_addresses
+from forgelab.message_limits import DEFAULTS, LimitExceeded, Limits, check_header_section
 from forgelab.pipeline import SmtpPipeline
 from forgelab.policy import SERVER_KEYS, load_policy
 from forgelab.server.smtp import DRIVERS

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import forgelab
 from forgelab import hookspecs
 from forgelab.lab import load_lab
-from forgelab.plugins._addresses import facts, parse_strict, split_header_block
+from forgelab.plugins._facts import facts
+from forgelab.plugins._header_block import split_header_block
+from forgelab.plugins._rfc5322 import parse_strict
 from forgelab.plugins.bare_newline import BareNewline
 from forgelab.plugins.display_name import DisplayName
 from forgelab.plugins.from_ambiguity import FromAmbiguity
@@ -250,7 +252,8 @@ import email.utils
 import re
 
 from forgelab.attacks.catalogue import all_entries
-from forgelab.plugins import _addresses
+from forgelab.plugins import _facts, _findings, _header_block, _rfc5322
+from forgelab.plugins._mailbox import mailbox_of
 
 CATALOGUE = sorted({e.script.message for e in all_entries() if e.script.message})
 # Header-ish fragments with every kind of line break, fold, blank and odd byte.
@@ -302,16 +305,16 @@ def reference_split(raw):
         name_part, colon, value = text.partition(":")
         name = name_part.strip(" \t")
         if not colon:
-            bad.append(_addresses.BadLine(number, offset, text, "it has no colon, so it is not a header field"))
+            bad.append(_header_block.BadLine(number, offset, text, "it has no colon, so it is not a header field"))
         elif not re.match(r"^[\x21-\x39\x3b-\x7e]+$", name):
-            bad.append(_addresses.BadLine(number, offset, text, f"{name!r} is not a valid header field name"))
+            bad.append(_header_block.BadLine(number, offset, text, f"{name!r} is not a valid header field name"))
         else:
-            fields.append(_addresses.RawField(
+            fields.append(_header_block.RawField(
                 name=name, value=value, line=number, offset=offset, raw=raw[offset:group[-1][1] + len(group[-1][2])],
                 space_before_colon=name_part != name_part.rstrip(" \t"), indented=name_part[:1] in (" ", "\t"),
                 folded_name=b":" not in first))
     indented = bool(logical) and logical[0][0][2][:1] in (b" ", b"\t")
-    return _addresses.HeaderBlock(fields=fields, bad_lines=bad, body_offset=body_offset, first_line_indented=indented)
+    return _header_block.HeaderBlock(fields=fields, bad_lines=bad, body_offset=body_offset, first_line_indented=indented)
 
 
 def reference_show(text, limit=200):
@@ -329,13 +332,13 @@ def compat32_reading(raw, name):
 
 
 def getaddresses_reading(values):
-    return [_addresses._from_addr(d, a) for d, a in email.utils.getaddresses(values) if d or a]
+    return [mailbox_of(d, a) for d, a in email.utils.getaddresses(values) if d or a]
 
 
 def assert_facts_match_references(raw):
-    assert _addresses.split_header_block(raw) == reference_split(raw)
+    assert _header_block.split_header_block(raw) == reference_split(raw)
     f = facts(Envelope(), email.message_from_bytes(raw, policy=email.policy.default), raw)
-    first = _addresses.MAX_FIELDS  # the parsers read the first few fields of a name only
+    first = _facts.MAX_FIELDS  # the parsers read the first few fields of a name only
     for name in ("from", "sender", "reply-to", "to", "subject", "date", "x-none"):
         assert f._compat32_values(name) == compat32_reading(raw, name)[:first], name
         readings = f.parsers(name)
@@ -343,7 +346,7 @@ def assert_facts_match_references(raw):
         named = [x for x in reference_split(raw).fields if x.key == name][:first]
         lenient = [x.value for x in named]
         assert readings["lenient"].mailboxes == getaddresses_reading(lenient), name
-        strict = [_addresses._parse_strict_grammar(x.value, groups=name not in ("from", "sender"))
+        strict = [_rfc5322._parse_strict_grammar(x.value, groups=name not in ("from", "sender"))
                   for x in named if x.strict]
         assert readings["rfc5322"].mailboxes == [m for r in strict for m in r.mailboxes], name
 
@@ -362,7 +365,7 @@ def test_tricky_header_blocks_facts_match_the_stdlib_and_the_plain_code(raw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(HEADERISH, LINES))
 def test_any_header_block_facts_match_the_stdlib_and_the_plain_code(raw):
-    assert _addresses.header_lines(raw)[1] == reference_split(raw).body_offset
+    assert _header_block.header_lines(raw)[1] == reference_split(raw).body_offset
     assert_facts_match_references(raw)
 
 
@@ -372,12 +375,12 @@ def test_any_header_block_facts_match_the_stdlib_and_the_plain_code(raw):
 def test_show_is_what_it_was(text, limit):
     if isinstance(text, str) and any(0xDC80 <= ord(ch) <= 0xDCFF for ch in text):
         return  # the one change (forgelab.printable's rule), written out in the test below
-    assert _addresses.show(text, limit) == reference_show(text, limit)
+    assert _findings.show(text, limit) == reference_show(text, limit)
 
 
 def test_show_writes_a_byte_kept_by_surrogateescape_as_that_byte():
-    assert _addresses.show("a\udcffb") == "a\\xffb"  # it was a\\udcffb
-    assert _addresses.show("a\udcff\tb", 4) == "a\\xf..."
+    assert _findings.show("a\udcffb") == "a\\xffb"  # it was a\\udcffb
+    assert _findings.show("a\udcff\tb", 4) == "a\\xf..."
 
 
 @settings(max_examples=300, deadline=None)
@@ -388,23 +391,23 @@ def test_getaddresses_skips_leading_blanks(value):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.from_regex(_addresses._SIMPLE_MAILBOX_RE, fullmatch=True))
+@given(st.from_regex(_rfc5322._SIMPLE_MAILBOX_RE, fullmatch=True))
 def test_everyday_mailbox_shortcut_reads_as_both_parsers(text):
-    simple = _addresses._simple_mailbox(text)
-    assert _addresses._parse_strict_grammar(text).mailboxes == [simple]
-    assert _addresses._parse_strict_grammar(text, groups=True).mailboxes == [simple]
+    simple = _rfc5322.simple_mailbox(text)
+    assert _rfc5322._parse_strict_grammar(text).mailboxes == [simple]
+    assert _rfc5322._parse_strict_grammar(text, groups=True).mailboxes == [simple]
     assert getaddresses_reading([text]) == [simple]
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list(" \t\"(),:;<>@.\\[]ab=?-é\x00")), max_size=20), st.booleans())
 def test_strict_parser_with_shortcut_is_the_grammar(text, groups):
-    assert parse_strict(text, groups) == _addresses._parse_strict_grammar(text, groups)
+    assert parse_strict(text, groups) == _rfc5322._parse_strict_grammar(text, groups)
 
 
 def test_everyday_mailbox_shortcut_is_linear_on_long_input():
     import time
     start = time.perf_counter()  # linear: milliseconds; quadratic on 80,000 characters: minutes
     for text in (" " * 80000 + "x", "a " * 40000, "a." * 40000, "a " * 20000 + "<" + "a." * 12000):
-        assert _addresses._simple_mailbox(text) is None
+        assert _rfc5322.simple_mailbox(text) is None
     assert time.perf_counter() - start < 5
