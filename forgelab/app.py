@@ -7,7 +7,7 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import nofollow
+from . import nofollow, speedups
 from .dns import Resolver
 from .events import EventBus, JsonlLog
 from .lab import Lab, load_lab
@@ -126,6 +126,7 @@ def server_context(settings: Settings, data_dir: Path, bus: EventBus,
 
 class Forgelab:
     def __init__(self, settings: Settings, bus: EventBus | None = None):
+        speedups.install()  # unless FORGELAB_SPEEDUPS=0: docs/performance.md
         self.settings = settings
         self.data_dir = private_data_dir(Path(settings.data_dir or default_data_dir()))
         for inside in ("mail", "tls", "events.jsonl", "spool"):  # the directory may be a symlink (the user's choice); what is inside must not

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from .events import EventBus, JsonlLog, decode
-from .malloc import keep_heap_small
+from . import speedups
 from .pipeline import ServerContext
 from .policy import Policy
 
@@ -417,7 +417,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     from .server.base import parse_hostport
     from .server.smtp import SmtpServer
 
-    keep_heap_small()  # as serve does for the main process
+    speedups.install(process=True)  # as serve does for the main process (FORGELAB_SPEEDUPS is inherited)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -5,7 +5,7 @@ import re
 import unicodedata
 
 import forgelab
-from forgelab.memo import short_memo
+from forgelab.speedups.memo import short_memo
 
 from ._addresses import decode_words, domain_of, facts, finding, normalise_domain, show, verdict
 
