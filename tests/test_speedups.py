@@ -11,20 +11,22 @@ import functools
 import gc
 import ipaddress
 import os
+import random
 import subprocess
 import sys
 import threading
 import tracemalloc
+from types import SimpleNamespace
 
 import dkim as dkimpy
 import pytest
 import spf as pyspf
 
 from forgelab import speedups
-from forgelab.auth import arc, dmarc, iprev, keys, spf
+from forgelab.auth import arc, dmarc, iprev, keys, results, spf
 from forgelab.auth import dkim as fdkim
 from forgelab.dns import Resolver
-from forgelab.speedups import dmarc_memos, dns_memo, iprev_memo, pyspf_memos
+from forgelab.speedups import authres_text, dmarc_memos, dns_memo, iprev_memo, pyspf_memos
 from forgelab.speedups.memo import short_memo
 
 from test_plugin_lookalike import check
@@ -67,7 +69,7 @@ def test_every_replaced_name_is_the_speed_up_exactly_when_the_switch_is_on():
     # conftest.py calls install() as serve does; FORGELAB_SPEEDUPS=0 leaves the plain path.
     assert speedups.installed() == speedups.enabled()
     replaced = speedups.replacements()
-    assert len(replaced) == 13
+    assert len(replaced) == 14
     for module, name, value in replaced:
         expected = value if speedups.enabled() else speedups.plain(module, name)
         assert getattr(module, name) is expected, (module.__name__, name)
@@ -96,7 +98,7 @@ print(speedups.installed(), sum(getattr(m, n) is v for m, n, v in speedups.repla
 """
 
 
-@pytest.mark.parametrize("value,expected", [("0", "False 0"), ("off", "False 0"), ("1", "True 13"), (None, "True 13")])
+@pytest.mark.parametrize("value,expected", [("0", "False 0"), ("off", "False 0"), ("1", "True 14"), (None, "True 14")])
 def test_a_lab_started_with_the_switch_off_runs_the_plain_path(tmp_path, value, expected):
     env = {k: v for k, v in os.environ.items() if k != speedups.ENV}
     if value is not None:
@@ -130,8 +132,10 @@ def _dkim_and_dmarc_runs():
     out = []
     for raw in _messages():
         sigs = fdkim.verify_all(raw, view)
-        out.append(([(s.result, s.reason, s.details()) for s in sigs], dmarc.evaluate(raw, None, sigs, view, "psl"),
-                    arc.verify(raw, view)))
+        verdicts = dmarc.evaluate(raw, None, sigs, view, "psl"), arc.verify(raw, view)
+        out.append(([(s.result, s.reason, s.details()) for s in sigs], verdicts,
+                    results.build_value("mx.corp.example", [SimpleNamespace(result=v.result, details=v.details())
+                                                            for v in [*sigs, *verdicts]])))
     return out
 
 
@@ -365,6 +369,30 @@ def test_the_dmarc_record_memo_answers_like_the_plain_parse_and_keeps_no_error()
         with pytest.raises(Exception) as plain_error:
             plain_parse("v=DMARC1; p=bogus", "bank.example", "bank.example", None)
         assert type(fast_error.value) is type(plain_error.value) and str(fast_error.value) == str(plain_error.value)
+
+
+# --- Authentication-Results as text --------------------------------------------------------
+
+def test_resinfo_writes_what_authres_writes():
+    plain_resinfo = speedups.plain(results, "resinfo")  # builds authres' objects
+    assert plain_resinfo is not authres_text.resinfo
+    rnd = random.Random(11)
+    alphabet = ["a", "Z", "0", "@", ".", "-", "/", "=", ":", "[", "]", "?", '"', "\\", "(", ")", " ", "\t",
+                "\r\n", ";", "é", "\x00", "+", "_", "~", "<", ">", ","]
+
+    def word(k):
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(k)))
+
+    for _ in range(20000):
+        method = rnd.choice(["dkim", "spf", "DMARC", "iprev", "arc", "x-" + word(4)])
+        result = rnd.choice(["pass", "fail", "None", "temperror", "softfail"])
+        props = [(rnd.choice(["header", "smtp", "policy", "Header"]), rnd.choice(["d", "mailfrom", "S", "b"]),
+                  rnd.choice([word(12), "", None, 1024])) for _ in range(rnd.randrange(4))]
+        comment = rnd.choice([word(20), "", None])
+        assert authres_text.resinfo(method, result, props, comment) == plain_resinfo(method, result, props, comment)
+    for resinfo in (authres_text.resinfo, plain_resinfo):
+        with pytest.raises(ValueError):
+            resinfo("dkim", "")
 
 
 # --- glibc's heap (serve and its workers) --------------------------------------------------

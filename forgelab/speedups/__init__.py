@@ -11,6 +11,7 @@ after what it speeds up, each with a test that it answers as the plain code does
     dmarc_memos      forgelab.auth.dmarc's organisational domains and parsed records
     iprev_memo       forgelab.auth.iprev's spelling of an address
     dns_memo         forgelab.dns's reverse name of an address
+    authres_text     forgelab.auth.results' Authentication-Results clauses, as text
     malloc           glibc's mmap threshold (memory, for ``serve`` and its workers only)
 
 ``serve``, its ``--workers`` children and every :class:`forgelab.app.Forgelab` call
@@ -52,9 +53,9 @@ def installed() -> bool:
 
 def replacements() -> list:
     """Every ``(module, name, replacement)`` of every speed-up, in the order they go in."""
-    from . import dkim_message, dkimpy, dmarc_memos, dns_memo, iprev_memo, pyspf_memos
+    from . import authres_text, dkim_message, dkimpy, dmarc_memos, dns_memo, iprev_memo, pyspf_memos
 
-    found = [r for speedup in (dkimpy, dkim_message, pyspf_memos, dmarc_memos, iprev_memo, dns_memo)
+    found = [r for speedup in (dkimpy, dkim_message, pyspf_memos, dmarc_memos, iprev_memo, dns_memo, authres_text)
              for r in speedup.REPLACEMENTS]
     for module, name, _ in found:  # the plain objects, known from here on even if nothing is installed
         ORIGINALS.setdefault((module, name), getattr(module, name))

@@ -2,8 +2,9 @@
 
 Replaces, when ``forgelab.speedups.install()`` runs, ``forgelab.auth.iprev._canonical``
 (``str(ipaddress.ip_address(ip))``) with the same function behind a bounded memo: the same
-client and forward addresses come back message after message. Why: with this and ``dns_memo``, iprev went from 57 to 10 µs of CPU per
-message (docs/performance.md, "Third round"). Unnecessary if ``ipaddress`` parsed faster.
+client and forward addresses come back message after message. Why: with this and
+``dns_memo``, iprev went from 57 to 10 µs of CPU per message (docs/performance.md, "Third
+round"). Unnecessary if ``ipaddress`` parsed faster.
 """
 from __future__ import annotations
 
