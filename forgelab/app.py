@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from . import nofollow
+from . import nofollow, speedups
 from .dns import Resolver
 from .errors import ConfigError, DataDirError
 from .events import EventBus, JsonlLog
@@ -149,6 +149,7 @@ class Forgelab:
 
     def __init__(self, settings: Settings, bus: EventBus | None = None,
                  web_view: Callable[["Forgelab", str, int], object] | None = None):
+        speedups.install()  # unless FORGELAB_SPEEDUPS=0: docs/performance.md
         self.settings = settings
         self.data_dir = private_data_dir(Path(settings.data_dir or default_data_dir()))
         for inside in ("mail", "tls", "events.jsonl", "spool"):  # the directory may be a symlink (the user's choice); what is inside must not

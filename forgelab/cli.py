@@ -170,10 +170,10 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
           workers, driver, event_log_max, event_log_keep):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from .app import Forgelab, raise_open_files_limit
-    from .malloc import keep_heap_small
+    from .speedups import install as install_speedups
     from .terminal import TerminalView
 
-    keep_heap_small()  # before the lab is loaded: what loading frees goes back too
+    install_speedups(process=True)  # before the lab is loaded: what loading frees goes back too
     raise_open_files_limit()  # before workers start: they inherit it
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,

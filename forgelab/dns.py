@@ -32,7 +32,6 @@ import dns.zone
 from dns.rdtypes.ANY.TXT import TXT
 
 from .errors import WorldError
-from .memo import short_memo
 
 LAB_ZONE = Path(str(resources.files("forgelab.lab"))) / "lab.zone"
 
@@ -119,7 +118,6 @@ def _key(name) -> str:
     return text.rstrip(".").lower()
 
 
-@short_memo(longest=64)  # a few client addresses, asked again for every message
 def _reverse(ip: str) -> str:
     return dns.reversename.from_address(ip).to_text(omit_final_dot=True)
 

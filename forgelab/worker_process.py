@@ -18,7 +18,7 @@ from typing import IO
 
 from .app import LabContext, Settings, server_context, server_limits
 from .events import EventBus, JsonlLog
-from .malloc import keep_heap_small
+from . import speedups
 from .policy import load_policy
 from .server.base import parse_hostport
 from .server.smtp import SmtpServer
@@ -27,7 +27,7 @@ from .workers import pin_to, throttle_change, throttle_line
 
 def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     """Run one SMTP worker until its stdin ends or SIGTERM; returns the exit code."""
-    keep_heap_small()  # as serve does for the main process
+    speedups.install(process=True)  # as serve does for the main process (FORGELAB_SPEEDUPS is inherited)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -5,7 +5,7 @@ Suffix List, whether its suffix is real, and whether the lab calls it local.
 """
 from __future__ import annotations
 
-from forgelab.memo import short_memo
+from forgelab.speedups.memo import short_memo
 
 from ._mailbox import utf8_text
 

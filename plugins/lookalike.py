@@ -5,7 +5,7 @@ import re
 import unicodedata
 
 import forgelab
-from forgelab.memo import short_memo
+from forgelab.speedups.memo import short_memo
 
 from ._domains import domain_of, normalise_domain
 from ._facts import facts

@@ -1,8 +1,11 @@
 """Fixtures more than one test file uses."""
 import pytest
 
+from forgelab import speedups
 from forgelab.server.smtp import DRIVERS
 from forgelab.web import WebServer
+
+speedups.install()  # as serve does; FORGELAB_SPEEDUPS=0 runs the suite on the plain path
 
 
 @pytest.fixture

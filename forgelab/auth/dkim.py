@@ -16,7 +16,6 @@ from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizatio
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ..dns import DNSTempError, Lookups
-from . import dkimpy_speedups  # noqa: F401  (installs them into dkimpy: same answers, less CPU)
 from .context import lookups, once
 
 CACHE_KEY = "dkim.signatures"
@@ -99,39 +98,12 @@ def _dnsfunc(view: Lookups, temp_errors: list):
     return txt
 
 
-_BLANK_LINE = re.compile(rb"\n\r?\n")
-_LINE_END = re.compile(rb"\r?\n")
-_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
-
-
 def _headers_and_body(raw: bytes):
-    """``dkim.rfc822_parse(raw)``, or ([], b"") where it raises.
-
-    The same answer, but only the header block is split into lines: dkimpy splits and
-    re-joins the whole body too, which costs more than all the rest on a long message.
-    """
-    if raw[:1] == b"\n" or raw[:2] == b"\r\n":
-        head, body = b"", raw[1 if raw[:1] == b"\n" else 2:]
-    else:
-        blank = _BLANK_LINE.search(raw)
-        head, body = (raw, b"") if blank is None else (raw[:blank.start() + 1], raw[blank.end():])
-    headers = []
-    for line in _LINE_END.split(head):
-        if not line:
-            break  # only the piece after the header block's last line end is empty
-        if line[0] in (0x09, 0x20):
-            if not headers:
-                return [], b""
-            headers[-1][1] += line + b"\r\n"
-        else:
-            m = _FIELD_NAME.match(line)
-            if m is not None:
-                headers.append([m.group(1), line[m.end():] + b"\r\n"])
-            elif not line.startswith(b"From "):
-                return [], b""
-    if body.count(b"\n") != body.count(b"\r\n"):
-        body = _LINE_END.sub(b"\r\n", body)  # dkimpy's body has CRLF line ends only
-    return headers, body
+    """``dkim.rfc822_parse(raw)``: the header fields and the CRLF body, or ([], b"") where it raises."""
+    try:
+        return dkim.rfc822_parse(raw)
+    except (dkim.MessageFormatError, IndexError):  # IndexError: a continuation line before any field
+        return [], b""
 
 
 def parsed(envelope, raw: bytes):

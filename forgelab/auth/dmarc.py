@@ -18,7 +18,6 @@ import dmarc as dmarclib
 from publicsuffixlist import PublicSuffixList
 
 from ..dns import DNSTempError, Lookups
-from ..memo import short_memo
 from . import dkim as dkim_auth
 from . import spf as spf_auth
 from .context import lookups, once
@@ -48,7 +47,6 @@ def psl() -> PublicSuffixList:
     return _psl
 
 
-@short_memo()  # a pure function of the name; the same domains come back message after message
 def org_domain(domain: str) -> str | None:
     """The organisational domain (RFC 7489 3.2): the registrable domain per the PSL."""
     domain = domain.rstrip(".").lower()
@@ -190,7 +188,6 @@ def discover(domain: str, view: Lookups, discovery: str = "psl") -> tuple[str, s
     return None
 
 
-@short_memo(1024, longest=1024)  # a pure function of the record and names (errors are not kept); dmarc only reads it
 def _parse(record: str, from_domain: str, found_at: str, org: str | None) -> tuple[Policy, dmarclib.Policy]:
     parsed = _DMARC().parse_record(record, domain=from_domain, org_domain=org if found_at != from_domain else None)
     np_ = _tag(record, "np")

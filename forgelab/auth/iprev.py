@@ -5,14 +5,12 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..dns import DNSTempError, Lookups
-from ..memo import short_memo
 from .context import lookups, once
 
 CACHE_KEY = "iprev"
 MAX_NAMES = 10  # like SPF's ptr mechanism, look at no more than 10 PTR names
 
 
-@short_memo(longest=64)  # the same client and forward addresses come back message after message
 def _canonical(ip: str) -> str:
     """An address in one spelling (``::FFFF:127.0.1.1`` and ``::ffff:7f00:101`` compare equal)."""
     return str(ipaddress.ip_address(ip))
@@ -34,7 +32,7 @@ class IPRevResult:
 def check(ip: str, view: Lookups) -> IPRevResult:
     try:
         addr = _canonical(ip)
-    except (ValueError, TypeError):  # TypeError: the memo cannot take an unhashable value
+    except (ValueError, TypeError):  # TypeError: not a str at all (or, with the speed-ups, unhashable)
         return IPRevResult("permerror", ip, None, (), f"{ip!r} is not an IP address")
     try:
         names = view.ptr(addr)[:MAX_NAMES]

@@ -5,7 +5,7 @@ import re
 from typing import Iterable
 
 import authres
-from authres.core import RFC2045_TOKEN_PATTERN
+from authres.core import AuthenticationResult, AuthenticationResultProperty
 
 HEADER = "Authentication-Results"
 # Order in the header: the connection, then envelope, then content, then the verdicts built on them.
@@ -25,28 +25,10 @@ def _comment(text: str) -> str | None:
     return text[:160] or None
 
 
-_TOKEN = re.compile(r"^%s$" % RFC2045_TOKEN_PATTERN)
-_QUOTED_PAIR = re.compile(r'(["\\])')
-
-
-def _quoted(value: str) -> str:
-    """authres' ``QuotableValue.quote_if_needed``: as is when it holds @ or is a token, else quoted."""
-    if "@" in value or _TOKEN.match(value):
-        return value
-    return '"%s"' % _QUOTED_PAIR.sub(r"\\\1", value)
-
-
 def resinfo(method: str, result: str, properties: Iterable[tuple[str, str, str]] = (), comment: str = "") -> str:
-    """One ``method=result (comment) ptype.property=value ...`` clause, as authres'
-    ``AuthenticationResult`` writes it (spelt out here: authres' objects cost more than the text)."""
-    if not result:
-        raise ValueError("Required result argument missing or None or empty")
-    parts = [f"{method.lower()}={result.lower()}"]
-    text = _comment(comment)
-    if text:
-        parts.append(f"({text})")
-    parts.extend(f"{t.lower()}.{n.lower()}={_quoted(_value(v))}" for t, n, v in properties if v)
-    return " ".join(parts)
+    """One ``method=result (comment) ptype.property=value ...`` clause, written by authres."""
+    props = [AuthenticationResultProperty(t, n, _value(v)) for t, n, v in properties if v]
+    return str(AuthenticationResult(method, result=result, result_comment=_comment(comment), properties=props))
 
 
 def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:

@@ -7,14 +7,12 @@ check that is running, so several servers in one process each use their own reso
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import re
 from dataclasses import dataclass, fields
 
 import spf as pyspf
 
 from ..dns import DNSTempError, Lookups
-from ..memo import short_memo
 from .context import lookups, once
 
 _active: contextvars.ContextVar[Lookups | None] = contextvars.ContextVar("forgelab_spf_lookups", default=None)
@@ -33,7 +31,7 @@ def _dispatch(name, qtype, strict=True, timeout=30):
         answer = view.query(name, qtype)
     except DNSTempError as e:
         raise pyspf.TempError(f"DNS {e}") from e
-    return list(answer.memo(("pyspf", qtype), lambda a: _pyspf_records(a, qtype)))
+    return list(_pyspf_records(answer, qtype))
 
 
 def _pyspf_records(answer, qtype: str) -> tuple:
@@ -52,33 +50,7 @@ def _pyspf_records(answer, qtype: str) -> tuple:
     return tuple(out)
 
 
-def _memo_parse(parse):
-    """``parse`` memoised for text (bounded: record contents are the sender's choice); the address
-    and network objects are immutable, so every check may share them."""
-    memo = short_memo(longest=64)(parse)  # an address or network: longer text is not one
-
-    def parsed(text, *args, **kwargs):
-        if args or kwargs or type(text) is not str:
-            return parse(text, *args, **kwargs)
-        return memo(text)
-    parsed.cache_info, parsed.cache_clear = memo.cache_info, memo.cache_clear
-    return parsed
-
-
-class _IPAddressForPyspf:
-    """The ``ipaddress`` module as pyspf sees it: the same functions, with ``ip_address`` and
-    ``ip_network`` memoised, since pyspf parses the client address and each listed network
-    again for every query (RFC 7208 evaluation itself stays pyspf's)."""
-
-    ip_address = staticmethod(_memo_parse(ipaddress.ip_address))
-    ip_network = staticmethod(_memo_parse(ipaddress.ip_network))
-
-    def __getattr__(self, name):
-        return getattr(ipaddress, name)
-
-
 pyspf.DNSLookup = _dispatch
-pyspf.ipaddress = _IPAddressForPyspf()
 
 
 @dataclass(frozen=True)

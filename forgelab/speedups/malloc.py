@@ -1,4 +1,10 @@
-"""glibc's malloc, told not to keep the memory that big messages leave behind."""
+"""glibc's malloc, told not to keep the memory that big messages leave behind.
+
+Replaces glibc's sliding mmap threshold with a fixed 128 KB (``mallopt``), for ``serve`` and its
+workers (``install(process=True)``). Why: over the bench's 100 KB rows the two processes grew
+from 107 to 145 MB and stayed there; with the threshold fixed, 76 to 101 MB (docs/performance.md,
+"Fifth round"). Unnecessary with an allocator that returns freed memory on its own.
+"""
 from __future__ import annotations
 
 import ctypes

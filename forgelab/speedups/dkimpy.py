@@ -1,11 +1,22 @@
-"""dkimpy, made cheaper: same answers, less CPU (issue 8; docs/performance.md).
+"""dkimpy's verification, made cheaper: same answers, less CPU.
 
-dkimpy verifies RSA in pure Python, parses the key record (tag list + ASN.1) on every
-signature and runs its canonicalisation regexes even where they cannot match. A few of its
-module-level names are replaced, deliberately and only here, when this module is imported
-(by ``forgelab.auth.dkim``), so DKIM and ARC (which goes through the same names) cost less;
-every answer stays dkimpy's own, as tests/test_auth_speedups.py checks against dkimpy's
-originals.
+Replaces, when :func:`install` runs (``forgelab.speedups.install()``), five of dkimpy's
+module-level names, so DKIM and ARC (which goes through the same names) cost less:
+
+- ``dkim.RSASSA_PKCS1_v1_5_verify``: RSA in pure Python -> OpenSSL (``cryptography``) for
+  rsa-sha256 with an ordinary key and signature; everything else stays dkimpy's own;
+- ``dkim.evaluate_pk``: the key record (tag list + ASN.1) parsed on every signature -> parsed
+  once per exact record text (bounded);
+- ``dkim.canonicalization.strip_trailing_whitespace``, ``compress_whitespace``,
+  ``unfold_header_value``: a regex over every header and the whole body even when it cannot
+  change anything -> skipped when it cannot, ``bytes.replace`` for the unfolding;
+- ``dkim.RE_BTAG``: a regex that tries folding white space once per base64 character -> one
+  character-class scan that matches the same text.
+
+Why: dkimpy was the largest defence in the profile, 623 µs of CPU per signed message before
+this and 187 µs after (docs/performance.md, "Third round"), with OpenSSL's RSA most of it.
+Unnecessary once dkimpy verifies RSA with ``cryptography`` itself and caches parsed keys.
+tests/test_speedups_dkim.py checks every replacement against dkimpy's original.
 """
 from __future__ import annotations
 
@@ -18,13 +29,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-
-# dkimpy's own functions, kept on the dkim module the first time, so that importing this
-# module again (importlib.reload) never takes our replacements for the originals.
+# dkimpy's own names, kept on the dkim module the first time, so that importing this module
+# again (importlib.reload) after install() never takes our replacements for the originals.
 _ORIGINALS = dkim.__dict__.setdefault("_forgelab_originals", {
     "RSASSA_PKCS1_v1_5_verify": dkim.RSASSA_PKCS1_v1_5_verify, "evaluate_pk": dkim.evaluate_pk,
-    "strip_trailing_whitespace": dkim_canon.strip_trailing_whitespace,
-    "compress_whitespace": dkim_canon.compress_whitespace})
+    "RE_BTAG": dkim.RE_BTAG, "strip_trailing_whitespace": dkim_canon.strip_trailing_whitespace,
+    "compress_whitespace": dkim_canon.compress_whitespace,
+    "unfold_header_value": dkim_canon.unfold_header_value})
 _DKIMPY_RSA_VERIFY = _ORIGINALS["RSASSA_PKCS1_v1_5_verify"]
 _DKIMPY_EVALUATE_PK = _ORIGINALS["evaluate_pk"]
 # Only SHA-256 goes to OpenSSL: a system OpenSSL may refuse SHA-1 signatures (crypto policies)
@@ -132,9 +143,13 @@ def unfold_header_value(content: bytes) -> bytes:
 # matches the same text, found with a single character-class scan.
 _FAST_BTAG = re.compile(rb"([;\s]b\s*=)(?:[\sa-zA-Z0-9+/=]*[a-zA-Z0-9+/=])?(?:\r?\n\Z)?")
 
-dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
-dkim.evaluate_pk = evaluate_pk
-dkim.RE_BTAG = _FAST_BTAG
-dkim_canon.strip_trailing_whitespace = strip_trailing_whitespace
-dkim_canon.compress_whitespace = compress_whitespace
-dkim_canon.unfold_header_value = unfold_header_value
+
+# (module, name, replacement): what forgelab.speedups.install() puts in place
+REPLACEMENTS = [
+    (dkim, "RSASSA_PKCS1_v1_5_verify", rsa_verify),
+    (dkim, "evaluate_pk", evaluate_pk),
+    (dkim, "RE_BTAG", _FAST_BTAG),
+    (dkim_canon, "strip_trailing_whitespace", strip_trailing_whitespace),
+    (dkim_canon, "compress_whitespace", compress_whitespace),
+    (dkim_canon, "unfold_header_value", unfold_header_value),
+]
