@@ -112,7 +112,7 @@ def decode(line: bytes | str):
 
 
 class EventBus:
-    """Publish small dict records to every subscriber, in order, from any thread.
+    """Publish event records to every subscriber, as small dicts, in order, from any thread.
 
     Subscribers are called under the bus lock (so each sees records in ``seq`` order) and
     must be quick: anything slow (a file, a socket) belongs on a thread of its own, as
@@ -136,10 +136,15 @@ class EventBus:
                 subscribers.remove(fn)
                 self._subscribers = tuple(subscribers)
 
-    def publish(self, kind: str, **fields) -> dict:
+    def publish(self, event, **fields) -> dict:
+        """Number ``event`` and hand it to every subscriber; returns the dict they were given.
+
+        ``event`` is a record of ``forgelab.event_records`` (its ``to_dict()`` is published),
+        or a kind with its fields as keywords, published as given (a worker's forwarded event)."""
+        body = {"kind": event, **fields} if event.__class__ is str else event.to_dict()
         with self._lock:
             self._seq += 1
-            record = {"seq": self._seq, "ts": time.time(), "kind": kind, **fields}
+            record = {"seq": self._seq, "ts": time.time(), **body}
             self._hand_out(record)
         return record
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from .app import LabContext, Settings, server_context, server_limits
+from .event_records import WorkerFailed, WorkerPolicy, WorkerReady
 from .events import EventBus, JsonlLog
 from . import speedups
 from .policy import load_policy
@@ -58,12 +59,12 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
                           driver=settings.driver).start()
         context.servers = (smtp,)  # a policy switch gives it the new policy's limits
     except Exception as exc:  # said once, on the wire: the main process makes it one line for the user
-        bus.publish("worker.failed", pid=os.getpid(), error=str(exc) or type(exc).__name__)
+        bus.publish(WorkerFailed(os.getpid(), str(exc) or type(exc).__name__))
         stream.close()
         return 1
     # Our throttle's changes go to the main process, which passes them on (never an event).
     context.login_throttle.on_change = lambda *change: stream(throttle_line(*change))
-    bus.publish("worker.ready", pid=os.getpid(), address=list(smtp.address))
+    bus.publish(WorkerReady(os.getpid(), list(smtp.address)))
     bus.flush()  # the main process waits for this
     reader = threading.Thread(target=_read_control, args=(stdin, context, bus, stop), name="forgelab-control",
                               daemon=True)
@@ -95,9 +96,9 @@ def _read_control(stdin: IO[bytes], context: LabContext, bus: EventBus, stop: th
                     policy = load_policy(message["policy"])
                     context.set_policy(policy)
                 except Exception as exc:
-                    bus.publish("worker.policy", error=str(exc) or type(exc).__name__)
+                    bus.publish(WorkerPolicy(error=str(exc) or type(exc).__name__))
                 else:
-                    bus.publish("worker.policy", name=policy.name)
+                    bus.publish(WorkerPolicy(name=policy.name))
                 bus.flush()  # the main process waits for this answer
             elif isinstance(message, dict) and "throttle" in message:
                 change = throttle_change(message["throttle"])

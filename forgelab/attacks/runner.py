@@ -3,8 +3,8 @@
 One :class:`~forgelab.app.Forgelab` per policy on free loopback ports with a temporary
 data directory, reused for every attack; each attack is one SMTP session from its own
 source address (bound, or set with XCLIENT where binding 127.x.y.z is impossible).
-Outcomes come from the server's own events (``message.delivered``, ``message.rejected``,
-``verdict``) and replies, never from guesses.
+Outcomes come from the server's own events (``message.delivered``, ``message.rejected``
+with the check that decided it, ``verdict``), never from guesses nor from reply text.
 
     outcomes = run_catalogue(["strict"], only=["from-two-headers"])
     print(matrix_text(outcomes))
@@ -12,7 +12,6 @@ Outcomes come from the server's own events (``message.delivered``, ``message.rej
 from __future__ import annotations
 
 import errno
-import re
 import socket
 import tempfile
 import threading
@@ -29,7 +28,6 @@ PASSING = ("pass", "none", "neutral")
 ACTION_OUTCOME = {"accept": "accepted", "tag": "tagged", "quarantine": "quarantined",
                   "tempfail": "tempfailed", "reject": "rejected"}
 MILDEST_FIRST = ("accepted", "tagged", "quarantined", "tempfailed", "rejected")
-_CHECK_IN_REPLY = re.compile(r"\[([A-Za-z0-9_.-]+)\]")
 
 
 @dataclass
@@ -163,7 +161,7 @@ def judge(attack: Attack, policy, played, events: list[dict], store) -> Outcome:
             outcome = "error"
             problems.append(f"the conversation failed: {result.error}")
         if outcome in ("rejected", "tempfailed") and rejected:
-            caught = list(dict.fromkeys(m.group(1) for e in rejected for m in [_CHECK_IN_REPLY.search(e["reply"])] if m))
+            caught = list(dict.fromkeys(e["deciding"] for e in rejected if e.get("deciding")))
         elif outcome in ("tagged", "quarantined"):
             action = {"tagged": "tag", "quarantined": "quarantine"}[outcome]
             caught = list(dict.fromkeys(v["verdict"]["check"] for v in verdicts if v.get("action") == action))

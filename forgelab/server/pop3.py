@@ -11,6 +11,7 @@ import threading
 import time
 
 from ..directory import Directory
+from ..event_records import SessionClose, SessionLine, SessionOpen, SessionTls
 from ..events import EventBus, TranscriptBudget
 from ..login_throttle import LoginThrottle
 from ..pop3 import events as ev
@@ -85,9 +86,9 @@ class Pop3Server:
 
     # -- one session ---------------------------------------------------------------------
 
-    def _publish(self, kind: str, **fields) -> None:
+    def _publish(self, record) -> None:
         if self.bus is not None:
-            self.bus.publish(kind, protocol=PROTOCOL, **fields)
+            self.bus.publish(record)
 
     def _handle(self, c: Connection) -> None:
         session = _Session(self, c)
@@ -95,8 +96,7 @@ class Pop3Server:
             session.run()
         finally:
             session.service.close()  # lock released, nothing deleted unless QUIT committed
-            self._publish("session.close", session_id=session.id, reason=session.reason,
-                          unlogged_lines=session.line_budget.unlogged)
+            self._publish(SessionClose(PROTOCOL, session.id, session.reason, session.line_budget.unlogged))
 
 
 class _Session:
@@ -116,11 +116,11 @@ class _Session:
     def line(self, direction: str, text: str) -> None:
         text = self.line_budget.take(text)
         if text is not None:
-            self.server._publish("session.line", session_id=self.id, direction=direction, text=text)
+            self.server._publish(SessionLine(self.id, PROTOCOL, direction, text))
 
     def run(self) -> None:
-        self.server._publish("session.open", session={"id": self.id, "peer_ip": self.c.peer_ip,
-                                                      "peer_port": self.c.peer_port})
+        self.server._publish(SessionOpen(PROTOCOL, {"id": self.id, "peer_ip": self.c.peer_ip,
+                                                    "peer_port": self.c.peer_port}))
         if not self.answer(None, self.service.greeting()):
             return
         while True:
@@ -157,10 +157,10 @@ class _Session:
             self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True, do_handshake_on_connect=False)
             self.c.sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
-            self.server._publish("session.tls", session_id=self.id, ok=False, error=str(exc)[:200])
+            self.server._publish(SessionTls(self.id, PROTOCOL, False, error=str(exc)[:200]))
             return False
         self.service.tls_active = True
-        self.server._publish("session.tls", session_id=self.id, ok=True, version=self.c.sock.version())
+        self.server._publish(SessionTls(self.id, PROTOCOL, True, version=self.c.sock.version()))
         return True
 
     def read(self) -> bool:

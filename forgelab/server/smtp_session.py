@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ..event_records import SessionClose, SessionLine, SessionOpen, SessionTls
 from ..events import TranscriptBudget
 from ..pipeline import PendingDelivery, ServerContext, SmtpPipeline
 from ..session import Session
@@ -93,8 +94,7 @@ class SmtpSession:
         self._spool_failed = False
         self._waiting: ev.Message | ev.MessageEnd | None = None  # a big message waiting for room in memory
         self._room = 0  # octets this session holds of the memory budget
-        self.bus.publish("session.open", protocol="smtp", session=self.session.as_dict(),
-                         policy=self.pipeline.policy.name)
+        self.bus.publish(SessionOpen("smtp", self.session.as_dict(), self.pipeline.policy.name))
 
     def say(self, reply: Reply) -> bytes:
         data = self.core.send(reply)
@@ -104,7 +104,7 @@ class SmtpSession:
     def _line(self, direction: str, text: str) -> None:
         text = self.line_budget.take(text)
         if text is not None:
-            self.bus.publish("session.line", session_id=self.session.id, protocol="smtp", direction=direction, text=text)
+            self.bus.publish(SessionLine(self.session.id, "smtp", direction, text))
 
     def greet(self) -> bytes:
         greeting = self.pipeline.connect()
@@ -268,12 +268,11 @@ class SmtpSession:
     def tls_started(self, ok: bool, *, version: str = "", cipher: str = "", error: str = "") -> None:
         self.starting_tls = False
         if not ok:
-            self.bus.publish("session.tls", session_id=self.session.id, protocol="smtp", ok=False, error=error[:200])
+            self.bus.publish(SessionTls(self.session.id, "smtp", False, error=error[:200]))
             self.end("TLS handshake failed")
             return
         self.session.tls = True
-        self.bus.publish("session.tls", session_id=self.session.id, protocol="smtp", ok=True,
-                         version=version, cipher=cipher)
+        self.bus.publish(SessionTls(self.session.id, "smtp", True, version=version, cipher=cipher))
 
     def end(self, reason: str) -> None:
         self.done = True
@@ -291,5 +290,4 @@ class SmtpSession:
         self._drop_spool()
         self._waiting = None
         self._give_room()
-        self.bus.publish("session.close", protocol="smtp", session_id=self.session.id, reason=self.reason,
-                         unlogged_lines=self.line_budget.unlogged)
+        self.bus.publish(SessionClose("smtp", self.session.id, self.reason, self.line_budget.unlogged))
