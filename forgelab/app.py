@@ -108,6 +108,7 @@ def server_limits(policy: Policy) -> Limits:
                   max_per_ip=int(policy.setting("max_connections_per_ip", default.max_per_ip)),
                   shed_idle_after=float(policy.setting("shed_idle_after", default.shed_idle_after)),
                   min_data_rate=float(policy.setting("min_data_rate", default.min_data_rate)),
+                  admit_wait=float(policy.setting("admit_wait", default.admit_wait)),
                   max_errors=int(policy.setting("max_errors", default.max_errors)),
                   max_commands=int(policy.setting("max_commands", default.max_commands)))
 

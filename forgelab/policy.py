@@ -49,6 +49,7 @@ SERVER_KEYS = {
     "max_connections_per_ip": int,
     "shed_idle_after": (int, float),
     "min_data_rate": (int, float),
+    "admit_wait": (int, float),
     "login_free_failures": int,
     "login_user_free_failures": int,
     "login_delay": (int, float),
