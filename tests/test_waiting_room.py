@@ -10,6 +10,8 @@ import pytest
 from test_fairness import FULL, SHED_IDLE, _readable, both_drivers, clients, policy  # noqa: F401 (a fixture)
 from waiting import wait_for
 
+from forgelab.app import Forgelab, Settings
+from forgelab.policy import PolicyError
 from forgelab.server.waiting_room import ROOM_SIZE, Waiter, WaitingRoom, choose_turn_away
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,3 +125,14 @@ def test_a_stopping_server_refuses_its_waiting_newcomers(forgelab_server, client
     wait_for(lambda: len(room_of(lab.smtp._server)) == 1, what="the newcomer in the waiting room")
     lab.smtp.stop()
     assert newcomer.reply() == FULL and newcomer.closed_by_server()
+
+
+def test_a_policy_file_sets_admit_wait_and_a_bad_one_is_refused(tmp_path):
+    (tmp_path / "patient.toml").write_text('extends = "observe"\n[server]\nadmit_wait = 0.5\n')
+    app = Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path / "d",
+                            policy=str(tmp_path / "patient.toml"), tls=False, event_log=False))
+    assert app.smtp._server.limits.admit_wait == app.pop3._server.limits.admit_wait == 0.5
+    (tmp_path / "bad.toml").write_text('extends = "observe"\n[server]\nadmit_wait = "soon"\n')
+    with pytest.raises(PolicyError, match="server.admit_wait"):
+        Forgelab(Settings(smtp="127.0.0.1:0", pop3="127.0.0.1:0", data_dir=tmp_path / "e",
+                          policy=str(tmp_path / "bad.toml"), tls=False, event_log=False))
