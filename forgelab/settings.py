@@ -88,6 +88,8 @@ class Settings:
                                       "(seconds) is closed for the newcomer.")
     min_data_rate: float = key(50.0, "When full and none is idle: one sending slower than this (octets/s, "
                                      "lately) is closed instead.")
+    admit_wait: float = key(1.0, "When full and none may be closed: how long a newcomer waits (seconds, no "
+                                 "banner yet) for a slot before the busy reply.")
     login_free_failures: int = key(3, "Failed POP3 logins / SMTP AUTHs per client address + user name before "
                                       "delays.")
     login_user_free_failures: int = key(10, "The same per user name, from all addresses together.")

@@ -123,7 +123,7 @@ def test_stop_ends_accept_open_connections_and_idle_threads_quickly():
 
 
 def test_a_full_server_answers_busy_and_keeps_serving_the_rest():
-    server = echo_server(limits=Limits(max_connections=2))
+    server = echo_server(limits=Limits(max_connections=2, shed_idle_after=60))  # none turns idle meanwhile
     try:
         first = [socket.create_connection(server.address, timeout=5) for _ in range(2)]
         assert all(c.recv(64) == b"hello\n" for c in first)

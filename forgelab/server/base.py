@@ -1,8 +1,9 @@
 """A threaded TCP server: one thread per connection, connection caps, clean shutdown.
 
 When a cap is reached, a newcomer is served by closing an idle (then a slow) connection
-instead (``choose_shed``: fairness for a class that shares one address); only when none
-can be closed is the newcomer refused.
+instead (``choose_shed``: fairness for a class that shares one address); when none can be
+closed yet, the newcomer waits a little in the waiting room (``waiting_room``) and is refused
+only when none could be closed by then.
 
 No protocol logic lives here; a driver supplies ``handle(conn)`` and the bytes
 to send when the server is full. A thread serves one connection at a time; when it
@@ -27,6 +28,7 @@ from typing import Callable, Iterable
 
 from ..errors import BindError  # noqa: F401 (raised here; its home is errors.py)
 from ..settings import DEFAULTS
+from .waiting_room import RETRY_SECONDS, Waiter, WaitingRoom
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Limits:
     max_per_ip: int = DEFAULTS.max_connections_per_ip
     shed_idle_after: float = DEFAULTS.shed_idle_after
     min_data_rate: float = DEFAULTS.min_data_rate
+    admit_wait: float = DEFAULTS.admit_wait
     idle_timeout: float = DEFAULTS.idle_timeout
     session_timeout: float = DEFAULTS.session_timeout
     read_size: int = 65536  # octets asked of the socket at a time (not a setting)
@@ -266,6 +269,7 @@ class ListeningServer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._per_ip: Counter[str] = Counter()
+        self._room = WaitingRoom()  # newcomers waiting for a slot (under _lock)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -276,10 +280,63 @@ class ListeningServer:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def _full(self, peer_ip: str) -> bool:
-        """Over a cap with one more from ``peer_ip`` (under ``_lock``)."""
-        return (self._count() >= self.limits.max_connections
-                or self._per_ip[peer_ip] >= self.limits.max_per_ip)
+    def _arrive(self, sock: socket.socket, addr) -> None:
+        """A newcomer: in at once if there is a slot for it and nobody waits before it, else it
+        waits in the room (on the thread that accepts, as every call of the room's)."""
+        with self._lock:
+            turned = self._room.enter(Waiter(sock, addr, time.monotonic()))
+        self._turn_away(turned, "the waiting room is full")
+        self._let_in()
+
+    def _let_in(self) -> None:
+        """Admit the waiting newcomers a slot is free (or may be freed) for, in arrival order;
+        the busy reply to those who have waited ``admit_wait``."""
+        admitted = []
+        with self._lock:
+            stuck: set[str] = set()  # addresses over their own cap, with nothing of theirs to shed
+            for waiter in self._room:
+                peer_ip = waiter.peer_ip
+                if peer_ip in stuck:
+                    continue
+                victim = None
+                own_cap = self._per_ip[peer_ip] >= self.limits.max_per_ip
+                if own_cap or self._count() >= self.limits.max_connections:
+                    victim = self._make_room(self._candidates(), peer_ip)
+                    if victim is None:
+                        if not own_cap:
+                            break  # the total is full: nobody after it gets in either
+                        stuck.add(peer_ip)
+                        continue
+                self._room.leave(waiter)
+                admitted.append((waiter, self._count_in(waiter), victim))
+            expired = self._room.due(time.monotonic(), self.limits.admit_wait)
+        for waiter, counted, victim in admitted:
+            self._start(waiter, counted, victim)
+        self._turn_away(expired, f"still full after {self.limits.admit_wait:g} s")
+
+    def _turn_away(self, waiters: list[Waiter], why: str) -> None:
+        for waiter in waiters:
+            log.info("%s: refusing a newcomer from %s: %s", self.name, waiter.peer_ip, why)
+            self._refuse(waiter.sock)
+
+    def _refuse_waiting(self) -> None:
+        """Stopping: the busy reply to every waiting newcomer."""
+        with self._lock:
+            waiters = self._room.empty_out()
+        for waiter in waiters:
+            self._refuse(waiter.sock)
+
+    def _candidates(self) -> Iterable[Connection]:
+        """The connections ``choose_shed`` may choose from (under ``_lock``)."""
+        raise NotImplementedError
+
+    def _count_in(self, waiter: Waiter) -> object:
+        """Count an admitted newcomer against the caps (under ``_lock``); what ``_start`` needs."""
+        raise NotImplementedError
+
+    def _start(self, waiter: Waiter, counted: object, victim: Connection | None) -> None:
+        """Serve an admitted newcomer, after closing ``victim`` (if any) for it."""
+        raise NotImplementedError
 
     def _count(self) -> int:
         """Connections counted against the caps (under ``_lock``)."""
@@ -354,9 +411,16 @@ class ThreadedServer(ListeningServer):
         return self
 
     def _accept_loop(self) -> None:
+        retrying = False  # the listening socket has a timeout: newcomers wait in the room
         while not self._stopping.is_set():
+            if retrying != bool(self._room):
+                retrying = not retrying
+                self._sock.settimeout(RETRY_SECONDS if retrying else None)
             try:
                 client, addr = self._sock.accept()
+            except socket.timeout:  # no newcomer meanwhile: try the waiting ones again
+                self._let_in()
+                continue
             except OSError:
                 if self._stopping.wait(0.05):  # e.g. out of file descriptors: do not spin
                     return
@@ -364,32 +428,28 @@ class ThreadedServer(ListeningServer):
             if self._stopping.is_set():
                 client.close()
                 return
-            self._admit(client, addr)
+            self._arrive(client, addr)
 
-    def _admit(self, client: socket.socket, addr) -> None:
-        peer_ip = addr[0]
-        spawn = False
-        with self._lock:
-            victim = None
-            full = self._full(peer_ip)
-            if full:
-                victim = self._make_room(self._active.values(), peer_ip)
-                full = victim is None
-            if not full:
-                local = client.getsockname()
-                conn = Connection(client, peer_ip, addr[1], local[0], local[1], rate_window=self.limits.shed_idle_after,
-                                  limits=self.limits)
-                self._active[id(conn)] = conn
-                self._per_ip[peer_ip] += 1
-                if self._idle > 0:
-                    self._idle -= 1  # a waiting pool thread takes it
-                else:
-                    spawn = True
+    def _candidates(self) -> Iterable[Connection]:
+        return self._active.values()
+
+    def _count_in(self, waiter: Waiter) -> tuple[Connection, bool]:
+        local = waiter.sock.getsockname()
+        conn = Connection(waiter.sock, waiter.peer_ip, waiter.addr[1], local[0], local[1],
+                          rate_window=self.limits.shed_idle_after,
+                          limits=self.limits)
+        self._active[id(conn)] = conn
+        self._per_ip[conn.peer_ip] += 1
+        if self._idle > 0:
+            self._idle -= 1  # a waiting pool thread takes it
+            return conn, False
+        return conn, True
+
+    def _start(self, waiter: Waiter, counted: tuple[Connection, bool], victim: Connection | None) -> None:
+        conn, spawn = counted
+        peer_ip = conn.peer_ip
         if victim is not None:
             victim.wake_to_shed(victim.shed)
-        if full:
-            self._refuse(client)
-            return
         if not spawn:
             self._handoff.put(conn)
             return
@@ -463,6 +523,7 @@ class ThreadedServer(ListeningServer):
             self._thread.join(timeout)
         if self._sock:
             self._sock.close()
+        self._refuse_waiting()
         with self._lock:
             conns = list(self._active.values())
             threads = list(self._threads)

@@ -30,10 +30,11 @@ from collections import deque
 from typing import Callable, Protocol
 
 from .base import Connection, Limits, ListeningServer, close_socket, listening_socket
+from .waiting_room import Waiter
 
 log = logging.getLogger(__name__)
 
-SWEEP_SECONDS = 0.1  # how often idle and session limits and held-back replies are checked (at most)
+SWEEP_SECONDS = 0.1  # how often idle and session limits, held-back replies and waiting newcomers are checked (at most)
 
 
 class Session(Protocol):
@@ -206,6 +207,7 @@ class SelectorServer(ListeningServer):
         except Exception:
             log.exception("%s: the selector loop failed", self.name)
         finally:
+            self._refuse_waiting()
             for client in list(self._clients.values()):
                 self._close(client, "server stopping")
             self._selector.close()
@@ -221,22 +223,17 @@ class SelectorServer(ListeningServer):
                 self._selector.unregister(self._sock)
                 self._accept_again = time.monotonic() + 0.1
                 return
-            self._admit(sock, addr)
+            self._arrive(sock, addr)
 
-    def _admit(self, sock: socket.socket, addr) -> None:
-        peer_ip = addr[0]
-        with self._lock:
-            victim = None
-            full = self._full(peer_ip)
-            if full:
-                victim = self._make_room(self._sheddable(), peer_ip)
-                full = victim is None
-            if not full:
-                self._active += 1
-                self._per_ip[peer_ip] += 1
-        if full:
-            self._refuse(sock)
-            return
+    def _candidates(self) -> list[Connection]:
+        return self._sheddable()
+
+    def _count_in(self, waiter: Waiter) -> None:
+        self._active += 1
+        self._per_ip[waiter.peer_ip] += 1
+
+    def _start(self, waiter: Waiter, counted: None, victim: Connection | None) -> None:
+        sock, addr, peer_ip = waiter.sock, waiter.addr, waiter.peer_ip
         if victim is not None:
             self._shed(victim)
         sock.setblocking(False)
@@ -353,6 +350,8 @@ class SelectorServer(ListeningServer):
         if self._accept_again is not None and now >= self._accept_again:
             self._accept_again = None
             self._selector.register(self._sock, selectors.EVENT_READ, None)
+        if self._room:
+            self._let_in()
         for client in list(self._clients.values()):
             if client.busy:
                 if client.wake_at is not None and now >= client.wake_at:
