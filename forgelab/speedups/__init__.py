@@ -23,22 +23,12 @@ from __future__ import annotations
 import os
 import threading
 
+from .originals import ORIGINALS, plain, replace  # noqa: F401 (part of this package's interface)
+
 ENV = "FORGELAB_SPEEDUPS"
 _OFF = ("0", "off", "no", "false")
 _lock = threading.Lock()
 _installed = False
-ORIGINALS: dict = {}  # (module, name) -> what install() replaced there: the plain path
-
-
-def replace(module, name: str, value) -> None:
-    """``module.name = value``, keeping the first object found there in :data:`ORIGINALS`."""
-    ORIGINALS.setdefault((module, name), getattr(module, name))
-    setattr(module, name, value)
-
-
-def plain(module, name: str):
-    """The plain object at ``module.name``, whether or not a speed-up has replaced it."""
-    return ORIGINALS.get((module, name), getattr(module, name))
 
 
 def enabled() -> bool:

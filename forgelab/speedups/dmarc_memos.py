@@ -12,7 +12,7 @@ round"). Unnecessary if the dmarc and publicsuffixlist packages kept their own a
 from __future__ import annotations
 
 from ..auth import dmarc
-from . import plain
+from .originals import plain
 from .memo import short_memo
 
 org_domain = short_memo()(plain(dmarc, "org_domain"))

@@ -9,7 +9,7 @@ Unnecessary if dnspython built reverse names faster.
 from __future__ import annotations
 
 from .. import dns as lab_dns
-from . import plain
+from .originals import plain
 from .memo import short_memo
 
 reverse = short_memo(longest=64)(plain(lab_dns, "_reverse"))  # an address: longer text is not one

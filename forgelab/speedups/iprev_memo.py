@@ -9,7 +9,7 @@ round"). Unnecessary if ``ipaddress`` parsed faster.
 from __future__ import annotations
 
 from ..auth import iprev
-from . import plain
+from .originals import plain
 from .memo import short_memo
 
 canonical = short_memo(longest=64)(plain(iprev, "_canonical"))  # an address: longer text is not one

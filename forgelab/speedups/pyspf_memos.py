@@ -20,7 +20,7 @@ import ipaddress
 import spf as pyspf
 
 from ..auth import spf as spf_check
-from . import plain
+from .originals import plain
 from .memo import short_memo
 
 _plain_pyspf_records = plain(spf_check, "_pyspf_records")
