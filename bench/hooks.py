@@ -28,9 +28,9 @@ from loadgen import make_message  # noqa: E402
 from servers import SENDER_DOMAIN, SENDER_HELO, bench_world  # noqa: E402
 
 from forgelab.app import Forgelab, Settings  # noqa: E402
-from forgelab.pipeline import SmtpPipeline, plugin_name  # noqa: E402
-from forgelab.session import Session  # noqa: E402
-from forgelab.smtp import events as ev  # noqa: E402
+from forgelab.core.pipeline import SmtpPipeline, plugin_name  # noqa: E402
+from forgelab.core.session import Session  # noqa: E402
+from forgelab.protocols.smtp import events as ev  # noqa: E402
 
 
 class TimedPipeline(SmtpPipeline):

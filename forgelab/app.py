@@ -9,21 +9,22 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from . import nofollow, speedups
-from .dns import Resolver
+from .store import nofollow
+from . import speedups
+from .lab.dns import Resolver
 from .errors import ConfigError, DataDirError
-from .events import EventBus, JsonlLog
+from .core.events import EventBus, JsonlLog
 from .lab import Lab, load_lab
-from .login_throttle import LoginThrottle
-from .pipeline import ServerContext
-from .policy import Policy, load_policy
-from .server.base import Limits, parse_hostport
-from .server.pop3 import Pop3Server
-from .server.smtp import SmtpServer
+from .core.login_throttle import LoginThrottle
+from .core.pipeline import ServerContext
+from .core.policy import Policy, load_policy
+from .drivers.base import Limits, parse_hostport
+from .drivers.pop3 import Pop3Server
+from .drivers.smtp import SmtpServer
 from .settings import Settings
 from .store import MailStore
-from .tls import lab_server_context
-from .workers import WorkerPool, check_workers
+from .lab.tls import lab_server_context
+from .drivers.workers import WorkerPool, check_workers
 
 __all__ = ["Forgelab", "LabContext", "Settings", "server_context", "server_limits"]
 

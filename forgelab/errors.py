@@ -5,7 +5,7 @@ without a traceback. Each class also derives from the built-in exception it repl
 (``ValueError``, ``OSError``, ``RuntimeError``), so code that caught that still does.
 
 A protocol problem (a client's bad command) is not one of these: it is answered with a
-reply (``forgelab.smtp.Reply``), never raised to the user.
+reply (``forgelab.protocols.smtp.Reply``), never raised to the user.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ any subset of a hook's arguments, by name.
 
 Arguments common to many hooks:
 
-- ``session``: :class:`forgelab.session.Session` (client address, HELO name, TLS, ...).
-- ``envelope``: :class:`forgelab.session.Envelope` (MAIL FROM, accepted RCPT TOs so far).
+- ``session``: :class:`forgelab.core.session.Session` (client address, HELO name, TLS, ...).
+- ``envelope``: :class:`forgelab.core.session.Envelope` (MAIL FROM, accepted RCPT TOs so far).
 - ``lab``: :class:`forgelab.lab.Lab`, the world the server runs in: local domains,
   users and lists (``lab.directory``) and the DNS resolver every lookup goes through
   (``lab.resolver``).
@@ -135,7 +135,7 @@ def forgelab_vrfy(session, argument, lab):
     """How to answer ``VRFY``. The first implementation to return a value wins.
 
     :param argument: what the client asked about, as typed.
-    :return: a :class:`forgelab.smtp.Reply`, or None to let the next plugin answer.
+    :return: a :class:`forgelab.protocols.smtp.Reply`, or None to let the next plugin answer.
 
     >>> from forgelab.testing import run_hook
     >>> str(run_hook("disclosure", "forgelab_vrfy", argument="alice", policy="observe"))
@@ -150,7 +150,7 @@ def forgelab_expn(session, argument, lab):
     """How to answer ``EXPN``. The first implementation to return a value wins.
 
     :param argument: the list name, as typed.
-    :return: a :class:`forgelab.smtp.Reply`, or None to let the next plugin answer.
+    :return: a :class:`forgelab.protocols.smtp.Reply`, or None to let the next plugin answer.
 
     >>> from forgelab.testing import run_hook
     >>> run_hook("disclosure", "forgelab_expn", argument="nosuchlist", policy="observe").code
@@ -186,11 +186,11 @@ def forgelab_rejected(session, envelope, stage, reply, verdicts, lab):
     """Something was refused because of a verdict (notification).
 
     :param stage: ``connect``, ``helo``, ``mail_from``, ``rcpt_to`` or ``message``.
-    :param reply: the :class:`forgelab.smtp.Reply` sent to the client.
+    :param reply: the :class:`forgelab.protocols.smtp.Reply` sent to the client.
     :param verdicts: the verdicts of that stage; the harshest decided.
 
     >>> from forgelab import hookimpl
-    >>> from forgelab.smtp import Reply
+    >>> from forgelab.protocols.smtp import Reply
     >>> from forgelab.testing import run_hook
     >>> refused = []
     >>> class Tally:

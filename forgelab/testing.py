@@ -21,12 +21,12 @@ import pluggy
 import pytest
 
 from . import hookspecs
-from .dns import Resolver
+from .lab.dns import Resolver
 from .lab import Lab, load_lab
-from .message import parse_message
-from .policy import Policy, load_policy
-from .registry import BUILTIN, _instantiate, _load_class, import_plugin
-from .session import Envelope, Session
+from .core.message import parse_message
+from .core.policy import Policy, load_policy
+from .core.registry import BUILTIN, _instantiate, _load_class, import_plugin
+from .core.session import Envelope, Session
 from .verdicts import collect
 
 # The stage hooks: each returns verdicts, which run_hook gathers into one list.

@@ -7,7 +7,7 @@ what an attacker wrote readable and small in a reason or in the details.
 from __future__ import annotations
 
 from forgelab import Verdict
-from forgelab.printable import printable
+from forgelab.core.printable import printable
 
 # Items of a list a verdict's details show.
 SHOWN = 20

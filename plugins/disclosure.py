@@ -5,7 +5,7 @@ oracle, as old servers gave), ``hide`` (``252`` for everyone, no names: RFC 5321
 3.5.3) or ``disable`` (``502``).
 """
 from forgelab import hookimpl
-from forgelab.smtp import Reply
+from forgelab.protocols.smtp import Reply
 
 MODES = ("disclose", "hide", "disable")
 

@@ -2,7 +2,7 @@
 import pytest
 
 from forgelab import speedups
-from forgelab.server.smtp import DRIVERS
+from forgelab.drivers.smtp import DRIVERS
 from forgelab.web import WebServer
 
 speedups.install()  # as serve does; FORGELAB_SPEEDUPS=0 runs the suite on the plain path

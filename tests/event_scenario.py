@@ -34,7 +34,7 @@ def _trusting() -> ssl.SSLContext:
 def play_every_kind(app) -> None:
     """SMTP and POP3 sessions under ``strict`` that publish every kind the server's bus has,
     then a policy switch. ``app``: a started Forgelab with TLS (the lab certificate)."""
-    from forgelab.policy import load_policy
+    from forgelab.core.policy import load_policy
 
     host, port = app.smtp.address
     with smtplib.SMTP(host, port, timeout=10) as c:  # TLS, AUTH (a failure, then a pass), a delivery

@@ -1,5 +1,5 @@
 """Drive the sans-IO SMTP core with bytes and a simple answering function (no sockets)."""
-from forgelab.smtp import NEED_DATA, Reply, SmtpConnection, events as ev
+from forgelab.protocols.smtp import NEED_DATA, Reply, SmtpConnection, events as ev
 
 OK = {
     ev.Helo: Reply(250, None, "hello"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from forgelab.address_list import address_pieces, count_addresses, scan
+from forgelab.core.address_list import address_pieces, count_addresses, scan
 
 # Every character that opens, closes or ends something, ordinary words, and encoded words.
 FIELD = st.lists(st.sampled_from(list(' \t\r\n"(),:;<>@.\\[]=?') + ["a", "b@c.example", "=?utf-8?q?a,b?="]),

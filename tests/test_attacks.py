@@ -12,7 +12,7 @@ from forgelab.attacks import catalogue
 from forgelab.attacks.catalogue import OUTCOMES, POLICIES, all_entries, attacks, legitimate
 from forgelab.attacks.docs import render
 from forgelab.attacks.runner import matrix_text, run_catalogue
-from forgelab.cli_attacks import attacks as attacks_cmd
+from forgelab.cli.attacks import attacks as attacks_cmd
 
 pytestmark = pytest.mark.timeout(120)
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "attacks.md"

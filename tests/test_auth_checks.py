@@ -6,7 +6,7 @@ import dkim
 
 from forgelab.auth import dkim as fdkim
 from forgelab.auth import keys, results
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 
 # --- through the real path -----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 import pytest
 
 from forgelab.auth import arc, dkim, keys
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 
 MSG = b"From: a@new.example\r\nTo: b@corp.example\r\nSubject: hi\r\n\r\nbody\r\n"
 

@@ -6,7 +6,7 @@ import pytest
 
 from forgelab.auth import keys
 from forgelab.auth.results import build_value
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 from forgelab.lab import load_lab
 from forgelab.plugins.arc import ARC
 from forgelab.plugins.authres import AuthResults
@@ -14,7 +14,7 @@ from forgelab.plugins.dkim import DKIM
 from forgelab.plugins.dmarc import DMARC
 from forgelab.plugins.iprev import IPRev
 from forgelab.plugins.spf import SPF
-from forgelab.session import Envelope, Session
+from forgelab.core.session import Envelope, Session
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 from line_client import LineClient
 
 from forgelab.lab import load_lab
-from forgelab.pipeline import ServerContext, SmtpPipeline
-from forgelab.policy import load_policy
-from forgelab.login_throttle import LoginThrottle
-from forgelab.session import Session
-from forgelab.smtp import events as ev
+from forgelab.core.pipeline import ServerContext, SmtpPipeline
+from forgelab.core.policy import load_policy
+from forgelab.core.login_throttle import LoginThrottle
+from forgelab.core.session import Session
+from forgelab.protocols.smtp import events as ev
 from forgelab.store import MailStore
 
 pytestmark = pytest.mark.timeout(30)

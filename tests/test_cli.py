@@ -7,7 +7,7 @@ import time
 
 from click.testing import CliRunner
 
-from forgelab.cli import main
+from forgelab.cli.main import main
 
 
 def free_port() -> int:
@@ -147,8 +147,8 @@ def test_plugin_with_no_hook_and_plugin_module_from_the_current_directory(tmp_pa
 def test_an_installed_entry_point_plugin_loads_only_when_the_policy_names_it(tmp_path, monkeypatch):
     import sys
 
-    from forgelab.policy import load_policy
-    from forgelab.registry import build_plugin_manager, describe
+    from forgelab.core.policy import load_policy
+    from forgelab.core.registry import build_plugin_manager, describe
 
     (tmp_path / "labdefence.py").write_text(
         "from forgelab import Verdict, hookimpl\n\nclass LabDefence:\n    name = 'lab-defence'\n"

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from forgelab.auth import arc
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 
 import yaml  # noqa: E402  (a test dependency)
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "conformance"

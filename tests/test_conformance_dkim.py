@@ -7,7 +7,7 @@ import dkim as dkimpy
 import pytest
 
 from forgelab.auth import dkim
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 RFC = ROOT / "dkim-rfc-examples"

@@ -6,7 +6,7 @@ import pytest
 
 from forgelab.auth import dkim, dmarc
 from forgelab.auth.keys import zone_line
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 DATA = ROOT / "dmarc-authheaders"

@@ -10,7 +10,7 @@ import pytest
 from dns.rdtypes.ANY.TXT import TXT
 
 from forgelab.auth import spf
-from forgelab.dns import LabBackend, Resolver
+from forgelab.lab.dns import LabBackend, Resolver
 
 import yaml  # noqa: E402  (a test dependency)
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "spf-openspf" / "rfc7208-tests.yml"

@@ -2,7 +2,7 @@
 import pytest
 
 from forgelab.auth import spf
-from forgelab.dns import DNSTempError, Resolver, ZoneError, load_zone
+from forgelab.lab.dns import DNSTempError, Resolver, ZoneError, load_zone
 from forgelab.lab import world
 
 ZONE = """
@@ -97,7 +97,7 @@ def test_world_and_lab_zone_agree():
 
 
 def test_the_cache_is_bounded_whatever_names_are_asked(monkeypatch):
-    import forgelab.dns as fdns
+    import forgelab.lab.dns as fdns
 
     monkeypatch.setattr(fdns, "CACHE_SIZE", 50)
     resolver = fdns.Resolver.lab()

@@ -5,12 +5,12 @@ import sys
 import pytest
 
 from forgelab.app import Forgelab, Settings
-from forgelab.directory import DirectoryError
-from forgelab.dns import ZoneError
+from forgelab.lab.directory import DirectoryError
+from forgelab.lab.dns import ZoneError
 from forgelab.errors import (BindError, ConfigError, DataDirError, ForgelabError, PluginError, PolicyError,
                              WorkerError, WorldError)
-from forgelab.nofollow import SymlinkRefused
-from forgelab.tls import TlsError
+from forgelab.store.nofollow import SymlinkRefused
+from forgelab.lab.tls import TlsError
 
 
 @pytest.mark.parametrize("error, still", [

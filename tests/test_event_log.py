@@ -10,8 +10,8 @@ import click
 import pytest
 
 from forgelab.app import Forgelab, Settings
-from forgelab.cli import ByteSize
-from forgelab.events import EventBus, JsonlLog, TranscriptBudget, bounded, clip, rotated
+from forgelab.cli.main import ByteSize
+from forgelab.core.events import EventBus, JsonlLog, TranscriptBudget, bounded, clip
 from forgelab.web.history import earlier_records
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from event_scenario import RECORDED, play_every_kind, play_worker_wire
-from forgelab.event_records import RECORDS, VERSION, EventRecord, _field_docs, schema_markdown
+from forgelab.core.event_records import RECORDS, VERSION, EventRecord, _field_docs, schema_markdown
 
 NEW_KEYS = {"v", "deciding"}  # what version 1 added to the events published before it
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "events.md"
@@ -105,8 +105,8 @@ def test_the_outcome_event_names_the_check_the_ranking_chose_not_the_first_faili
 def test_the_attack_runner_reads_the_deciding_check_not_the_reply(monkeypatch):
     from forgelab.attacks.catalogue import all_entries
     from forgelab.attacks.runner import _cell, run_policy
-    from forgelab.pipeline import replies
-    from forgelab.smtp import Reply
+    from forgelab.core.pipeline import replies
+    from forgelab.protocols.smtp import Reply
 
     entries = [a for a in all_entries() if a.id in ("spf-fail-direct", "from-two-headers")]
     plain = run_policy("strict", entries, bind=False)
@@ -126,8 +126,8 @@ def test_every_field_of_every_record_is_documented(kind):
 
 def test_docs_events_md_holds_the_schema_the_records_define():
     text = DOCS.read_text()
-    start, end = "<!-- schema: made by forgelab.event_records.schema_markdown() -->", "<!-- end of schema -->"
+    start, end = "<!-- schema: made by forgelab.core.event_records.schema_markdown() -->", "<!-- end of schema -->"
     assert start in text and end in text, "docs/events.md lost its schema markers"
     held = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert held == schema_markdown().strip(), (
-        "docs/events.md differs from the records: paste forgelab.event_records.schema_markdown() between its markers")
+        "docs/events.md differs from the records: paste forgelab.core.event_records.schema_markdown() between its markers")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from forgelab.events import EventBus, JsonlLog
+from forgelab.core.events import EventBus, JsonlLog
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -122,7 +122,7 @@ def test_what_json_cannot_say_natively_is_logged_as_its_str_and_nothing_is_lost(
     import dataclasses
     import datetime
 
-    from forgelab.events import decode, encode
+    from forgelab.core.events import decode, encode
 
     @dataclasses.dataclass
     class Point:

@@ -13,9 +13,9 @@ import pytest
 from line_client import LineClient
 from waiting import wait_for
 
-from forgelab.policy import load_policy
-from forgelab.server.base import Connection, Limits, choose_shed
-from forgelab.server.smtp import DRIVERS
+from forgelab.core.policy import load_policy
+from forgelab.drivers.base import Connection, Limits, choose_shed
+from forgelab.drivers.smtp import DRIVERS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,7 +212,7 @@ def _readable(c: LineClient) -> bool:
 
 @pytest.mark.parametrize("smtp_driver", ["selector"], indirect=True)
 def test_an_idle_tls_session_of_the_selector_driver_is_shed_too(forgelab_server, clients):
-    from forgelab.tls import client_context, lab_certificate_paths
+    from forgelab.lab.tls import client_context, lab_certificate_paths
 
     lab = forgelab_server(policy=policy(max_connections=2))
     tls = clients(lab.smtp.address)  # handed to a thread of its own by the selector driver

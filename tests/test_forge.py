@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from forgelab import forge
-from forgelab.cli_forge import forge as forge_cmd
+from forgelab.cli.forge import forge as forge_cmd
 from forgelab.forge import ForgeClient, Transaction, send
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,9 +14,9 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from forgelab.directory import parse_directory
-from forgelab.pop3 import NEED_DATA, Pop3Connection, Pop3Reply, Pop3Service, State
-from forgelab.pop3 import events as ev
+from forgelab.lab.directory import parse_directory
+from forgelab.protocols.pop3 import NEED_DATA, Pop3Connection, Pop3Reply, Pop3Service, State
+from forgelab.protocols.pop3 import events as ev
 from forgelab.store import MailStore
 
 from chunks import split

@@ -11,7 +11,7 @@ import base64
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from forgelab.smtp import NEED_DATA, Reply, SmtpConnection, SmtpLimits, events as ev
+from forgelab.protocols.smtp import NEED_DATA, Reply, SmtpConnection, SmtpLimits, events as ev
 
 from chunks import split
 from smtp_helpers import OK

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from forgelab.app import Forgelab, Settings
-from forgelab.policy import load_policy
-from forgelab.pop3 import LoginThrottle
+from forgelab.core.policy import load_policy
+from forgelab.protocols.pop3 import LoginThrottle
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from forgelab import registry
+from forgelab.core import registry
 from forgelab.app import Settings
-from forgelab.directory import DirectoryError, check_password, hash_password, parse_directory
+from forgelab.lab.directory import DirectoryError, check_password, hash_password, parse_directory
 from forgelab.lab import load_lab
-from forgelab.policy import load_policy
+from forgelab.core.policy import load_policy
 from forgelab.store import MailStore
 
 pytestmark = pytest.mark.timeout(30)
@@ -52,7 +52,7 @@ def test_passwords_are_kept_as_scrypt_hashes_and_checked_in_constant_time():
     assert check_password("rabbit-hole", stored) and not check_password("rabbit-hol", stored)
     assert not check_password("rabbit-hole", "md5$00$00") and not check_password("x", "garbage")
     import inspect
-    from forgelab import directory
+    from forgelab.lab import directory
     assert "compare_digest" in inspect.getsource(directory.check_password)
     lab = load_lab()
     assert all(u.password_hash.startswith("scrypt$") for u in lab.directory.users.values())
@@ -85,13 +85,13 @@ def test_hostile_names_over_the_wire_create_nothing_outside_the_data_dir(forgela
 def test_servers_bind_loopback_by_default():
     settings = Settings()
     assert settings.smtp.startswith("127.0.0.1:") and settings.pop3.startswith("127.0.0.1:")
-    from forgelab.cli import serve
+    from forgelab.cli.main import serve
     defaults = {p.name: p.default for p in serve.params}
     assert defaults["smtp"].startswith("127.0.0.1:") and defaults["pop3"].startswith("127.0.0.1:")
 
 
 def test_a_loud_warning_when_bound_elsewhere(forgelab_server):
-    from forgelab.cli import banner
+    from forgelab.cli.main import banner
 
     app = forgelab_server()
     assert "WARNING" not in banner(app)
@@ -148,7 +148,7 @@ def test_plugins_load_only_when_named(monkeypatch):
 
 
 def test_a_login_for_an_unknown_user_costs_one_scrypt_like_a_known_one(monkeypatch):
-    import forgelab.directory as directory_module
+    import forgelab.lab.directory as directory_module
 
     directory = parse_directory({"domains": ["corp.example"], "users": {"alice": {"name": "A", "password": "right"}}})
     directory.authenticate("warm-up", "x")  # the dummy hash is made once, not per login

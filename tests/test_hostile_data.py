@@ -2,10 +2,8 @@
 there, and a classroom of clients holding DATA open cannot fill the server's memory."""
 from __future__ import annotations
 
-import os
 import poplib
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -17,10 +15,10 @@ import psutil
 import pytest
 
 from forgelab.app import Forgelab, Settings
-from forgelab.policy import load_policy
-from forgelab.server.smtp import DRIVERS
-from forgelab.server.smtp_session import ROOM_RETRY, SmtpSession
-from forgelab.nofollow import SymlinkRefused
+from forgelab.core.policy import load_policy
+from forgelab.drivers.smtp import DRIVERS
+from forgelab.drivers.smtp_session import ROOM_RETRY, SmtpSession
+from forgelab.store.nofollow import SymlinkRefused
 from forgelab.store.spool import MemoryBudget, Spool
 
 from line_client import LineClient as Client

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from forgelab.address_list import count_addresses
+from forgelab.core.address_list import count_addresses
 from forgelab.app import Settings, server_context
-from forgelab.events import EventBus
-from forgelab.message import parse_message
-from forgelab.message_limits import DEFAULTS, LimitExceeded, Limits, check_header_section
-from forgelab.pipeline import SmtpPipeline
-from forgelab.policy import SERVER_KEYS, load_policy
-from forgelab.server.smtp import DRIVERS
-from forgelab.session import Session
-from forgelab.smtp import events as ev
+from forgelab.core.events import EventBus
+from forgelab.core.message import parse_message
+from forgelab.core.message_limits import DEFAULTS, LimitExceeded, Limits, check_header_section
+from forgelab.core.pipeline import SmtpPipeline
+from forgelab.core.policy import SERVER_KEYS, load_policy
+from forgelab.drivers.smtp import DRIVERS
+from forgelab.core.session import Session
+from forgelab.protocols.smtp import events as ev
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,8 +168,8 @@ def test_big_address_fields_read_as_the_stdlib_reads_them():
     # Read in pieces cut between entries, a field gives the same addresses, text and defects.
     import random
     from email.headerregistry import HeaderRegistry
-    from forgelab.address_list import address_pieces
-    from forgelab.message import MESSAGE_POLICY
+    from forgelab.core.address_list import address_pieces
+    from forgelab.core.message import MESSAGE_POLICY
 
     def reading(factory, value):
         try:
@@ -193,7 +193,7 @@ def test_big_address_fields_read_as_the_stdlib_reads_them():
 
 
 def test_an_address_entry_longer_than_a_piece_is_not_handed_to_the_stdlib(pipeline_for):
-    from forgelab.message import MESSAGE_POLICY
+    from forgelab.core.message import MESSAGE_POLICY
     header = MESSAGE_POLICY.header_factory("From", "x " * 600 + "<a@b.example>")
     assert header.addresses == () and "not parsed" in str(header.defects[0])
     pipeline = pipeline_for("observe")

@@ -8,8 +8,8 @@ import select
 
 import pytest
 
-from forgelab.login_throttle import LoginThrottle
-from forgelab.server.smtp import DRIVERS
+from forgelab.core.login_throttle import LoginThrottle
+from forgelab.drivers.smtp import DRIVERS
 
 from line_client import LineClient
 
@@ -198,7 +198,7 @@ def test_a_waiting_login_holds_up_no_other_session(forgelab_server, smtp_driver)
 
 
 def test_two_throttles_wired_together_count_each_others_failures_and_successes():
-    # As two processes of serve --workers 2 are wired (forgelab/workers.py), without the processes.
+    # As two processes of serve --workers 2 are wired (forgelab/drivers/workers.py), without the processes.
     clock = Clock()
     settings = dict(free_failures=3, user_free_failures=3, delay=1, max_delay=30, clock=clock)
     a, b = LoginThrottle(**settings), LoginThrottle(**settings)

@@ -22,7 +22,7 @@ from forgelab.plugins.headers import Headers
 from forgelab.plugins.lookalike import Lookalike
 from forgelab.plugins.mismatch import Mismatch
 from forgelab.plugins.smuggling import Smuggling
-from forgelab.session import Envelope, Session
+from forgelab.core.session import Envelope, Session
 from forgelab.verdicts import collect
 
 LAB = load_lab()
@@ -374,7 +374,7 @@ def test_any_header_block_facts_match_the_stdlib_and_the_plain_code(raw):
        st.integers(min_value=1, max_value=250))
 def test_show_is_what_it_was(text, limit):
     if isinstance(text, str) and any(0xDC80 <= ord(ch) <= 0xDCFF for ch in text):
-        return  # the one change (forgelab.printable's rule), written out in the test below
+        return  # the one change (forgelab.core.printable's rule), written out in the test below
     assert _findings.show(text, limit) == reference_show(text, limit)
 
 

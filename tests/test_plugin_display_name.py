@@ -6,7 +6,7 @@ import pytest
 
 from forgelab.lab import load_lab
 from forgelab.plugins.display_name import DisplayName
-from forgelab.session import Envelope
+from forgelab.core.session import Envelope
 
 LAB = load_lab()
 TAIL = b"To: <alice@corp.example>\r\nSubject: invoice\r\nDate: Mon, 17 Jun 1996 11:24:00 -0700\r\n\r\nPay now.\r\n"

@@ -6,7 +6,7 @@ import email.policy
 import pytest
 
 from forgelab.plugins.from_ambiguity import FromAmbiguity
-from forgelab.session import Envelope
+from forgelab.core.session import Envelope
 
 TAIL = (b"To: <alice@corp.example>\r\nSubject: test\r\nDate: Mon, 17 Jun 1996 11:24:00 -0700\r\n"
         b"Sender: <s@sender.bank.example>\r\n\r\nHi, this is a test message!\r\n")

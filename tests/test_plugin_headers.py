@@ -7,7 +7,7 @@ import pytest
 
 from forgelab.lab import load_lab
 from forgelab.plugins.headers import AT_MOST_ONE, Headers
-from forgelab.session import Envelope, Session
+from forgelab.core.session import Envelope, Session
 
 LAB = load_lab()
 FROM = b"From: Shop <orders@shop.example>"

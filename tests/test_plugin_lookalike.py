@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from forgelab.lab import load_lab
 from forgelab.plugins.lookalike import _BIDI_RE, _HIDDEN_RE, BIDI, INVISIBLE, Lookalike, distance_within, skeleton
-from forgelab.session import Envelope
+from forgelab.core.session import Envelope
 
 LAB = load_lab()
 DATE = b"Date: Mon, 17 Jun 1996 11:24:00 -0700"

@@ -7,7 +7,7 @@ import pytest
 
 from forgelab.lab import load_lab
 from forgelab.plugins.mismatch import Mismatch
-from forgelab.session import Envelope, Session
+from forgelab.core.session import Envelope, Session
 
 LAB = load_lab()
 DATE = b"Date: Mon, 17 Jun 1996 11:24:00 -0700"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from forgelab.plugins.smuggling import _DOT_AFTER_BREAK, _EOD_RE, KNOWN, Smuggling
-from forgelab.session import Envelope
+from forgelab.core.session import Envelope
 
 HEAD = b"From: <a@shop.example>\r\nTo: <alice@corp.example>\r\nDate: Mon, 17 Jun 1996 11:24:00 -0700\r\n\r\n"
 SECOND = (b"MAIL FROM:<admin@bank.example>\r\nRCPT TO:<alice@corp.example>\r\nDATA\r\n"

@@ -156,7 +156,7 @@ def test_plugin_that_raises_is_a_temperror_and_strict_answers_451(forgelab_serve
 
 
 def test_policy_switch_applies_to_the_next_message(forgelab_server):
-    from forgelab.policy import load_policy
+    from forgelab.core.policy import load_policy
 
     lab = forgelab_server(policy="open")
     send(lab, ATTACKER, "alerts@bank.example", bank_message())

@@ -3,8 +3,8 @@ import pytest
 from click.testing import CliRunner
 
 from forgelab import Verdict
-from forgelab.cli import main
-from forgelab.policy import PolicyError, load_policy, shipped_policies
+from forgelab.cli.main import main
+from forgelab.core.policy import PolicyError, load_policy, shipped_policies
 
 
 def test_shipped_policies_load():

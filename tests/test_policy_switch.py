@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
-from forgelab.policy import load_policy
-from forgelab.server.smtp import DRIVERS
+from forgelab.core.policy import load_policy
+from forgelab.drivers.smtp import DRIVERS
 
 from waiting import wait_for
 

@@ -7,11 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forgelab.directory import parse_directory
-from forgelab.pop3 import (NEED_DATA, TABLE, LocalProtocolError, LoginThrottle, Pop3Connection, Pop3Reply,
-                           Pop3Service, State, printable)
-from forgelab.pop3 import events as ev
-from forgelab.pop3.wire import dot_stuff, to_crlf, top
+from forgelab.lab.directory import parse_directory
+from forgelab.protocols.pop3 import (NEED_DATA, TABLE, LocalProtocolError, LoginThrottle, Pop3Connection, Pop3Reply, Pop3Service, State, printable)
+from forgelab.protocols.pop3 import events as ev
+from forgelab.protocols.pop3.wire import dot_stuff, to_crlf, top
 from forgelab.store import MailStore
 
 OK = Pop3Reply.ok()
@@ -446,8 +445,8 @@ def test_capa_lists_the_capabilities(world):
 
 @pytest.mark.parametrize("typed", [b" PASS secret\r\n", b"pass\tsecret\r\n", b"PASS  secret\r\n"])
 def test_password_lines_are_masked_however_mistyped(typed):
-    from forgelab.pop3 import Pop3Connection
-    from forgelab.pop3.replies import Pop3Reply
+    from forgelab.protocols.pop3 import Pop3Connection
+    from forgelab.protocols.pop3.replies import Pop3Reply
 
     conn = Pop3Connection()
     conn.send(Pop3Reply.ok("hi"))
@@ -457,7 +456,7 @@ def test_password_lines_are_masked_however_mistyped(typed):
 
 
 def test_a_negative_message_number_gets_a_hint_not_a_riddle():
-    from forgelab.pop3.commands import CommandError, parse
+    from forgelab.protocols.pop3.commands import CommandError, parse
 
     with pytest.raises(CommandError) as bad:
         parse("RETR", "-1")

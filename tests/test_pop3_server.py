@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from forgelab.directory import parse_directory
-from forgelab.events import EventBus
-from forgelab.pop3 import LoginThrottle
-from forgelab.server.base import Limits
-from forgelab.server.pop3 import Pop3Server
+from forgelab.lab.directory import parse_directory
+from forgelab.core.events import EventBus
+from forgelab.protocols.pop3 import LoginThrottle
+from forgelab.drivers.base import Limits
+from forgelab.drivers.pop3 import Pop3Server
 from forgelab.store import MailStore
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,9 +1,9 @@
-"""The one rule for showing attacker text: forgelab/printable.py."""
+"""The one rule for showing attacker text: forgelab/core/printable.py."""
 from hypothesis import given, strategies as st
 
-from forgelab.printable import printable
-from forgelab.smtp.replies import Reply
-from forgelab.pop3.replies import Pop3Reply
+from forgelab.core.printable import printable
+from forgelab.protocols.smtp.replies import Reply
+from forgelab.protocols.pop3.replies import Pop3Reply
 
 
 def test_controls_bidi_and_escaped_bytes_are_shown_as_escapes():

@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,9 +16,9 @@ import urllib.request
 
 import pytest
 
-from forgelab.pop3.connection import Pop3Connection
-from forgelab.pop3.replies import Pop3Reply
-from forgelab.smtp import Reply, SmtpConnection, events as ev
+from forgelab.protocols.pop3.connection import Pop3Connection
+from forgelab.protocols.pop3.replies import Pop3Reply
+from forgelab.protocols.smtp import Reply, SmtpConnection, events as ev
 
 from line_client import LineClient
 

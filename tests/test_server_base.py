@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from forgelab.server import base
-from forgelab.server.base import Connection, Limits, ThreadedServer
+from forgelab.drivers import base
+from forgelab.drivers.base import Connection, Limits, ThreadedServer
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from forgelab.app import login_throttle, server_limits
-from forgelab.cli import main
-from forgelab.login_throttle import LoginThrottle
-from forgelab.message_limits import DEFAULTS as MESSAGE_DEFAULTS
-from forgelab.policy import SERVER_KEYS, Policy, load_policy
-from forgelab.server.base import Limits
+from forgelab.cli.main import main
+from forgelab.core.login_throttle import LoginThrottle
+from forgelab.core.message_limits import DEFAULTS as MESSAGE_DEFAULTS
+from forgelab.core.policy import SERVER_KEYS, Policy, load_policy
+from forgelab.drivers.base import Limits
 from forgelab.settings import DEFAULTS, FIELDS, KEYS, Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "policies.md"

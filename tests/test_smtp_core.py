@@ -1,8 +1,8 @@
 """The SMTP core without sockets: bytes in, events and reply bytes out."""
 import pytest
 
-from forgelab.smtp import SmtpConnection, SmtpLimits, State, events as ev
-from forgelab.smtp.state import TRANSITIONS
+from forgelab.protocols.smtp import SmtpConnection, SmtpLimits, State, events as ev
+from forgelab.protocols.smtp.state import TRANSITIONS
 
 from smtp_helpers import answer, codes, run
 
@@ -86,7 +86,7 @@ def test_command_line_over_512_octets_is_refused_and_session_goes_on():
 
 def test_ten_megabyte_line_without_newline_keeps_memory_bounded():
     conn = SmtpConnection()
-    conn.send(__import__("forgelab.smtp", fromlist=["Reply"]).Reply(220, None, "hi"))
+    conn.send(__import__("forgelab.protocols.smtp", fromlist=["Reply"]).Reply(220, None, "hi"))
     for _ in range(10):
         conn.receive_data(b"x" * (1024 * 1024))
         assert conn.next_event() is ev.NEED_DATA
@@ -141,7 +141,7 @@ def test_pipelined_commands_answered_in_order_and_data_only_after_354():
 def test_refused_rcpt_keeps_transaction_and_refused_data_returns_to_ready():
     def respond(event):
         if isinstance(event, ev.RcptTo) and event.address.startswith("bad"):
-            from forgelab.smtp import Reply
+            from forgelab.protocols.smtp import Reply
             return Reply(550, "5.1.1", "no")
         from smtp_helpers import answer
         return answer(event)
@@ -221,8 +221,8 @@ def test_mail_parameter_syntax_is_checked_by_the_core(params, text):
 
 
 def test_starttls_and_auth_succeed_once_per_session_by_the_table():
-    from forgelab.smtp import Reply
-    from forgelab.smtp.state import ONCE_PER_SESSION
+    from forgelab.protocols.smtp import Reply
+    from forgelab.protocols.smtp.state import ONCE_PER_SESSION
 
     def respond(event):
         if isinstance(event, ev.StartTls):
@@ -242,7 +242,7 @@ def test_starttls_and_auth_succeed_once_per_session_by_the_table():
 
 
 def test_a_refused_starttls_or_login_may_be_tried_again():
-    from forgelab.smtp import Reply
+    from forgelab.protocols.smtp import Reply
 
     events, out = run([b"EHLO h\r\nSTARTTLS\r\nSTARTTLS\r\nAUTH PLAIN AGFsaWNlAHg=\r\nAUTH PLAIN AGFsaWNlAHg=\r\n"],
                       respond=lambda e: Reply(454, "4.7.0", "not now") if isinstance(e, (ev.StartTls, ev.Auth))
@@ -266,7 +266,7 @@ START = b"HELO h\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\n"
 def spooling_run(chunks, limits, end_of_data="strict", most_held=None):
     """Feed chunks as a driver that spools does: keep the MessageText parts, give them back at the
     MessageEnd. (events with each spooled message whole, reply bytes, the parts, most octets held)."""
-    from forgelab.smtp import NEED_DATA, Reply
+    from forgelab.protocols.smtp import NEED_DATA, Reply
 
     conn = SmtpConnection(limits, end_of_data=end_of_data)
     events, parts, out, held = [], [], bytearray(conn.send(Reply(220, None, "lab ESMTP"))), 0
@@ -326,7 +326,7 @@ def test_a_too_long_line_in_a_big_message_is_500_and_nothing_more_is_handed_out(
 
 
 def test_spooled_message_takes_only_the_whole_text_and_a_refused_end_returns_to_ready():
-    from forgelab.smtp import NEED_DATA, Reply
+    from forgelab.protocols.smtp import NEED_DATA, Reply
 
     conn = SmtpConnection(SmtpLimits(spool_threshold=4096))
     conn.send(Reply(220, None, "hi"))

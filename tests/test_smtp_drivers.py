@@ -12,9 +12,9 @@ import pytest
 from line_client import LineClient
 
 from forgelab.app import Forgelab, Settings
-from forgelab.login_throttle import LoginThrottle
-from forgelab.server import smtp_session
-from forgelab.server.smtp_session import SmtpSession
+from forgelab.core.login_throttle import LoginThrottle
+from forgelab.drivers import smtp_session
+from forgelab.drivers.smtp_session import SmtpSession
 
 BAD_LOGIN = base64.b64encode(b"\0alice\0wrong").decode()
 

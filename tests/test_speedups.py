@@ -25,7 +25,7 @@ import spf as pyspf
 from forgelab import speedups
 from forgelab.auth import arc, dmarc, iprev, keys, results, spf
 from forgelab.auth import dkim as fdkim
-from forgelab.dns import Resolver
+from forgelab.lab.dns import Resolver
 from forgelab.speedups import authres_text, dmarc_memos, dns_memo, iprev_memo, pyspf_memos
 from forgelab.speedups.memo import short_memo
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from forgelab.pop3.wire import to_crlf
+from forgelab.protocols.pop3.wire import to_crlf
 from forgelab.store import MaildropLocked, MailStore, MessageDeleted, NoSuchMessage
 
 MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"

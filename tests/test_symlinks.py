@@ -11,9 +11,9 @@ import stat
 import pytest
 
 from forgelab.app import Forgelab, Settings
-from forgelab.events import JsonlLog
-from forgelab.nofollow import SymlinkRefused
-from forgelab.server.smtp import DRIVERS
+from forgelab.core.events import JsonlLog
+from forgelab.store.nofollow import SymlinkRefused
+from forgelab.drivers.smtp import DRIVERS
 from forgelab.store import MailStore
 
 from line_client import LineClient

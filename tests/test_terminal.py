@@ -3,7 +3,7 @@ import io
 import json
 import threading
 
-from forgelab.terminal import MAX_PENDING, TerminalView
+from forgelab.cli.terminal import MAX_PENDING, TerminalView
 
 
 def render(records, **kw):

@@ -9,8 +9,7 @@ import pytest
 from line_client import LineClient
 
 from forgelab.app import Forgelab, Settings
-from forgelab.tls import (TlsError, client_context, ensure_lab_certificate, generate_certificate,
-                          lab_certificate_paths, lab_server_context)
+from forgelab.lab.tls import (TlsError, client_context, ensure_lab_certificate, generate_certificate, lab_certificate_paths, lab_server_context)
 
 pytestmark = pytest.mark.timeout(30)
 

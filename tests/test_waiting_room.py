@@ -11,8 +11,8 @@ from test_fairness import FULL, SHED_IDLE, _readable, both_drivers, clients, pol
 from waiting import wait_for
 
 from forgelab.app import Forgelab, Settings
-from forgelab.policy import PolicyError
-from forgelab.server.waiting_room import ROOM_SIZE, Waiter, WaitingRoom, choose_turn_away
+from forgelab.core.policy import PolicyError
+from forgelab.drivers.waiting_room import ROOM_SIZE, Waiter, WaitingRoom, choose_turn_away
 
 pytestmark = pytest.mark.timeout(60)
 

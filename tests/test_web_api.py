@@ -9,10 +9,10 @@ import time
 import pytest
 from waiting import wait_for
 
-from forgelab.server.base import BindError
+from forgelab.drivers.base import BindError
 from forgelab.web import EventIndex, WebServer
 from forgelab.web.display import from_views
-from forgelab.server.base import is_loopback as is_loopback_client
+from forgelab.core.loopback import is_loopback as is_loopback_client
 
 pytestmark = pytest.mark.timeout(60)
 

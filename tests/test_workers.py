@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from waiting import wait_for
 
-from forgelab.cli import main
-from forgelab.events import EventBus, JsonlLog
-from forgelab.workers import EventForwarder
+from forgelab.cli.main import main
+from forgelab.core.events import EventBus, JsonlLog
+from forgelab.drivers.workers import EventForwarder
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 
@@ -146,7 +146,7 @@ def test_a_worker_throttle_line_goes_to_the_throttle_never_on_the_bus():
 
 
 def test_each_smtp_process_gets_the_next_cpu_we_may_use_in_turn():
-    from forgelab.workers import process_cpus
+    from forgelab.drivers.workers import process_cpus
 
     mine = sorted(os.sched_getaffinity(0))
     cpus = process_cpus(5)

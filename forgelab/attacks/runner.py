@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..app import Forgelab, Settings
 from ..forge import ForgeClient, ForgeError, ForgeResult, run_transaction
-from ..policy import Policy, load_policy
+from ..core.policy import Policy, load_policy
 from .catalogue import CORE_CHECK, POLICIES, Attack, all_entries
 
 PASSING = ("pass", "none", "neutral")

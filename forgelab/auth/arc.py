@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import dkim
 
-from ..dns import Lookups
+from ..lab.dns import Lookups
 from . import keys as keys_mod
 from .context import lookups, once
 from .dkim import _Collector, _dnsfunc

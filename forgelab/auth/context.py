@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from ..dns import Lookups, Resolver
+from ..lab.dns import Lookups, Resolver
 
 _default: Resolver | None = None
 _default_lock = threading.Lock()

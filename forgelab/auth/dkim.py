@@ -15,7 +15,7 @@ import dkim
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from ..dns import DNSTempError, Lookups
+from ..lab.dns import DNSTempError, Lookups
 from .context import lookups, once
 
 CACHE_KEY = "dkim.signatures"

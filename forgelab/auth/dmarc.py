@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import dmarc as dmarclib
 from publicsuffixlist import PublicSuffixList
 
-from ..dns import DNSTempError, Lookups
+from ..lab.dns import DNSTempError, Lookups
 from . import dkim as dkim_auth
 from . import spf as spf_auth
 from .context import lookups, once

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..dns import DNSTempError, Lookups
+from ..lab.dns import DNSTempError, Lookups
 from .context import lookups, once
 
 CACHE_KEY = "iprev"

@@ -19,7 +19,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from ..nofollow import open_fd
+from ..store.nofollow import open_fd
 
 LAB_KEYS = Path(str(resources.files("forgelab.lab"))) / "keys"
 SUFFIX = ".pem"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import spf as pyspf
 
-from ..dns import DNSTempError, Lookups
+from ..lab.dns import DNSTempError, Lookups
 from .context import lookups, once
 
 _active: contextvars.ContextVar[Lookups | None] = contextvars.ContextVar("forgelab_spf_lookups", default=None)

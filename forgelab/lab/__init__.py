@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..directory import Directory, load_directory
+from .directory import Directory, load_directory
 
 LAB_DIR = Path(str(resources.files(__name__)))
 USERS_FILE = LAB_DIR / "users.toml"
@@ -18,7 +18,7 @@ class Lab:
 
     :param directory: local domains, users and mailing lists.
     :param resolver: the one resolver every DNS lookup goes through
-        (``forgelab.dns``); None until the authentication layer is loaded.
+        (``forgelab.lab.dns``); None until the authentication layer is loaded.
     :param hostname: this server's name, used in the banner, ``Received`` and the
         authserv-id of ``Authentication-Results``.
     """

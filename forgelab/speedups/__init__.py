@@ -1,6 +1,6 @@
 """Every speed-up in one place, behind one switch.
 
-The teaching path (``forgelab/auth``, ``forgelab/dns.py``) calls its libraries the ordinary
+The teaching path (``forgelab/auth``, ``forgelab/lab/dns.py``) calls its libraries the ordinary
 way. :func:`install` then swaps in cheaper equivalents, each in a module of this package named
 after what it speeds up, each with a test that it answers as the plain code does
 (tests/test_speedups.py)::
@@ -10,7 +10,7 @@ after what it speeds up, each with a test that it answers as the plain code does
     pyspf_memos      pyspf's address parsing, and pyspf's form of each cached DNS answer
     dmarc_memos      forgelab.auth.dmarc's organisational domains and parsed records
     iprev_memo       forgelab.auth.iprev's spelling of an address
-    dns_memo         forgelab.dns's reverse name of an address
+    dns_memo         forgelab.lab.dns's reverse name of an address
     authres_text     forgelab.auth.results' Authentication-Results clauses, as text
     malloc           glibc's mmap threshold (memory, for ``serve`` and its workers only)
 

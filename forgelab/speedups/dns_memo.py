@@ -1,6 +1,6 @@
-"""forgelab.dns's reverse name of an address (``1.1.0.127.in-addr.arpa``), remembered.
+"""forgelab.lab.dns's reverse name of an address (``1.1.0.127.in-addr.arpa``), remembered.
 
-Replaces, when ``forgelab.speedups.install()`` runs, ``forgelab.dns._reverse``
+Replaces, when ``forgelab.speedups.install()`` runs, ``forgelab.lab.dns._reverse``
 (``dns.reversename.from_address``) with the same function behind a bounded memo: a few
 client addresses are asked about for every message (iprev, SPF's ``ptr``). Why: part of
 iprev's drop from 57 to 10 µs of CPU per message (docs/performance.md, "Third round").
@@ -8,7 +8,7 @@ Unnecessary if dnspython built reverse names faster.
 """
 from __future__ import annotations
 
-from .. import dns as lab_dns
+from ..lab import dns as lab_dns
 from .originals import plain
 from .memo import short_memo
 

@@ -10,7 +10,7 @@ Layout under ``root``::
 File names follow the Maildir convention plus Dovecot's size fields (``names.py``); writes
 are flushed together (``group_commit.py``); a POP3 session locks its inbox (``maildrop.py``).
 
-Nothing below ``root`` is reached through a symlink (``forgelab/nofollow.py``): folders are
+Nothing below ``root`` is reached through a symlink (``forgelab/store/nofollow.py``): folders are
 checked with ``lstat`` before each delivery and read, files are opened ``O_NOFOLLOW``; a
 symlink is refused with ``SymlinkRefused`` (an OSError: the delivery is answered 451).
 """
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import nofollow
-from ..directory import NAME_RE
+from . import nofollow
+from ..lab.directory import NAME_RE
 from .crlf import wire_size
 from .group_commit import DirSync, WriteSteps, fsync_dir, run_together, unlink_quietly
 from .maildrop import Maildrop, open_maildrop

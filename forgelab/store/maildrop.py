@@ -13,7 +13,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from .. import nofollow
+from . import nofollow
 from .crlf import wire_size
 from .group_commit import fsync_dir
 from .names import WIRE_SIZE, entries, key_of, size_in_name, uid_of

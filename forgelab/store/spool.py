@@ -21,7 +21,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from .. import nofollow
+from . import nofollow
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ..policy import PolicyError, load_policy, shipped_policies
+from ..core.policy import PolicyError, load_policy, shipped_policies
 from .attacks import MatrixJob
 from .index import EventIndex
 from .message import MAX_SHOWN, message_detail
-from ..server.base import is_loopback as is_loopback_client
+from ..core.loopback import is_loopback as is_loopback_client
 from .security import SecurityHeaders, allowed_hosts
 from .streams import Streams, sse
 

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
-from ..events import decode, rotated
+from ..core.events import decode, rotated
 
 log = logging.getLogger(__name__)
 

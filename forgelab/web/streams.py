@@ -17,7 +17,7 @@ import asyncio
 import threading
 from collections import deque
 
-from ..events import encode
+from ..core.events import encode
 
 STREAM_BUFFER = 1024 * 1024  # bytes of events held for one client before it is dropped as behind
 MAX_STREAMS = 64             # event-stream clients at once; more are answered 503

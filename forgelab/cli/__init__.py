@@ -1,0 +1,1 @@
+"""The command line: ``forgelab serve``, ``forge``, ``attacks`` and the terminal transcript."""

@@ -1,0 +1,1 @@
+"""The core: one message's path from a protocol event to an outcome (pipeline, policy, events)."""
