@@ -18,7 +18,8 @@ from .lab import Lab, load_lab
 from .core.login_throttle import LoginThrottle
 from .core.pipeline import ServerContext
 from .core.policy import Policy, load_policy
-from .drivers.base import Limits, parse_hostport
+from .drivers.connection import Limits
+from .drivers.listening import parse_hostport
 from .drivers.pop3 import Pop3Server
 from .drivers.smtp import SmtpServer
 from .settings import Settings

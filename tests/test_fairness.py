@@ -14,7 +14,8 @@ from line_client import LineClient
 from waiting import wait_for
 
 from forgelab.core.policy import load_policy
-from forgelab.drivers.base import Connection, Limits, choose_shed
+from forgelab.drivers.connection import Connection, Limits
+from forgelab.drivers.shedding import choose_shed
 from forgelab.drivers.smtp import DRIVERS
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ import pytest
 from forgelab.lab.directory import parse_directory
 from forgelab.core.events import EventBus
 from forgelab.protocols.pop3 import LoginThrottle
-from forgelab.drivers.base import Limits
+from forgelab.drivers.connection import Limits
 from forgelab.drivers.pop3 import Pop3Server
 from forgelab.store import MailStore
 

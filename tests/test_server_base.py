@@ -1,4 +1,4 @@
-"""The threaded server base: pool threads reused, one per connection at a time, timeouts, clean stop."""
+"""The threaded server: pool threads reused, one per connection at a time, timeouts, clean stop."""
 from __future__ import annotations
 
 import socket
@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from forgelab.drivers import base
-from forgelab.drivers.base import Connection, Limits, ThreadedServer
+from forgelab.drivers import threaded
+from forgelab.drivers.connection import Connection, Limits
+from forgelab.drivers.threaded import ThreadedServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -70,7 +71,7 @@ def test_each_connection_has_its_own_thread_while_it_lasts():
 
 
 def test_idle_pool_threads_end_after_a_quiet_spell(monkeypatch):
-    monkeypatch.setattr(base, "IDLE_WORKER_SECONDS", 0.2)
+    monkeypatch.setattr(threaded, "IDLE_WORKER_SECONDS", 0.2)
     server = echo_server()
     try:
         clients = [socket.create_connection(server.address, timeout=5) for _ in range(5)]

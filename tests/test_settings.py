@@ -12,7 +12,7 @@ from forgelab.cli.main import main
 from forgelab.core.login_throttle import LoginThrottle
 from forgelab.core.message_limits import DEFAULTS as MESSAGE_DEFAULTS
 from forgelab.core.policy import SERVER_KEYS, Policy, load_policy
-from forgelab.drivers.base import Limits
+from forgelab.drivers.connection import Limits
 from forgelab.settings import DEFAULTS, FIELDS, KEYS, Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "policies.md"

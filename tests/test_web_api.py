@@ -9,7 +9,7 @@ import time
 import pytest
 from waiting import wait_for
 
-from forgelab.drivers.base import BindError
+from forgelab.errors import BindError
 from forgelab.web import EventIndex, WebServer
 from forgelab.web.display import from_views
 from forgelab.core.loopback import is_loopback as is_loopback_client

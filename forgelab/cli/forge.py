@@ -116,7 +116,7 @@ def forge(ctx, server, helo, plain_helo, mail_from, rcpt, from_, to, subject, he
     Exit status: 0 accepted, 3 refused (5xx), 4 deferred (4xx), 1 error (no connection,
     timeout, the server hung up), 2 bad usage.
     """
-    from ..drivers.base import parse_hostport
+    from ..drivers.listening import parse_hostport
 
     try:
         host, port = parse_hostport(server)

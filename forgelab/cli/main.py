@@ -43,7 +43,7 @@ class HostPort(click.ParamType):
         self.allow_off = allow_off
 
     def convert(self, value, param, ctx):
-        from ..drivers.base import parse_hostport
+        from ..drivers.listening import parse_hostport
 
         if self.allow_off and value == "off":
             return None

@@ -22,7 +22,9 @@ from ..protocols.pop3.state import State
 from ..protocols.pop3.wire import wire_size
 from ..core.session import new_id
 from ..store import MailStore
-from .base import SHED_WHY, Connection, ConnectionShed, Limits, ThreadedServer
+from .shedding import SHED_WHY
+from .connection import Connection, ConnectionShed, Limits
+from .threaded import ThreadedServer
 
 PROTOCOL = "pop3"
 MAX_LISTED_LINES = 50  # a LIST of 20,000 messages is not a transcript

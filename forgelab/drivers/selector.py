@@ -8,61 +8,30 @@ nothing is handed between threads. Sessions are the same objects the threaded dr
 to a thread of its own (``handover``), where the blocking code of the threaded driver
 serves it on.
 
-A session may leave a step ``pending`` (SMTP: the delivery of a message, whose fsyncs
-take longer than everything else in a session): it is run on the delivery thread while
-the loop serves the other connections, and its connection is not read meanwhile. The
-delivery thread takes every step queued meanwhile in one go, so messages that arrive
-together share their disk commits. Hooks run on the loop thread, so a hook that blocks
-holds every plain-text connection up.
+A step a session leaves ``pending`` (a delivery) runs on one delivery thread
+(``pending_steps.py``), its connection not read meanwhile. Hooks run on the loop thread, so
+a hook that blocks holds every plain-text connection up.
 
-Caps, the idle and session limits and shutdown live here, as in ``base.ThreadedServer``.
+Caps, the idle and session limits and shutdown live here, as in ``threaded.ThreadedServer``.
 """
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import selectors
 import socket
 import threading
 import time
-from collections import deque
-from typing import Callable, Protocol
+from typing import Callable
 
-from .base import Connection, Limits, ListeningServer, close_socket, listening_socket
+from .connection import Connection, Limits, close_socket
+from .listening import ListeningServer, listening_socket
+from .pending_steps import PendingSteps
+from .session import Session
 from .waiting_room import Waiter
 
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 0.1  # how often idle and session limits, held-back replies and waiting newcomers are checked (at most)
-
-
-class Session(Protocol):
-    """What the loop needs of a session (``smtp_session.SmtpSession`` says what each means)."""
-    done: bool
-    starting_tls: bool
-    more: bool
-    delay: float
-    deadline: float
-    pending: object | None
-    in_progress: bool
-
-    def greet(self) -> bytes: ...
-    def feed(self, data: bytes) -> bytes: ...
-    def run(self) -> bytes: ...
-    def timed_out(self) -> bytes: ...
-    def shed(self, why: str) -> bytes: ...
-    def close(self, reason: str | None = None) -> None: ...
-
-
-def _yield_to_the_loop() -> None:
-    """A delivery thread whose fsync returns waits for the loop to pause, instead of taking
-    the CPU from it only to wait for the GIL the loop holds (SCHED_BATCH: no wake-up
-    preemption; Linux, best effort). Measured: the loop's forced switches a third of before."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
 
 
 def _raiser(error: BaseException) -> Callable[[], bytes]:
@@ -82,63 +51,6 @@ class _Client:
         self.writing = False  # waiting for the socket to take ``out``; reads stop meanwhile
         self.busy = False  # out of the selector: a pending step runs elsewhere, or a reply is held back
         self.wake_at: float | None = None  # when the held-back reply is due (session.delay)
-
-
-class _PendingSteps:
-    """The thread that runs pending steps: every step queued meanwhile in one go (``answer``;
-    for SMTP, deliveries whose fsyncs are shared), then hands them back to the loop with one
-    wake-up. It replaced four threads with a step each: fewer disk commits and GIL
-    hand-offs when messages arrive together (docs/performance.md)."""
-
-    def __init__(self, name: str, wake: socket.socket, answer: Callable[[list], None]):
-        self._wake = wake
-        self._answer = answer
-        self._todo: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: deque[tuple[_Client, BaseException | None]] = deque()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"{name}-delivery", daemon=True)
-        self._thread.start()
-
-    def submit(self, client: _Client) -> None:
-        self._todo.put(client)
-
-    def _run(self) -> None:
-        _yield_to_the_loop()
-        while True:
-            batch = [self._todo.get()]
-            while True:
-                try:
-                    batch.append(self._todo.get_nowait())
-                except queue.Empty:
-                    break
-            clients = [client for client in batch if client is not None]
-            if clients and not self._stopping:  # stopping: nobody would answer, so nothing is run
-                try:
-                    self._answer([client.session for client in clients])
-                    error = None
-                except Exception as exc:
-                    error = exc
-                self._done.extend((client, error) for client in clients)
-                try:
-                    self._wake.send(b"a")
-                except OSError:  # the buffer is full of wake-ups already, or we are stopping
-                    pass
-            if None in batch:
-                return
-            batch = clients = error = None  # not kept (their sessions) while we wait for the next
-
-    def take(self) -> list[tuple[_Client, BaseException | None]]:
-        """The steps done since the last call, each with what it raised (on the loop thread)."""
-        done = []
-        while self._done:
-            done.append(self._done.popleft())
-        return done
-
-    def stop(self) -> None:
-        """Start no more steps; wait for the running ones to end."""
-        self._stopping = True
-        self._todo.put(None)
-        self._thread.join()
 
 
 class SelectorServer(ListeningServer):
@@ -162,7 +74,7 @@ class SelectorServer(ListeningServer):
         self._handed: dict[threading.Thread, Connection] = {}  # TLS sessions, each on a thread of its own
         self._wake_r, self._wake_w = socket.socketpair()
         self.answer_pending = answer_pending
-        self._pending: _PendingSteps | None = None
+        self._pending: PendingSteps | None = None
         self._accept_again: float | None = None  # accepting paused after a failure, until then
 
     @property
@@ -174,7 +86,7 @@ class SelectorServer(ListeningServer):
         self._sock = listening_socket(self.name, self._host, self._port, reuse_port=self.reuse_port)
         self._sock.setblocking(False)
         self._wake_r.setblocking(False)
-        self._pending = _PendingSteps(self.name, self._wake_w, self.answer_pending)
+        self._pending = PendingSteps(self.name, self._wake_w, self.answer_pending)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)

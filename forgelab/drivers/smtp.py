@@ -7,7 +7,8 @@ import time
 
 from ..core.pipeline import ServerContext
 from ..protocols.smtp import Reply
-from .base import Connection, ConnectionShed, Limits, ThreadedServer
+from .connection import Connection, ConnectionShed, Limits
+from .threaded import ThreadedServer
 from .selector import SelectorServer
 from .smtp_session import SmtpSession
 

@@ -17,7 +17,7 @@ from ..core.session import Session
 from ..protocols.smtp import NEED_DATA, PAUSED, Reply, SmtpConnection, SmtpLimits, events as ev
 from ..protocols.smtp.state import State
 from ..store.spool import SpoolFile
-from .base import SHED_WHY
+from .shedding import SHED_WHY
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from ..core.event_records import WorkerFailed, WorkerPolicy, WorkerReady
 from ..core.events import EventBus, JsonlLog
 from .. import speedups
 from ..core.policy import load_policy
-from .base import parse_hostport
+from .listening import parse_hostport
 from .smtp import SmtpServer
 from .workers import pin_to, throttle_change, throttle_line
 

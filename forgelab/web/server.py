@@ -8,7 +8,7 @@ import time
 
 import uvicorn
 
-from ..drivers.base import listening_socket
+from ..drivers.listening import listening_socket
 from .app import create_app
 from .streams import MAX_STREAMS, STREAM_BUFFER, Streams
 from .attacks import MatrixJob
