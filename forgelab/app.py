@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 EVENT_LOG_MAX = 64 * 1024 * 1024  # bytes of events.jsonl before it is rotated (serve --event-log-max)
 EVENT_LOG_KEEP = 3                # rotated files kept: events.jsonl.1 ... .3 (serve --event-log-keep)
+EVENT_LOG_RATE = 128 * 1024       # bytes a second of records per client address (serve --event-log-rate)
 
 
 def default_data_dir() -> Path:
@@ -53,6 +54,7 @@ class Settings:
     pin_cpus: bool = False  # with workers: each SMTP process on a CPU of its own (workers.pin_to); serve sets it
     event_log_max: int = EVENT_LOG_MAX  # 0: never rotated
     event_log_keep: int = EVENT_LOG_KEEP
+    event_log_rate: int = EVENT_LOG_RATE  # 0: no budget; each worker process applies its own
 
 
 def raise_open_files_limit() -> int:
@@ -147,7 +149,7 @@ class Forgelab:
         throttle = self.context.login_throttle
         limits = server_limits(policy)
         self._log = JsonlLog(self.data_dir / "events.jsonl", max_bytes=settings.event_log_max,
-                             keep=settings.event_log_keep) if settings.event_log else None
+                             keep=settings.event_log_keep, rate=settings.event_log_rate) if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)
         smtp_host, smtp_port = parse_hostport(settings.smtp)

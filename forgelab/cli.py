@@ -35,20 +35,22 @@ class ByteSize(click.ParamType):
     name = "SIZE"
     UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "G": 1024 ** 3, "GB": 1024 ** 3}
 
-    def __init__(self, minimum: int = 0):
-        self.minimum = minimum
+    def __init__(self, minimum: int = 0, allow_off: bool = False):
+        self.minimum, self.allow_off = minimum, allow_off
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
         text = str(value).strip().upper()
+        if self.allow_off and text == "OFF":
+            return 0
         number = text.rstrip("KMGB")
         unit = text[len(number):]
         if not number.isdigit() or unit not in self.UNITS:
             self.fail(f"{value!r} is not a size like 64MB, 512KB or 1GB", param, ctx)
         size = int(number) * self.UNITS[unit]
         if size and size < self.minimum:
-            self.fail(f"{value!r} is below {self.minimum // 1024} KB (0 turns rotation off)", param, ctx)
+            self.fail(f"{value!r} is below {self.minimum // 1024} KB (0 turns it off)", param, ctx)
         return size
 
 
@@ -139,8 +141,12 @@ def _max_workers() -> int:
               help="Size at which events.jsonl is rotated to events.jsonl.1 (0: never).")
 @click.option("--event-log-keep", type=click.IntRange(0, 100), default=3, show_default=True,
               help="Rotated event logs kept (events.jsonl.1 ... .N); the log takes at most SIZE x (N + 1).")
+@click.option("--event-log-rate", type=ByteSize(minimum=1024, allow_off=True), default="128KB", show_default=True,
+              help="Bytes of event records a second per client address, bursts of 2 s of it; past it records are "
+                   "counted in log.held_back lines, not written (0 or off: no limit). Each of --workers N applies "
+                   "its own: an address gets N times it.")
 def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
-          workers, driver, event_log_max, event_log_keep):
+          workers, driver, event_log_max, event_log_keep, event_log_rate):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from .app import Forgelab, Settings, raise_open_files_limit
     from .malloc import keep_heap_small
@@ -151,7 +157,7 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
                         web=web, workers=workers, driver=driver, pin_cpus=workers > 1,
-                        event_log_max=event_log_max, event_log_keep=event_log_keep)
+                        event_log_max=event_log_max, event_log_keep=event_log_keep, event_log_rate=event_log_rate)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up still stops cleanly
         signal.signal(sig, lambda *_: stop.set())

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from .events import EventBus, JsonlLog, decode
+from .log_budget import LogBudget
 from .malloc import keep_heap_small
 from .pipeline import ServerContext
 from .policy import Policy
@@ -134,7 +135,7 @@ def worker_config(settings, data_dir: Path, address: tuple[str, int], policy: Po
     return {"smtp": _hostport(address), "data_dir": _path(data_dir), "users_file": _path(settings.users_file),
             "policy": policy.source, "plugins": list(settings.plugins), "zone_file": _path(settings.zone_file),
             "dns": settings.dns, "tls": bool(settings.tls), "tls_cert": _path(settings.tls_cert),
-            "tls_key": _path(settings.tls_key), "driver": settings.driver}
+            "tls_key": _path(settings.tls_key), "driver": settings.driver, "event_log_rate": settings.event_log_rate}
 
 
 def throttle_change(value) -> tuple[str, str, str, float] | None:
@@ -435,6 +436,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     smtp = None
     try:
         config = json.loads(config_text)
+        stream.budget = LogBudget(config["event_log_rate"]) if config.get("event_log_rate") else None  # before any session
         pin_to(config.get("cpu"))
         settings = Settings(smtp=config["smtp"], data_dir=Path(config["data_dir"]),
                             users_file=_opt_path(config.get("users_file")), policy=config["policy"],
