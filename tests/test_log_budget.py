@@ -15,6 +15,7 @@ from forgelab.app import Forgelab, Settings
 from forgelab.cli import ByteSize, main
 from forgelab.events import EventBus, JsonlLog, encode
 from forgelab.log_budget import LogBudget
+from forgelab.server.smtp import DRIVERS
 from forgelab.testing import EventRecorder
 from forgelab.web.history import earlier_records
 from forgelab.web.index import EventIndex
@@ -241,8 +242,9 @@ def session_growth(app, before: int) -> int:
     return len(data) - before - sum(len(line) + 1 for line in reports)
 
 
-def test_a_flood_of_short_connections_fills_the_log_at_the_rate_and_leaves_another_address_logged(tmp_path):
-    with lab(tmp_path) as app:
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_flood_of_short_connections_fills_the_log_at_the_rate_and_leaves_another_address_logged(tmp_path, driver):
+    with lab(tmp_path, driver=driver) as app:
         app.bus.flush()
         before = (app.data_dir / "events.jsonl").stat().st_size
         started = time.time()
