@@ -174,7 +174,7 @@ class Forgelab:
         throttle = self.context.login_throttle
         limits = server_limits(settings, policy)
         self._log = JsonlLog(self.data_dir / "events.jsonl", max_bytes=settings.event_log_max,
-                             keep=settings.event_log_keep) if settings.event_log else None
+                             keep=settings.event_log_keep, rate=settings.event_log_rate) if settings.event_log else None
         if self._log:
             self.bus.subscribe(self._log)
         smtp_host, smtp_port = parse_hostport(settings.smtp)

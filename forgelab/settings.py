@@ -65,6 +65,10 @@ class Settings:
     event_log_max: int = flag(64 * MB, "Size at which events.jsonl is rotated to events.jsonl.1 (0: never).")
     event_log_keep: int = flag(3, "Rotated event logs kept (events.jsonl.1 ... .N); the log takes at most "
                                   "SIZE x (N + 1).")
+    event_log_rate: int = flag(128 * 1024, "Bytes of event records a second per client address, bursts of 2 s "
+                                           "of it; past it records are counted in log.held_back lines, not "
+                                           "written (0 or off: no limit). Each of --workers N applies its own: "
+                                           "an address gets N times it.")
 
     # -- how the server behaves: keys of a policy's [server] table
     end_of_data: str = key("strict", '"strict": only CRLF.CRLF ends DATA; "lenient": also the smuggling endings.',

@@ -59,20 +59,22 @@ class ByteSize(click.ParamType):
     name = "SIZE"
     UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "G": 1024 ** 3, "GB": 1024 ** 3}
 
-    def __init__(self, minimum: int = 0):
-        self.minimum = minimum
+    def __init__(self, minimum: int = 0, allow_off: bool = False):
+        self.minimum, self.allow_off = minimum, allow_off
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
         text = str(value).strip().upper()
+        if self.allow_off and text == "OFF":
+            return 0
         number = text.rstrip("KMGB")
         unit = text[len(number):]
         if not number.isdigit() or unit not in self.UNITS:
             self.fail(f"{value!r} is not a size like 64MB, 512KB or 1GB", param, ctx)
         size = int(number) * self.UNITS[unit]
         if size and size < self.minimum:
-            self.fail(f"{value!r} is below {self.minimum // 1024} KB (0 turns rotation off)", param, ctx)
+            self.fail(f"{value!r} is below {self.minimum // 1024} KB (0 turns it off)", param, ctx)
         return size
 
 
@@ -166,8 +168,10 @@ def _max_workers() -> int:
 @setting("event_log_max", "--event-log-max", type=ByteSize(minimum=64 * 1024), show_default=True,
          default=f"{Settings.serve_default('event_log_max') // MB}MB")
 @setting("event_log_keep", "--event-log-keep", type=click.IntRange(0, 100), show_default=True)
+@setting("event_log_rate", "--event-log-rate", type=ByteSize(minimum=1024, allow_off=True), show_default=True,
+         default=f"{Settings.serve_default('event_log_rate') // 1024}KB")
 def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
-          workers, driver, event_log_max, event_log_keep):
+          workers, driver, event_log_max, event_log_keep, event_log_rate):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from ..app import Forgelab, raise_open_files_limit
     from ..speedups import install as install_speedups
@@ -178,7 +182,7 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
     settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
                         web=web, workers=workers, driver=driver, pin_cpus=workers > 1,
-                        event_log_max=event_log_max, event_log_keep=event_log_keep)
+                        event_log_max=event_log_max, event_log_keep=event_log_keep, event_log_rate=event_log_rate)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up still stops cleanly
         signal.signal(sig, lambda *_: stop.set())

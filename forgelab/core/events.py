@@ -14,6 +14,7 @@ from typing import Callable
 import orjson
 
 from ..store import nofollow
+from .log_budget import LogBudget
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,10 @@ class JsonlLog:
     the GIL from the mail threads, which cost them more than the encoding itself
     (docs/performance.md). ``flush()`` writes the buffer now; ``close()`` writes it and
     stops the writer.
+
+    With ``rate``, each client address may fill the log with that many bytes of records a
+    second (``LogBudget``); what does not fit is counted in ``log.held_back`` records. Lines
+    given already encoded (a worker's, forwarded) are not budgeted again.
     """
 
     FLUSH_BYTES = 64 * 1024
@@ -233,9 +238,11 @@ class JsonlLog:
     takes_encoded = True  # EventBus.publish_encoded hands us the line as it is
 
     def __init__(self, path: str | Path | None = None, *, stream=None, max_bytes: int | None = None,
-                 keep: int = 3):
+                 keep: int = 3, rate: int | None = None):
         # stream: an open binary file to write to instead (a worker process's stdout, see workers.py)
         self.max_bytes, self.keep = (max_bytes or None), max(0, keep)
+        # rate: bytes a second of records per client address (log_budget.py); None or 0: no budget
+        self.budget = LogBudget(rate) if rate else None
         self._file_size = 0
         if stream is not None:
             self.path = Path(str(getattr(stream, "name", "<stream>")))
@@ -260,14 +267,33 @@ class JsonlLog:
     def __call__(self, record: dict | bytes) -> None:
         if self._closing:
             return
-        line = record if record.__class__ is bytes else self._encode(record)
+        if record.__class__ is bytes:  # already encoded (a worker's, forwarded): its worker's budget took it
+            self._add([record])
+            return
+        line = self._encode(record)
+        if self.budget is None:
+            self._add([line])
+            return
         with self._lock:
-            self._lines.append(line)
-            self._size += len(line) + 1
-            if len(self._lines) == 1:
+            written = self.budget.admit(record, len(line) + 1)
+            held_back = [encode(r) for r in self.budget.due()]
+        self._add(([line] if written else []) + held_back)
+
+    def _add(self, lines: list[bytes]) -> None:
+        with self._lock:
+            for line in lines:
+                self._lines.append(line)
+                self._size += len(line) + 1
+            if lines and len(self._lines) == len(lines):
                 self._due.set()
             elif self._size >= self.FLUSH_BYTES and not self._full.is_set():
                 self._full.set()
+
+    def _add_held_back(self, final: bool = False) -> None:
+        if self.budget is not None:
+            with self._lock:
+                held_back = [encode(r) for r in self.budget.due(final)]
+            self._add(held_back)
 
     @staticmethod
     def _encode(record: dict) -> bytes:
@@ -344,13 +370,15 @@ class JsonlLog:
             self._write()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Write every line added so far to the file now."""
+        """Write every line added so far to the file now (and the log.held_back records due)."""
+        self._add_held_back()
         self._write()
         return True
 
     def close(self) -> None:
         """Write what is buffered, stop the writer thread, close the file. Safe to call twice."""
         if not self._closing:
+            self._add_held_back(final=True)
             self._closing = True
             self._full.set()
             self._due.set()

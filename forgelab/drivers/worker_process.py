@@ -19,6 +19,7 @@ from typing import IO
 from ..app import LabContext, Settings, server_context, server_limits
 from ..core.event_records import WorkerFailed, WorkerPolicy, WorkerReady
 from ..core.events import EventBus, JsonlLog
+from ..core.log_budget import LogBudget
 from .. import speedups
 from ..core.policy import load_policy
 from .listening import parse_hostport
@@ -46,6 +47,7 @@ def worker_main(config_text: str, stdin: IO[bytes] | None = None) -> int:
     smtp = None
     try:
         config = json.loads(config_text)
+        stream.budget = LogBudget(config["event_log_rate"]) if config.get("event_log_rate") else None  # before any session
         pin_to(config.get("cpu"))
         settings = Settings(smtp=config["smtp"], data_dir=Path(config["data_dir"]),
                             users_file=_opt_path(config.get("users_file")), policy=config["policy"],

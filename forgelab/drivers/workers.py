@@ -129,7 +129,7 @@ def worker_config(settings, data_dir: Path, address: tuple[str, int], policy: Po
     return {"smtp": _hostport(address), "data_dir": _path(data_dir), "users_file": _path(settings.users_file),
             "policy": policy.source, "plugins": list(settings.plugins), "zone_file": _path(settings.zone_file),
             "dns": settings.dns, "tls": bool(settings.tls), "tls_cert": _path(settings.tls_cert),
-            "tls_key": _path(settings.tls_key), "driver": settings.driver}
+            "tls_key": _path(settings.tls_key), "driver": settings.driver, "event_log_rate": settings.event_log_rate}
 
 
 def throttle_change(value) -> tuple[str, str, str, float] | None:
