@@ -415,3 +415,28 @@ def test_an_auth_guesser_spread_over_two_processes_is_slowed_as_by_one(tmp_path)
         assert not any("throttle" in r for r in events(data))  # the wire's lines are no events
     finally:
         kill_all(proc, worker_pids)
+
+
+@pytest.mark.timeout(60)
+def test_workers_start_whatever_folder_named_forgelab_the_current_directory_holds(tmp_path):
+    # A student's checkout or notes in a folder named "forgelab": `python -m forgelab` run from
+    # here would import it instead of the installed forgelab; the worker processes must not.
+    (tmp_path / "forgelab").mkdir()
+    (tmp_path / "forgelab" / "__init__.py").write_text("raise SystemExit('the wrong forgelab was imported')\n")
+    out_path = tmp_path / "out.txt"
+    with open(out_path, "w") as out:
+        # -P: the main process itself is started as the console script would be, not from here
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "forgelab", "serve", "--workers", "2",
+                                 "--data", str(tmp_path / "data"), "--smtp", f"127.0.0.1:{free_port()}",
+                                 "--pop3", f"127.0.0.1:{free_port()}", "--web", "off"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    worker_pids: list[int] = []
+    try:
+        banner = wait_for(lambda: re.search(r"SMTP processes: 2 \(this one and workers (\d+)\)", out_path.read_text())
+                          or proc.poll() is not None, 30, "the banner")
+        assert proc.poll() is None, out_path.read_text()
+        worker_pids = [int(banner.group(1))]
+        assert "wrong forgelab" not in out_path.read_text()
+        stop_cleanly(proc, worker_pids, out_path)
+    finally:
+        kill_all(proc, worker_pids)

@@ -282,7 +282,9 @@ class WorkerPool:
 
     def _spawn(self, config: str) -> Worker:
         # stderr is ours (a worker's warnings show in the terminal); stdout carries its events.
-        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "_smtp-worker", config],
+        # -P: the installed forgelab, whatever the current directory holds (without it, a folder
+        # named forgelab there would be imported instead).
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "forgelab", "_smtp-worker", config],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         forwarder = EventForwarder(self.bus, proc.pid, self._from_worker)
         thread = threading.Thread(target=self._forward, args=(proc, forwarder),
