@@ -109,6 +109,21 @@ def test_a_lab_started_with_the_switch_off_runs_the_plain_path(tmp_path, value, 
     assert out.stdout.split("\n")[-2] == expected
 
 
+MEMO_PROBE = """
+from forgelab.plugins import _domains
+_domains.org_domain("mail.bank.example"); _domains.org_domain("mail.bank.example")
+print(_domains._org_domain.cache_info().currsize)
+"""
+
+
+@pytest.mark.parametrize("value,expected", [("0", "0"), ("1", "1")])
+def test_the_memos_of_the_plugins_are_behind_the_same_switch(value, expected):
+    env = dict(os.environ, **{speedups.ENV: value})
+    out = subprocess.run([sys.executable, "-c", MEMO_PROBE], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
 # --- the same verdicts from the teaching path, speed-ups in and out ------------------------
 
 MSG = (b"From: Bank <news@bank.example>\r\nTo: alice@corp.example\r\nSubject: hello\r\n"

@@ -20,20 +20,13 @@ inherit it): the plain path runs, slower, with the same verdicts (docs/performan
 """
 from __future__ import annotations
 
-import os
 import threading
 
 from .originals import ORIGINALS, plain, replace  # noqa: F401 (part of this package's interface)
+from .switch import ENV, enabled  # noqa: F401 (part of this package's interface)
 
-ENV = "FORGELAB_SPEEDUPS"
-_OFF = ("0", "off", "no", "false")
 _lock = threading.Lock()
 _installed = False
-
-
-def enabled() -> bool:
-    """False when ``FORGELAB_SPEEDUPS`` says ``0``, ``off``, ``no`` or ``false``."""
-    return os.environ.get(ENV, "1").strip().lower() not in _OFF
 
 
 def installed() -> bool:
