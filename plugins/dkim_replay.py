@@ -43,8 +43,8 @@ class DKIMReplay:
       (a copy added above the signed one, which readers show);
     - ``expired``: ``x=`` is in the past (the signature is otherwise checked as valid).
 
-    ``pass`` when such a signature shows none, ``none`` when the message has no such
-    signature. Its reason names each sign it saw.
+    ``pass`` when such a signature shows none; no verdict at all when the message has no
+    such signature. Its reason names each sign it saw.
 
     Not caught: a replay from an address the brand's SPF authorises (a shared ESP) with
     nothing added, and forwarding: a forwarder that keeps the signature intact looks exactly
@@ -69,7 +69,7 @@ class DKIMReplay:
         headers, body = dkim_auth.parsed(envelope, raw)
         values = [v for n, v in headers if n.lower() == b"dkim-signature"][:MAX_SIGNATURES]
         if not values:
-            return forgelab.Verdict(self.name, "none", "the message carries no DKIM signature to replay")
+            return None
         results = {s.index: s for s in dkim_auth.signatures(envelope, raw, lab)}
         from_orgs = {org_domain(d) for d in facts(envelope, message, raw).domains("from")}
         view = lookups(envelope.cache, lab)
@@ -101,8 +101,7 @@ class DKIMReplay:
                 findings.append(finding("fail", f"The valid signature of {brand} is replayed: {named}.",
                                         signs=[sign for sign, _ in signs], domain=domain, index=index))
         if not brands:
-            return forgelab.Verdict(self.name, "none", "no valid DKIM signature of a domain with DMARC p=reject "
-                                                       "or p=quarantine, aligned with the From, to replay")
+            return None  # nothing a strict brand signed: nothing to judge (and no line on every message)
         signs = list(dict.fromkeys(sign for f in findings for sign in f["signs"]))
         return verdict(self.name, findings, f"The signature of {', '.join(brands)} shows no sign of replay: sent "
                                             f"from an address its SPF authorises or by its own envelope, nothing "
