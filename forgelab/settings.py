@@ -25,8 +25,13 @@ from typing import Any
 MB = 1024 * 1024
 
 
-def key(default, doc: str, choices: tuple | None = None):
-    """A ``[server]`` key of a policy: a number (> 0), a boolean or one of ``choices``."""
+# The choices of a key that takes true, false or a list of client addresses and CIDR networks.
+NETWORKS = "true, false or a list of addresses and networks"
+
+
+def key(default, doc: str, choices: tuple | str | None = None):
+    """A ``[server]`` key of a policy: a number (> 0), a boolean, one of ``choices``, or (``NETWORKS``)
+    true, false or a list of addresses and networks."""
     if choices is None:
         choices = (True, False) if isinstance(default, bool) else None
     return field(default=default, metadata={"doc": doc, "key": True, "choices": choices})
@@ -75,7 +80,8 @@ class Settings:
                            ("strict", "lenient"))
     address_syntax: str = key("strict", '"strict": RFC 5321 paths only; "lenient": anything without spaces.',
                               ("strict", "lenient"))
-    xclient: bool = key(True, "Accept XCLIENT from 127.0.0.1 (lab mode).")
+    xclient: bool | list = key(True, "Accept XCLIENT from 127.0.0.1 (lab mode); false: from nobody; a list: "
+                                     "from these addresses and networks (\"127.0.0.0/8\", \"::1\").", NETWORKS)
     require_auth: bool = key(False, "MAIL FROM needs AUTH first (530 5.7.0), as on a submission port.")
     max_message_size: int = key(10 * MB, "Octets; SIZE is advertised, bigger mail gets 552 5.3.4.")
     spool_threshold: int = key(1 * MB, "Octets of a message held in memory while it arrives; the rest goes "

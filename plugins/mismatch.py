@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import forgelab
+from forgelab.core.networks import contains, parse_networks
 
 from ._domains import domain_of, is_local_domain, normalise_domain, org_domain, same_domain
 from ._facts import facts
@@ -39,9 +40,9 @@ class Mismatch:
     - ``compare`` (default ``"organizational"``): ``"organizational"`` compares
       organisational domains (``mail.corp.example`` matches ``corp.example``, via the
       Public Suffix List); ``"exact"`` compares the domains as written.
-    - ``trusted_ips`` (default ``[]``): client addresses that may send as a local
-      domain without logging in, like Postfix's ``mynetworks``; empty, every client
-      must authenticate.
+    - ``trusted_ips`` (default ``[]``): client addresses or networks (``127.0.0.48/29``)
+      that may send as a local domain without logging in, like Postfix's ``mynetworks``;
+      empty, every client must authenticate.
     """
 
     name = "mismatch"
@@ -51,10 +52,7 @@ class Mismatch:
         self.compare = settings.get("compare", "organizational")
         if self.compare not in COMPARE_MODES:
             raise ValueError(f"mismatch: setting 'compare' must be one of {', '.join(COMPARE_MODES)}, not {self.compare!r}")
-        trusted = settings.get("trusted_ips", [])
-        if not isinstance(trusted, (list, tuple)) or not all(isinstance(ip, str) for ip in trusted):
-            raise ValueError("mismatch: setting 'trusted_ips' must be a list of IP addresses")
-        self.trusted_ips = frozenset(trusted)
+        self.trusted_ips = parse_networks(settings.get("trusted_ips", []), "mismatch: setting 'trusted_ips'")
 
     def _same(self, a: str, b: str) -> bool:
         return same_domain(a, b, self.compare)
@@ -121,7 +119,7 @@ class Mismatch:
         user = getattr(session, "authenticated", None)
         peer = getattr(session, "peer_ip", "") or ""
         client = show(peer or "?")
-        if not user and peer in self.trusted_ips:
+        if not user and contains(self.trusted_ips, peer):
             return []
         if not user:
             domain = show(local[0].domain.lower())

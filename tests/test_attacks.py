@@ -26,6 +26,7 @@ REQUIRED = [
     "from-quoted-pair", "from-delimiter-precedence", "from-display-name-address",
     # DKIM replays
     "dkim-unsigned-header-edited", "dkim-duplicate-subject", "dkim-length-append", "dkim-replay-extra-from",
+    "dkim-replay-null-sender", "dkim-replay-added-to", "dkim-replay-expired",
     # Unicode
     "unicode-trailing-space", "unicode-base64-address", "unicode-rtl-override", "unicode-idn-homograph",
     # SMTP smuggling, every ending

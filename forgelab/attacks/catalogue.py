@@ -194,6 +194,25 @@ def _sign_raw(message: bytes, key_domain: str, d: bytes, s: bytes, headers) -> b
     return sig + message
 
 
+def _sign_expiring(message: bytes, domain: str, lifetime: int) -> bytes:
+    """Sign with ``domain``'s lab key and ``x=`` ``lifetime`` seconds after ``t=`` (dkimpy writes no x=)."""
+    import dkim
+
+    class Expiring(dkim.DKIM):
+        def gen_header(self, fields, *args, **kwargs):
+            at = [name for name, _ in fields].index(b"b")
+            return super().gen_header([*fields[:at], (b"x", str(DKIM_TIME + lifetime).encode()), *fields[at:]],
+                                      *args, **kwargs)
+
+    key = _key(domain, "lab")
+    with _frozen_dkim_clock():
+        sig = Expiring(message).sign(key.selector.encode(), key.domain.encode(), key.dkimpy_private(),
+                                     canonicalize=(b"relaxed", b"relaxed"),
+                                     include_headers=[h.encode() for h in ("from", "from", "to", "subject",
+                                                                           "subject", "date", "message-id")])
+    return sig + message
+
+
 def _arc_seal(message: bytes, domain: str, srv_id: str) -> bytes:
     import dkim
 
@@ -402,14 +421,28 @@ def _replays() -> list[Attack]:
     own = b"From: Bank of Example <security@bank.example>\r\n" + own
     tampered = _bank_signed("Transfer confirmation", "xfer@bank.example")
     tampered = tampered.replace(b"confirm your details today", b"wire the funds to IBAN XX00 6666 today")
+    statement = _sign(_msg("From: Bank of Example <statements@bank.example>",
+                           *_std("Your card is blocked", "blocked@bank.example"),
+                           body="Your card was blocked after three wrong PINs. Call the number on its back.\r\n"),
+                      "bank.example", "lab")
+    to_self = _sign(_msg("From: Bank of Example <payments@bank.example>",
+                         *_std("Payment request", "payreq@bank.example", to="<mallory@phish.example>"),
+                         body="Please pay the attached invoice of 2,400.00 to the account below by Friday.\r\n"),
+                    "bank.example", "lab", headers=["from", "from", "to", "subject", "subject", "date"])
+    to_self = b"To: " + TO.encode() + b"\r\n" + to_self
+    expired = _sign_expiring(_msg("From: Bank of Example <security@bank.example>",
+                                  *_std("One-time code", "otp@bank.example"),
+                                  body="Your one-time code is 481 516. It is valid for 10 minutes.\r\n"),
+                             "bank.example", 7 * 24 * 3600)
     return [
         Attack("dkim-unsigned-header-edited", "A header the signature does not cover, edited", "dkim-replay",
                "RFC 6376 section 8.2 (misappropriated signatures); " + CF + ", section 6",
                "A real message signed by bank.example with h=from:to:subject:date; Reply-To is not signed, so "
                "the attacker points it at phish.example and replays the message from its own server. DKIM "
                "and DMARC pass (the signature is the bank's); the From/envelope mismatch, the Reply-To and "
-               "the non-oversigned From are what give it away.",
-               ("mismatch", "dkim-replay"), MISMATCH_ONLY, _attacker(edited)),
+               "the non-oversigned From are what give it away; dkim-replay refuses it under strict: the bank's "
+               "signature arrives from an address bank.example's SPF does not list, with the attacker's envelope.",
+               ("mismatch", "dkim-replay"), FORGERY, _attacker(edited)),
         Attack("dkim-duplicate-subject", "A second Subject above the signed one", "dkim-replay",
                "RFC 6376 section 8.15 (header duplication); " + CF + ", section 6",
                "DKIM verifies the bottom-most instance of each signed header, clients show the top one. "
@@ -419,8 +452,9 @@ def _replays() -> list[Attack]:
         Attack("dkim-length-append", "Body appended after an l= signature", "dkim-replay",
                "RFC 6376 section 8.2 (l= tag); Chen et al. 2020, section 6",
                "The bank signed with l= (the body length), so anything after those bytes is unsigned. The "
-               "attacker appends a phishing paragraph and the signature still verifies.",
-               ("dkim-length", "mismatch"), MISMATCH_ONLY, _attacker(with_l)),
+               "attacker appends a phishing paragraph and the signature still verifies. dkim-replay sees the "
+               "body go on past l= (and the foreign envelope) and refuses it under strict.",
+               ("dkim-length", "mismatch", "dkim-replay"), FORGERY, _attacker(with_l)),
         Attack("dkim-replay-extra-from", "Own signature replayed with an extra From", "dkim-replay",
                f"{CF}, section 6 (replay with header addition); {WL}",
                "The attacker signs a harmless message as phish.example (h= lists From once) and adds a "
@@ -433,6 +467,29 @@ def _replays() -> list[Attack]:
                "A bank-signed confirmation whose body the attacker rewrote: the body hash no longer matches, "
                "so DKIM fails and, with nothing else aligned, DMARC fails with the bank's p=reject.",
                ("dkim", "dmarc"), FORGERY, _attacker(tampered)),
+        Attack("dkim-replay-null-sender", "A bank's signed message replayed with MAIL FROM:<>", "dkim-replay",
+               "RFC 6376 section 8.6 (replay); M3AAWG: DKIM Replay Mitigation, 2023",
+               "A message bank.example really signed (From and Subject oversigned, nothing left to add) is "
+               "sent again, unchanged, from the attacker's server with a null envelope. DKIM passes and DMARC "
+               "passes through it; SPF checks only the attacker's HELO name (passes), and mismatch has no "
+               "envelope domain to compare. What is left: bank.example's SPF does not list 127.0.66.1, and a "
+               "bounce is no way to send the bank's own mail. dkim-replay refuses it under strict.",
+               ("dkim-replay",), FORGERY, _attacker(statement, mail_from="")),
+        Attack("dkim-replay-added-to", "A To added above the signed one", "dkim-replay",
+               "RFC 6376 section 8.15 (header duplication); " + CF + ", section 6",
+               "The bank signed a payment request addressed to the attacker's own account (To: "
+               "mallory@phish.example, signed once; From and Subject oversigned). The attacker adds "
+               "'To: Alice Liddell <alice@corp.example>' above it: DKIM verifies the bottom To, readers "
+               "show the top one, so the message seems addressed to Alice. dkim-replay sees the To present "
+               "twice and signed once, and the foreign envelope.",
+               ("dkim-replay", "headers"), FORGERY, _attacker(to_self)),
+        Attack("dkim-replay-expired", "A signature replayed after its x= expiry", "dkim-replay",
+               "RFC 6376 section 3.5 (x= tag)",
+               "The bank signs its one-time codes with x= a week after t=, so an old message cannot be "
+               "replayed for long. This one is replayed in 2026, two years after it expired: dkimpy refuses "
+               "the signature as past x=, DMARC fails, and dkim-replay says why: the signature is the bank's "
+               "and otherwise valid, but expired.",
+               ("dkim", "dmarc", "dkim-replay"), FORGERY, _attacker(expired)),
     ]
 
 

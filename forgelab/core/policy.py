@@ -29,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import PolicyError
-from ..settings import DEFAULTS, KEYS
+from ..settings import DEFAULTS, KEYS, NETWORKS
+from .networks import parse_networks
 from ..verdicts import ACTIONS, RESULTS, Verdict
 
 SHIPPED_DIR = Path(str(resources.files("forgelab.policies")))
@@ -184,6 +185,14 @@ def _validate(data: dict, path: Path, text: str) -> None:
         allowed = SERVER_KEYS.get(key)
         if allowed is None:
             _fail(path, text, f"server.{key}", f"unknown setting; known: {', '.join(sorted(SERVER_KEYS))}")
+        if allowed == NETWORKS:
+            if isinstance(value, bool):
+                continue
+            try:
+                parse_networks(value, "")
+            except ValueError as exc:
+                _fail(path, text, f"server.{key}", f"{exc}; it takes {NETWORKS}")
+            continue
         if isinstance(allowed, tuple) and all(isinstance(a, type) for a in allowed):
             ok = isinstance(value, allowed) and not isinstance(value, bool) and value > 0
         elif isinstance(allowed, type):

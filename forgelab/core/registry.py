@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "dmarc": "forgelab.plugins.dmarc:DMARC",
     "authres": "forgelab.plugins.authres:AuthResults",
     "mismatch": "forgelab.plugins.mismatch:Mismatch",
+    "dkim-replay": "forgelab.plugins.dkim_replay:DKIMReplay",
     "headers": "forgelab.plugins.headers:Headers",
     "from-ambiguity": "forgelab.plugins.from_ambiguity:FromAmbiguity",
     "display-name": "forgelab.plugins.display_name:DisplayName",

@@ -22,6 +22,7 @@ from ..message_limits import LimitExceeded, Limits
 from ...store.nofollow import SymlinkRefused
 from ..policy import Policy
 from ..loopback import is_loopback
+from ..networks import allows, parse_networks
 from ..session import Envelope, Session
 from ...protocols.smtp import Reply, events as ev, help_reply
 from ...protocols.smtp.sasl import Challenge, SaslExchange, SaslProblem
@@ -34,6 +35,7 @@ from .deliver import PendingDelivery, added_headers, prepare_writes
 from .stages import STAGE_HOOKS, call_each, first_reply, run_all, stage_verdicts
 
 log = logging.getLogger("forgelab.core.pipeline")
+XCLIENT_LAB_CLIENT = parse_networks(["127.0.0.1"], "")  # whom `xclient = true` lets in
 
 
 class SmtpPipeline:
@@ -139,7 +141,7 @@ class SmtpPipeline:
 
     @property
     def xclient_allowed(self) -> bool:
-        return bool(self.policy.setting("xclient", True)) and self.session.real_peer_ip == "127.0.0.1"
+        return allows(self.policy.setting("xclient", True), self.session.real_peer_ip, XCLIENT_LAB_CLIENT)
 
     def _reset(self) -> None:
         self.envelope = None
