@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import forgelab
+from forgelab.auth import dmarc
 
 from ._domains import domain_of, is_local_domain, normalise_domain, org_domain, same_domain
 from ._facts import facts
@@ -87,7 +88,8 @@ class Mismatch:
                 f"The envelope sender is empty (<>), as for a bounce, and the header From claims {show(', '.join(shown_list(from_domains, 5)))}: "
                 "bounces are legitimate, but nothing ties this From to whoever sent it."))
         else:
-            findings.extend(self._envelope(mail_from, env_domain, from_domains, sender_domains))
+            findings.extend(self._envelope(mail_from, env_domain, from_domains, sender_domains,
+                                           _dmarc_vouches(session, envelope, raw, lab)))
         known = {self._key(d) for d in from_domains + sender_domains}  # a set: one lookup per Reply-To domain
         elsewhere = [d for d in reply_domains if from_domains and self._key(d) not in known]
         for domain in elsewhere[:SHOWN]:
@@ -101,11 +103,16 @@ class Mismatch:
             result = dataclasses.replace(result, action="reject" if details["strongest"] else "quarantine")
         return result
 
-    def _envelope(self, mail_from, env_domain, from_domains, sender_domains) -> list[dict]:
+    def _envelope(self, mail_from, env_domain, from_domains, sender_domains, vouched=None) -> list[dict]:
         differing = [d for d in from_domains if not self._same(d, env_domain)]
         if not differing:
             return []
         claim = show(", ".join(shown_list(differing, 5)))
+        if vouched:
+            return [finding(
+                "neutral",
+                f"The header From claims {claim} but the envelope sender is {show(mail_from)}; {vouched}, so the "
+                "differing envelope is information only (as for an ESP's bounce domain, SRS or a forwarder).")]
         vouching = [s for s in sender_domains if self._same(s, env_domain)]
         if vouching and len(vouching) == len(sender_domains):
             return [finding(
@@ -115,7 +122,7 @@ class Mismatch:
         return [finding("fail", f"The header From claims {claim} but the envelope sender is {show(mail_from)}.")]
 
     def _local_claims(self, session, f, lab) -> list[dict]:
-        local = [m for m in f.mailboxes("from") if is_local_domain(lab, m.domain)]
+        local = [m for m in f.mailboxes("from") if _local_or_below(lab, m.domain)]
         if not local:
             return []
         user = getattr(session, "authenticated", None)
@@ -137,3 +144,20 @@ class Mismatch:
                 f"The client logged in as {show(user)} but the header From claims {show(others[0].address)}, "
                 "another local user.", strongest=True)]
         return []
+
+
+def _local_or_below(lab, domain: str) -> bool:
+    """A local domain or any name under one (``nx.corp.example`` too): a claim on either is ours."""
+    labels = normalise_domain(domain).split(".")[-16:]  # a name has at most 127 labels; local ones are short
+    return any(is_local_domain(lab, ".".join(labels[i:])) for i in range(len(labels)))
+
+
+def _dmarc_vouches(session, envelope, raw, lab) -> str | None:
+    """Why the From is authenticated despite the envelope (DMARC passes, or a trusted ARC sealer
+    saw it pass), or None. DMARC is computed once per message and shared with the other checks."""
+    r = dmarc.result(session, envelope, raw, lab)
+    if r.result == "pass":
+        return f"DMARC passes for {show(r.from_domain or '?')}"
+    if r.override:
+        return f"a trusted ARC sealer saw DMARC pass for {show(r.from_domain or '?')}"
+    return None
