@@ -99,8 +99,11 @@ class Mismatch:
         pass_reason = f"The header From ({show(', '.join(shown_list(from_domains, 5)))}) matches the envelope sender {show(mail_from)}."
         result = verdict(self.name, findings, pass_reason, **details)
         if result.result == "fail":
-            # A policy saying "suggested" refuses a local-domain claim and quarantines the rest.
-            result = dataclasses.replace(result, action="reject" if details["strongest"] else "quarantine")
+            # A policy saying "suggested" refuses a local-domain claim and quarantines the rest, but only
+            # tags where the From domain's DMARC p=none asks receivers to act on nothing.
+            mild = not details["strongest"] and all(f.get("dmarc_none") for f in findings if f["result"] == "fail")
+            result = dataclasses.replace(result, action="reject" if details["strongest"] else
+                                         "tag" if mild else "quarantine")
         return result
 
     def _envelope(self, mail_from, env_domain, from_domains, sender_domains, vouched=None) -> list[dict]:
@@ -108,17 +111,16 @@ class Mismatch:
         if not differing:
             return []
         claim = show(", ".join(shown_list(differing, 5)))
-        if vouched:
-            return [finding(
-                "neutral",
-                f"The header From claims {claim} but the envelope sender is {show(mail_from)}; {vouched}, so the "
-                "differing envelope is information only (as for an ESP's bounce domain, SRS or a forwarder).")]
         vouching = [s for s in sender_domains if self._same(s, env_domain)]
         if vouching and len(vouching) == len(sender_domains):
             return [finding(
                 "neutral",
                 f"The header From claims {claim} but the envelope sender is {show(mail_from)}; the Sender header "
                 f"({show(vouching[0])}) matches the envelope, as a mailing list or a delegate sending for the author would.")]
+        if vouched:
+            result, why = vouched
+            return [finding(result, f"The header From claims {claim} but the envelope sender is {show(mail_from)}; "
+                                    f"{why}.", dmarc_none=result == "fail")]
         return [finding("fail", f"The header From claims {claim} but the envelope sender is {show(mail_from)}.")]
 
     def _local_claims(self, session, f, lab) -> list[dict]:
@@ -152,12 +154,20 @@ def _local_or_below(lab, domain: str) -> bool:
     return any(is_local_domain(lab, ".".join(labels[i:])) for i in range(len(labels)))
 
 
-def _dmarc_vouches(session, envelope, raw, lab) -> str | None:
-    """Why the From is authenticated despite the envelope (DMARC passes, or a trusted ARC sealer
-    saw it pass), or None. DMARC is computed once per message and shared with the other checks."""
+def _dmarc_vouches(session, envelope, raw, lab) -> tuple[str, str] | None:
+    """DMARC decides whether a differing envelope matters: (result, why) when the From domain
+    publishes DMARC and DMARC passes (or a trusted ARC sealer saw it pass): neutral, information
+    only; or it fails under p=none: a fail that suggests only tag, since the domain asks for no
+    more. None (judge as before) without a DMARC record, or when DMARC fails under quarantine
+    or reject (DMARC's own verdict then refuses)."""
     r = dmarc.result(session, envelope, raw, lab)
+    domain = show(r.from_domain or "?")
     if r.result == "pass":
-        return f"DMARC passes for {show(r.from_domain or '?')}"
+        return "neutral", (f"DMARC passes for {domain}, so the differing envelope is information only "
+                           "(as for an ESP's bounce domain, SRS or a forwarder)")
     if r.override:
-        return f"a trusted ARC sealer saw DMARC pass for {show(r.from_domain or '?')}"
+        return "neutral", (f"a trusted ARC sealer saw DMARC pass for {domain}, so the differing envelope is "
+                           "information only (as for a mailing list)")
+    if r.result == "fail" and r.disposition == "none":
+        return "fail", f"DMARC fails for {domain}, whose policy asks receivers to act on nothing (p=none): tag at most"
     return None
