@@ -25,9 +25,14 @@ class ARCResult:
     instances: int = 0
     sealers: tuple = ()  # d= of each ARC-Seal, oldest first
 
+    def _comment(self) -> str:
+        if self.result == "pass":
+            return f"{self.instances} set(s) sealed by {' '.join(self.sealers)}"[:120]
+        return "" if self.result == "none" else self.reason[:120]
+
     def details(self) -> dict:
         return {"instances": self.instances, "sealers": list(self.sealers),
-                "authres": {"method": "arc", "comment": "" if self.result == "none" else self.reason[:120],
+                "authres": {"method": "arc", "comment": self._comment(),
                             "properties": []}}
 
 
