@@ -168,3 +168,14 @@ def test_esp_send_is_delivered_and_mismatch_says_why(world):
     assert outcome == "accepted", why
     mismatch = [e["verdict"] for e in app.recorder.of("verdict") if e["verdict"]["check"] == "mismatch"][-1]
     assert mismatch["result"] == "neutral" and "DMARC passes" in mismatch["reason"]
+
+
+def test_replayed_signature_leaving_reply_to_unsigned_keeps_mismatch_failing(world):
+    app, k = world
+    signed = sign(message(f"From: Acme <news@{ACME}>", *std("Catalogue", "cat2@acme")), ACME, k, "k1",
+                  headers=["from", "to", "subject", "date"])
+    raw = signed.replace(b"\r\n\r\n", b"\r\nReply-To: <orders@phish.example>\r\n\r\n", 1)
+    outcome, why = deliver(app, Shape("x", ATTACKER_IP, ATTACKER_HELO, "x@phish.example", raw))
+    assert outcome == "quarantined" and "mismatch" in why
+    mismatch = [e["verdict"] for e in app.recorder.of("verdict") if e["verdict"]["check"] == "mismatch"][-1]
+    assert mismatch["result"] == "fail" and "Reply-To unsigned" in mismatch["reason"]

@@ -47,8 +47,8 @@ BODY = "Please review the attached statement and confirm your details today.\r\n
 FORGERY = {"open": "accepted", "observe": "tagged", "strict": "rejected"}
 SYNTAX = {"open": "accepted", "observe": "rejected", "strict": "rejected"}  # refused by the SMTP core's address syntax
 LEGIT = {"open": "accepted", "observe": "accepted", "strict": "accepted"}
-# DMARC passes (a replayed real signature), so mismatch only informs: the softfails tag.
-TAGGED_ONLY = {"open": "accepted", "observe": "tagged", "strict": "tagged"}
+# Only ``mismatch`` fails: strict does what it suggests, quarantine for a From outside our domains.
+MISMATCH_ONLY = {"open": "accepted", "observe": "tagged", "strict": "quarantined"}
 
 # ``smtp`` is not a plugin: it names the SMTP core itself (a 5xx syntax reply).
 CORE_CHECK = "smtp"
@@ -409,7 +409,7 @@ def _replays() -> list[Attack]:
                "the attacker points it at phish.example and replays the message from its own server. DKIM "
                "and DMARC pass (the signature is the bank's); the From/envelope mismatch, the Reply-To and "
                "the non-oversigned From are what give it away.",
-               ("mismatch", "dkim-replay"), TAGGED_ONLY, _attacker(edited)),
+               ("mismatch", "dkim-replay"), MISMATCH_ONLY, _attacker(edited)),
         Attack("dkim-duplicate-subject", "A second Subject above the signed one", "dkim-replay",
                "RFC 6376 section 8.15 (header duplication); " + CF + ", section 6",
                "DKIM verifies the bottom-most instance of each signed header, clients show the top one. "
@@ -420,7 +420,7 @@ def _replays() -> list[Attack]:
                "RFC 6376 section 8.2 (l= tag); Chen et al. 2020, section 6",
                "The bank signed with l= (the body length), so anything after those bytes is unsigned. The "
                "attacker appends a phishing paragraph and the signature still verifies.",
-               ("dkim-length",), TAGGED_ONLY, _attacker(with_l)),
+               ("dkim-length", "mismatch"), MISMATCH_ONLY, _attacker(with_l)),
         Attack("dkim-replay-extra-from", "Own signature replayed with an extra From", "dkim-replay",
                f"{CF}, section 6 (replay with header addition); {WL}",
                "The attacker signs a harmless message as phish.example (h= lists From once) and adds a "
