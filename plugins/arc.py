@@ -25,10 +25,14 @@ class ARC:
             raise ValueError("arc: setting 'trusted_sealers' must be a list of domain names")
         self.trusted_sealers = tuple(d.strip(".").lower() for d in sealers)
 
-    # First: DMARC, which the others consult, must know whom this receiver trusts before it is computed.
-    @forgelab.hookimpl(tryfirst=True)
-    def forgelab_message(self, envelope, raw, lab):
+    # At MAIL FROM, before any content check: DMARC, computed once per message by whichever check
+    # asks first, must already know whom this receiver trusts. No verdict.
+    @forgelab.hookimpl
+    def forgelab_mail_from(self, envelope):
         arc.trust(envelope, self.trusted_sealers)
+
+    @forgelab.hookimpl
+    def forgelab_message(self, envelope, raw, lab):
         r = arc.result(envelope, raw, lab)
         details = r.details() | {"trusted_sealers": list(self.trusted_sealers)}
         reason = r.reason
