@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from forgelab.app import Forgelab, Settings
 from forgelab.auth import arc, keys
+from forgelab.core.registry import BUILTIN
 from forgelab.testing import EventRecorder
 
 LAB_ZONE = keys.LAB_KEYS.parent / "lab.zone"
@@ -47,7 +48,8 @@ def build(tmp) -> tuple:
     lines.append(keys.keygen(ACME, "ed", keys_dir, algorithm="ed25519").zone_line)
     keys.keygen(ESP, "old2019", tmp / "revoked-keys", bits=1024)  # a rotated-out selector: its record is revoked
     lines.append(f'old2019._domainkey.{ESP}. IN TXT "v=DKIM1; k=rsa; p="')
-    lines += _host_records(ACME, ACME_IP, f"v=spf1 ip4:{ACME_IP} -all", "v=DMARC1; p=reject; adkim=r; aspf=r")
+    # The brand lists its ESP in its SPF, as brands do: its ESP's mail is no replay of its signature.
+    lines += _host_records(ACME, ACME_IP, f"v=spf1 ip4:{ACME_IP} include:{ESP} -all", "v=DMARC1; p=reject; adkim=r; aspf=r")
     lines += [f'em.{ACME}. IN TXT "v=spf1 ip4:127.0.8.0/29 -all"', f"em.{ACME}. IN MX 10 mx.{ESP}."]
     lines += _host_records(WIDGET, WIDGET_IP, f"v=spf1 ip4:{WIDGET_IP} -all", "v=DMARC1; p=quarantine")
     lines += _host_records(QUIET, QUIET_IP, f"v=spf1 ip4:{QUIET_IP} -all", "v=DMARC1; p=none")
@@ -69,7 +71,10 @@ trusted_sealers = ["{HUB}"]
 
 [defences.mismatch]
 trusted_ips = ["127.0.0.1"]
-''')
+''' + (f'''
+[defences.dkim-replay]
+trusted_forwarders = ["{FWD_IP}"]
+''' if "dkim-replay" in BUILTIN else ""))  # the trainer trusts its forwarder, where that defence exists
     return keys_dir, zone, policy
 
 
