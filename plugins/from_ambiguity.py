@@ -52,7 +52,9 @@ class FromAmbiguity:
         if not fields and not any(r.mailboxes for r in parsers.values()):
             return forgelab.Verdict(check=self.name, result="none", reason="There is no From header to parse.",
                                     details=details)
-        findings = self._fields(fields) + self._agreement(parsers) + self._contents(parsers)
+        # RFC 5322 3.6.2: several authors need a Sender; of one domain they speak for one domain (DMARCbis).
+        co_authors = len(f.domains("from")) == 1 and bool(f.mailboxes("sender"))
+        findings = self._fields(fields) + self._agreement(parsers, co_authors) + self._contents(parsers)
         shown = next((r.mailboxes for r in parsers.values() if r.mailboxes), [])
         pass_reason = f"Every parser reads the From the same way: {show(shown[0].shown()) if shown else '?'}."
         return verdict(self.name, findings, pass_reason, **details)
@@ -72,7 +74,7 @@ class FromAmbiguity:
         return out
 
     @staticmethod
-    def _agreement(parsers) -> list[dict]:
+    def _agreement(parsers, co_authors: bool = False) -> list[dict]:
         out = []
         readings = {name: r.keys for name, r in parsers.items()}
         if not any(readings.values()):
@@ -84,7 +86,10 @@ class FromAmbiguity:
                 for name, r in parsers.items())
             out.append(finding("fail", f"The parsers disagree about the From address: {said}."))
         most = max(len(k) for k in readings.values())
-        if most > 1:
+        if most > 1 and co_authors:
+            out.append(finding("neutral", f"The header From holds {most} authors, all of one domain, with the Sender "
+                                          "RFC 5322 asks for: a client may show any one of them."))
+        elif most > 1:
             out.append(finding("fail", f"The header From holds {most} mailboxes; a client may show any one of them."))
         return out
 

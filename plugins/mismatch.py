@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import forgelab
+from forgelab.auth import dkim, dmarc
 from forgelab.core.networks import contains, parse_networks
 
 from ._domains import domain_of, is_local_domain, normalise_domain, org_domain, same_domain
@@ -84,10 +85,11 @@ class Mismatch:
                 "neutral",
                 f"The envelope sender is empty (<>), as for a bounce, and the header From claims {show(', '.join(shown_list(from_domains, 5)))}: "
                 "bounces are legitimate, but nothing ties this From to whoever sent it."))
-        else:
-            findings.extend(self._envelope(mail_from, env_domain, from_domains, sender_domains))
         known = {self._key(d) for d in from_domains + sender_domains}  # a set: one lookup per Reply-To domain
         elsewhere = [d for d in reply_domains if from_domains and self._key(d) not in known]
+        if from_domains and mail_from:
+            findings.extend(self._envelope(mail_from, env_domain, from_domains, sender_domains,
+                                           lambda: _dmarc_view(session, envelope, raw, lab, bool(elsewhere))))
         for domain in elsewhere[:SHOWN]:
             findings.append(finding(
                 "softfail",
@@ -95,11 +97,14 @@ class Mismatch:
         pass_reason = f"The header From ({show(', '.join(shown_list(from_domains, 5)))}) matches the envelope sender {show(mail_from)}."
         result = verdict(self.name, findings, pass_reason, **details)
         if result.result == "fail":
-            # A policy saying "suggested" refuses a local-domain claim and quarantines the rest.
-            result = dataclasses.replace(result, action="reject" if details["strongest"] else "quarantine")
+            # A policy saying "suggested" refuses a local-domain claim and quarantines the rest, but only
+            # tags where the From domain's DMARC p=none asks receivers to act on nothing.
+            mild = not details["strongest"] and all(f.get("dmarc_none") for f in findings if f["result"] == "fail")
+            result = dataclasses.replace(result, action="reject" if details["strongest"] else
+                                         "tag" if mild else "quarantine")
         return result
 
-    def _envelope(self, mail_from, env_domain, from_domains, sender_domains) -> list[dict]:
+    def _envelope(self, mail_from, env_domain, from_domains, sender_domains, dmarc_view=lambda: None) -> list[dict]:
         differing = [d for d in from_domains if not self._same(d, env_domain)]
         if not differing:
             return []
@@ -110,10 +115,15 @@ class Mismatch:
                 "neutral",
                 f"The header From claims {claim} but the envelope sender is {show(mail_from)}; the Sender header "
                 f"({show(vouching[0])}) matches the envelope, as a mailing list or a delegate sending for the author would.")]
+        view = dmarc_view()  # DMARC, asked only when the envelope differs
+        if view:
+            result, why, mild = view
+            return [finding(result, f"The header From claims {claim} but the envelope sender is {show(mail_from)}; "
+                                    f"{why}.", dmarc_none=mild)]
         return [finding("fail", f"The header From claims {claim} but the envelope sender is {show(mail_from)}.")]
 
     def _local_claims(self, session, f, lab) -> list[dict]:
-        local = [m for m in f.mailboxes("from") if is_local_domain(lab, m.domain)]
+        local = [m for m in f.mailboxes("from") if _local_or_below(lab, m.domain)]
         if not local:
             return []
         user = getattr(session, "authenticated", None)
@@ -135,3 +145,44 @@ class Mismatch:
                 f"The client logged in as {show(user)} but the header From claims {show(others[0].address)}, "
                 "another local user.", strongest=True)]
         return []
+
+
+def _local_or_below(lab, domain: str) -> bool:
+    """A local domain or any name under one (``nx.corp.example`` too): a claim on either is ours."""
+    labels = normalise_domain(domain).split(".")[-16:]  # a name has at most 127 labels; local ones are short
+    return any(is_local_domain(lab, ".".join(labels[i:])) for i in range(len(labels)))
+
+
+def _dmarc_view(session, envelope, raw, lab, reply_elsewhere: bool) -> tuple[str, str, bool] | None:
+    """DMARC decides whether a differing envelope matters: (result, why, tag at most) when the From
+    domain publishes DMARC. A pass (or a trusted ARC sealer's) makes it information only (neutral),
+    unless DMARC passes only through a signature that leaves the body past ``l=`` or a Reply-To
+    elsewhere unsigned (a replay's shape: still a fail); a fail under p=none suggests only tag.
+    None (judge as before) without a DMARC record, or when DMARC fails under quarantine or reject
+    (DMARC's own verdict then acts)."""
+    r = dmarc.result(session, envelope, raw, lab)
+    domain = show(r.from_domain or "?")
+    if r.result == "pass" and not r.spf_aligned and not _covering(envelope, raw, lab, r.dkim_aligned, reply_elsewhere):
+        return "fail", (f"DMARC passes for {domain} only through a signature that leaves the body past l= or "
+                        "the Reply-To unsigned, so it does not vouch for this envelope"), False
+    if r.result == "pass":
+        return "neutral", (f"DMARC passes for {domain}, so the differing envelope is information only "
+                           "(as for an ESP's bounce domain, SRS or a forwarder)"), False
+    if r.override:
+        return "neutral", (f"a trusted ARC sealer saw DMARC pass for {domain}, so the differing envelope is "
+                           "information only (as for a mailing list)"), False
+    if r.result == "fail" and r.disposition == "none":
+        return "fail", f"DMARC fails for {domain}, whose policy asks receivers to act on nothing (p=none): tag at most", True
+    return None
+
+
+def _covering(envelope, raw, lab, aligned, reply_elsewhere: bool) -> bool:
+    """Whether an aligned DKIM signature vouches for what a reader acts on: the whole body (no
+    content past ``l=``) and a Reply-To that sends answers elsewhere (it is in ``h=``)."""
+    for sig in dkim.signatures(envelope, raw, lab):
+        if sig.result != "pass" or sig.domain not in aligned:
+            continue
+        if not any(risk.check == "dkim-length" for risk in sig.risks) and (
+                not reply_elsewhere or "reply-to" in sig.signed_headers):
+            return True
+    return False

@@ -1,6 +1,7 @@
 """ARC (RFC 8617) chain validation with dkimpy, through forgelab's resolver; and sealing for lab list servers."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import dkim
@@ -9,8 +10,12 @@ from ..lab.dns import Lookups
 from . import keys as keys_mod
 from .context import lookups, once
 from .dkim import _Collector, _dnsfunc
+from .dkim import parsed as dkim_parsed
 
 CACHE_KEY = "arc"
+TRUSTED_KEY = "arc.trusted_sealers"
+_INSTANCE = re.compile(r"\s*i\s*=\s*(\d{1,2})\s*;\s*")
+_SEAL_D = re.compile(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", re.I)
 
 
 @dataclass(frozen=True)
@@ -20,9 +25,14 @@ class ARCResult:
     instances: int = 0
     sealers: tuple = ()  # d= of each ARC-Seal, oldest first
 
+    def _comment(self) -> str:
+        if self.result == "pass":
+            return f"{self.instances} set(s) sealed by {' '.join(self.sealers)}"[:120]
+        return "" if self.result == "none" else self.reason[:120]
+
     def details(self) -> dict:
         return {"instances": self.instances, "sealers": list(self.sealers),
-                "authres": {"method": "arc", "comment": "" if self.result == "none" else self.reason[:120],
+                "authres": {"method": "arc", "comment": self._comment(),
                             "properties": []}}
 
 
@@ -54,6 +64,72 @@ def verify(raw: bytes, view: Lookups) -> ARCResult:
 
 def result(envelope, raw: bytes, lab) -> ARCResult:
     return once(envelope.cache, CACHE_KEY, lambda: verify(raw, lookups(envelope.cache, lab)))
+
+
+@dataclass(frozen=True)
+class Vouch:
+    """A trusted sealer's word that DMARC passed when it received the message."""
+
+    sealer: str
+    instance: int
+    reason: str
+    comment: str  # for Authentication-Results: arc=pass as.<i>.d=<sealer>
+
+
+def trust(envelope, sealers) -> None:
+    """Record, for this message, the sealers the receiver trusts (``[defences.arc] trusted_sealers``)."""
+    envelope.cache[TRUSTED_KEY] = frozenset(d.strip(".").lower() for d in sealers)
+
+
+def newest_set(headers) -> tuple[int, str, str] | None:
+    """(instance, the ARC-Seal's d=, the ARC-Authentication-Results value) of the highest i=, or None."""
+    seals, aars = {}, {}
+    for name, value in headers:
+        name = name.lower()
+        if name not in (b"arc-seal", b"arc-authentication-results"):
+            continue
+        text = " ".join(value.decode("utf-8", "replace").split())
+        m = _INSTANCE.match(text)
+        if not m:
+            continue
+        i = int(m.group(1))
+        if name == b"arc-seal":
+            d = _SEAL_D.search(text)
+            seals.setdefault(i, d.group(1).lower() if d else "")
+        else:
+            aars.setdefault(i, text[m.end():])
+    if not seals:
+        return None
+    top = max(seals)
+    return top, seals[top], aars.get(top, "")
+
+
+def trusted_pass(envelope, raw: bytes, lab, from_domain: str) -> Vouch | None:
+    """RFC 8617 7.2: the ARC chain verifies, its newest set is sealed by a trusted sealer, and that
+    sealer's ARC-Authentication-Results say ``dmarc=pass`` for ``from_domain``. Otherwise None.
+
+    Only the newest set counts: RFC 8617 validates the newest AMS alone, so a later untrusted hop
+    could have changed what an older trusted sealer saw.
+    """
+    trusted = envelope.cache.get(TRUSTED_KEY)
+    if not trusted or result(envelope, raw, lab).result != "pass":
+        return None
+    headers, _ = dkim_parsed(envelope, raw)
+    newest = newest_set(headers)
+    if newest is None:
+        return None
+    instance, sealer, aar = newest
+    if sealer not in trusted:
+        return None
+    flat = aar.lower()
+    for clause in flat.split(";"):
+        words = clause.split()
+        if words and words[0] == "dmarc=pass" and f"header.from={from_domain.lower()}" in words:
+            return Vouch(sealer, instance,
+                         f"the ARC chain verifies and its newest set (i={instance}) is sealed by {sealer}, a "
+                         f"trusted sealer, whose results say DMARC passed for {from_domain} when it received it",
+                         f"arc=pass as.{instance}.d={sealer}")
+    return None
 
 
 def seal(message: bytes, domain: str, srv_id: str, selector: str | None = None,

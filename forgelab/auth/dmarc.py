@@ -8,6 +8,7 @@ public suffix), so alignment is overridden here to compare organisational domain
 """
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import re
@@ -18,6 +19,7 @@ import dmarc as dmarclib
 from publicsuffixlist import PublicSuffixList
 
 from ..lab.dns import DNSTempError, Lookups
+from . import arc as arc_auth
 from . import dkim as dkim_auth
 from . import spf as spf_auth
 from .context import lookups, once
@@ -91,13 +93,21 @@ class DMARCResult:
     from_domains: tuple = ()
     discovery: str = "psl"
     extra: dict = field(default_factory=dict)
+    override: str | None = None     # RFC 8617 7.2 local policy: "arc" when a trusted sealer vouches
 
     @property
     def action(self) -> str | None:
-        """The disposition as a verdict action (None for p=none or a pass)."""
+        """The disposition as a verdict action (None for p=none, a pass or an override)."""
+        if self.override:
+            return None
         if self.result in ("fail", "permerror") and self.disposition in ("reject", "quarantine"):
             return self.disposition
         return None
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the From domain is vouched for: DMARC passes, or a trusted ARC sealer saw it pass."""
+        return self.result == "pass" or self.override is not None
 
     def details(self) -> dict:
         """policy.dmarc is the published policy that applies to the From domain (p=, or sp=/np=
@@ -107,16 +117,20 @@ class DMARCResult:
         props = [("header", "from", self.from_domain or "none"), ("policy", "dmarc", published)]
         comment = ""
         if self.policy:
-            dis = (self.disposition or "none").upper() if self.result != "pass" else "NONE"
+            dis = (self.disposition or "none").upper() if self.result != "pass" and not self.override else "NONE"
             comment = f"p={self.policy.p} sp={self.policy.sp or self.policy.p} dis={dis}"
             if self.sampled_out:
                 comment += f" pct={self.policy.pct} sampled-out"
+        if self.override:
+            # RFC 7489 7.2 reports this as PolicyOverrideType local_policy; A-R says it with a policy property.
+            comment += f" local_policy {self.extra.get('override_comment', '')}".rstrip()
+            props.append(("policy", "override", self.override))
         return {"header.from": self.from_domain, "policy.dmarc": published, "disposition": self.disposition,
                 "applied": self.applied, "policy_domain": self.policy.domain if self.policy else None,
                 "record": self.policy.record if self.policy else None,
                 "spf_aligned": self.spf_aligned, "dkim_aligned": list(self.dkim_aligned),
                 "from_domains": list(self.from_domains), "discovery": self.discovery,
-                "sampled_out": self.sampled_out,
+                "sampled_out": self.sampled_out, "override": self.override,
                 "authres": {"method": "dmarc", "comment": comment, "properties": props}}
 
 
@@ -279,17 +293,25 @@ def evaluate(raw: bytes, spf_result, signatures, view: Lookups, discovery: str =
 
     :param headers: the message's header fields as dkimpy parses them, if already parsed.
     """
+    if headers is None:
+        headers, _ = dkim_auth._headers_and_body(raw)
     domains, problem = from_domains(raw, headers)
     if not domains:
         return DMARCResult("permerror", None, f"DMARC needs exactly one From address: {problem}",
                            discovery=discovery)
     if problem is None:
         return evaluate_domain(domains[0], spf_result, signatures, view, discovery, sample_key)
+    authors = _one_domain_authors(domains, headers)
+    if authors:
+        one = evaluate_domain(domains[0], spf_result, signatures, view, discovery, sample_key)
+        return dataclasses.replace(one, reason=f"{authors}; {one.reason}", from_domains=(domains[0],))
     each = [evaluate_domain(d, spf_result, signatures, view, discovery, sample_key) for d in dict.fromkeys(domains)]
     order = (None, "none", "quarantine", "reject")
     worst = max(each, key=lambda r: order.index(r.disposition) if r.result == "fail" else 0)
     failing = [r for r in each if r.result == "fail"]
     reason = f"DMARC needs exactly one From address: {problem}"
+    if len(set(domains)) > 1:
+        reason += " of different domains, so no one domain's policy can speak for the message"
     if failing:
         reason += f"; {worst.reason}"
     return DMARCResult("permerror", worst.from_domain, reason, worst.policy, worst.applied,
@@ -297,10 +319,45 @@ def evaluate(raw: bytes, spf_result, signatures, view: Lookups, discovery: str =
                        tuple(dict.fromkeys(domains)), discovery, dict(worst.extra))
 
 
-def result(session, envelope, raw: bytes, lab, discovery: str = "psl") -> DMARCResult:
-    """This message's DMARC result, computed once, reusing the SPF and DKIM results."""
+def _one_domain_authors(domains: list[str], headers) -> str | None:
+    """DMARCbis: several authors in one From header, all of one domain, with the Sender RFC 5322
+    3.6.2 asks for, are judged as that domain. A sentence saying so, or None when they are not."""
+    if len(set(domains)) != 1 or sum(1 for n, _ in headers if n.lower() == b"from") != 1:
+        return None
+    if not any(n.lower() == b"sender" for n, _ in headers):
+        return None
+    return f"From holds {len(domains)} authors, all of {domains[0]}, with a Sender: judged as {domains[0]} (DMARCbis)"
+
+
+def result(session, envelope, raw: bytes, lab, discovery: str | None = None) -> DMARCResult:
+    """This message's DMARC result, computed once, reusing the SPF and DKIM results, with a
+    trusted ARC sealer's override applied (see :func:`forgelab.auth.arc.trusted_pass`).
+
+    :param discovery: ``psl`` or ``treewalk``; None (the other checks that consult DMARC): the
+        result already computed for this message, whichever discovery made it, else ``psl``.
+    """
+    cached = envelope.cache.get(CACHE_KEY)
+    if cached is not None and discovery in (None, cached.discovery):
+        return cached
+
     def make():
         headers, _ = dkim_auth.parsed(envelope, raw)
-        return evaluate(raw, spf_auth.mailfrom_result(session, envelope, lab), dkim_auth.signatures(envelope, raw, lab),
-                        lookups(envelope.cache, lab), discovery, envelope.id, headers)
+        r = evaluate(raw, spf_auth.mailfrom_result(session, envelope, lab), dkim_auth.signatures(envelope, raw, lab),
+                     lookups(envelope.cache, lab), discovery or "psl", envelope.id, headers)
+        return _with_arc(r, envelope, raw, lab)
+    if cached is not None:  # asked again with another discovery: that one counts from now on
+        envelope.cache[CACHE_KEY] = made = make()
+        return made
     return once(envelope.cache, CACHE_KEY, make)
+
+
+def _with_arc(r: DMARCResult, envelope, raw: bytes, lab) -> DMARCResult:
+    """RFC 8617 7.2: a DMARC fail is overridden when a sealer this receiver trusts saw DMARC pass."""
+    if r.result != "fail" or not r.from_domain:
+        return r
+    vouch = arc_auth.trusted_pass(envelope, raw, lab, r.from_domain)
+    if vouch is None:
+        return r
+    return dataclasses.replace(
+        r, override="arc", reason=f"{r.reason}; but overridden by local policy (RFC 8617 7.2): {vouch.reason}",
+        extra={**r.extra, "override_comment": vouch.comment})

@@ -11,6 +11,7 @@ HEADER = "Authentication-Results"
 # Order in the header: the connection, then envelope, then content, then the verdicts built on them.
 METHOD_ORDER = ("iprev", "spf", "dkim", "arc", "dmarc")
 _RANK = {m: i for i, m in enumerate(METHOD_ORDER)}
+MAX_VALUE = 880  # the delivered header line is cut at 900 characters (core/delivery.py)
 _UNSAFE_VALUE = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@:\[\]]")
 _UNSAFE_COMMENT = re.compile(r"[^\x20-\x7e]|[()\\]")
 
@@ -32,19 +33,25 @@ def resinfo(method: str, result: str, properties: Iterable[tuple[str, str, str]]
 
 
 def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
+    """The header value (see :func:`_build`), kept within :data:`MAX_VALUE` characters: when the
+    comments make it longer (several DKIM signatures, an ARC chain), they are left out but
+    dmarc's, so no result is ever cut off the end of the line."""
+    value = _build(authserv_id, verdicts, fold, comments=True)
+    return value if len(value) <= MAX_VALUE else _build(authserv_id, verdicts, fold, comments=False)
+
+
+def _build(authserv_id: str, verdicts, fold: bool, comments: bool) -> str:
     """The header value: our authserv-id and one resinfo per method result (``none`` when there are none).
 
     Verdicts contribute when their ``details["authres"]`` says how (``method``, ``properties``,
-    ``comment``). Folded with CRLF TAB between results unless ``fold`` is False.
+    ``comment``, and ``result`` when it is not the verdict's), or a list of such clauses. Folded with CRLF TAB between results unless ``fold`` is False.
     """
     clauses: list[tuple[int, str]] = []
     latest: dict[tuple, int] = {}
-    for v in verdicts:
-        info = (getattr(v, "details", None) or {}).get("authres")
-        if not info:
-            continue
+    for v, info in _clauses(verdicts):
         method = info["method"]
-        text = resinfo(method, v.result, info.get("properties", ()), info.get("comment", ""))
+        comment = info.get("comment", "") if comments or method == "dmarc" else ""
+        text = resinfo(method, info.get("result", v.result), info.get("properties", ()), comment)
         rank = _RANK.get(method, len(METHOD_ORDER))
         if any(text == c for _, c in clauses):
             continue
@@ -65,6 +72,15 @@ def build_value(authserv_id: str, verdicts, fold: bool = True) -> str:
         return authres.AuthenticationResultsHeader(authserv_id=_value(authserv_id), results=[]).header_value()
     sep = ";\r\n\t" if fold else "; "
     return _value(authserv_id).lower() + sep + sep.join(c for _, c in clauses)
+
+
+def _clauses(verdicts):
+    """(verdict, clause) for each clause a verdict asks for: ``details["authres"]`` is one
+    clause or a list of them (DKIM: one per signature, each with its own ``result``)."""
+    for v in verdicts:
+        info = (getattr(v, "details", None) or {}).get("authres")
+        for clause in info if isinstance(info, (list, tuple)) else [info] if info else []:
+            yield v, clause
 
 
 def _authserv_id(value: str) -> str:
