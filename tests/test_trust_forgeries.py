@@ -195,9 +195,9 @@ def forgeries(keys) -> list[Shape]:
         shape("subdomain-existing-of-brand-unsigned",
               msg("From: <alerts@mail.fortbank.example>", *std("Verify", "s2@mallory.example")), ""),
         shape("subdomain-of-local-domain", msg("From: Helpdesk <helpdesk@it.corp.example>", *std("VPN", "s3@m")),
-              "helpdesk@it.corp.example", needs="local subdomains"),
+              "helpdesk@it.corp.example"),
         shape("subdomain-of-local-domain-null", msg("From: Payroll <payroll@hr.corp.example>", *std("Payslip", "s4@m")),
-              "", needs="local subdomains"),
+              ""),
         # header injections and parser games
         shape("header-injected-bare-lf",
               by_mallory(msg("From: <x@mallory.example>", f"To: <{VICTIM}>",
@@ -280,8 +280,7 @@ FORGERY_IDS = [
     "header-forged-arc-pass", "authors-brand-and-attacker", "authors-two-brand-unsigned", "lookalike-hyphenated",
     "lookalike-joined-word", "lookalike-word-before", "lookalike-idn-a-circumflex",
 ]
-NEEDS = {"subdomain-of-local-domain": "local subdomains", "subdomain-of-local-domain-null": "local subdomains",
-         "lookalike-joined-word": "look-alike domains", "lookalike-word-before": "look-alike domains"}
+NEEDS = {"lookalike-joined-word": "look-alike domains", "lookalike-word-before": "look-alike domains"}
 
 
 def _param(id_):
