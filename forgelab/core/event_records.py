@@ -204,11 +204,12 @@ class MessageRejected(EventRecord):
     :param session_id: the session's id.
     :param message_id: the message's id (null when refused at connect or HELO).
     :param stage: the stage that refused: ``connect``, ``helo``, ``mail_from``, ``rcpt_to`` or ``message``.
-    :param reply: the reply sent, one line (for people; read ``deciding``, never this text).
+    :param reply: the reply sent, its lines joined by CRLF, 7-bit, at most 10 lines of 512 octets (for
+        people; read ``deciding``, never this text).
     :param action: ``reject`` or ``tempfail``.
     :param limit: the cap the message was over (``max_header_fields``, ...; absent when a defence refused).
-    :param deciding: the check whose verdict decided the refusal (the first verdict the policy gave
-        the harshest action); null when a cap of the server refused.
+    :param deciding: the check whose verdict decided the refusal (of those the policy gave the harshest
+        action, the first in the policy's order), named first in the reply; null when a cap refused.
     :param verdicts: every verdict the decision weighed, each ``{check, result, action}``
         (``verdict_summary``); the verdicts in full are the ``verdict`` events before this one.
     """

@@ -83,7 +83,7 @@ class SmtpPipeline:
             return None
         reply = replies.refusal(stage, decision)
         self.context.bus.publish(MessageRejected(
-            self.session.id, self.envelope.id if self.envelope else None, stage, clip(str(reply)), decision.action,
+            self.session.id, self.envelope.id if self.envelope else None, stage, str(reply), decision.action,
             decision.deciding_check, [verdict_summary(v) for v in decision.verdicts]))
         run_all(self._call("forgelab_rejected", session=self.session, envelope=self.envelope, stage=stage,
                            reply=reply, verdicts=decision.verdicts, lab=self.lab))
