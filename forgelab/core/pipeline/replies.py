@@ -34,6 +34,11 @@ AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required: this is a submissi
 NOT_STORED = Reply(451, "4.3.0", "Local error in processing: the message was not stored; try again")
 
 
+FOLDED_START = Reply(554, "5.6.0", "Malformed header: its first line starts with whitespace, a fold with no field "
+                     "to continue; some programs drop it, others read it as a field, and a header added above it "
+                     "would swallow it (this policy refuses it: header_start = strict)")
+
+
 def greeting(hostname: str, policy: str) -> Reply:
     return Reply(220, None, f"{hostname} ESMTP forgelab lab server, policy {policy}; mail stays on this machine")
 

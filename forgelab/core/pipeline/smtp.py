@@ -16,6 +16,7 @@ from ipaddress import ip_address
 from typing import Callable
 
 from ..event_records import (MessageDelivered, MessageRejected, SessionAuth, SessionXclient, VerdictGiven, envelope_summary, verdict_detail, verdict_summary)
+from ..delivery import folded_start
 from ..events import bounded, clip
 from ..message import parse_message
 from ..message_limits import LimitExceeded, Limits
@@ -305,7 +306,9 @@ class SmtpPipeline:
         try:  # the caps protect the server, so they hold under every policy, before any defence
             message = parse_message(event.raw, Limits.from_policy(self.policy))
         except LimitExceeded as over:
-            return self._over_limit(over)
+            return self._refused_whole(over.reply, over.limit)
+        if folded_start(event.raw) and self.policy.setting("header_start") == "strict":
+            return self._refused_whole(replies.FOLDED_START, "header_start")
         decision = self._run_stage("message", message=message, raw=event.raw)
         every = self.connect_verdicts + self.helo_verdicts + self.message_verdicts + decision.verdicts
         total = Decision.fold(every, self.policy)
@@ -331,14 +334,15 @@ class SmtpPipeline:
         return prepare_writes(self.context.store, raw, self.session, self.envelope, self.lab, verdicts, extra,
                               action, list(self.local_recipients), bool(self.relay_recipients))
 
-    def _over_limit(self, over: LimitExceeded) -> Reply:
-        """A message past one of the caps of message_limits: refused whole, nothing stored."""
-        self.context.bus.publish(MessageRejected(self.session.id, self.envelope.id, "message", str(over.reply),
-                                                 "reject", None, [], limit=over.limit))
+    def _refused_whole(self, reply: Reply, limit: str) -> Reply:
+        """A message past one of the caps of message_limits, or malformed: refused whole, before any
+        defence, nothing stored; ``limit`` is the policy key that refused it."""
+        self.context.bus.publish(MessageRejected(self.session.id, self.envelope.id, "message", str(reply),
+                                                 "reject", None, [], limit=limit))
         run_all(self._call("forgelab_rejected", session=self.session, envelope=self.envelope, stage="message",
-                           reply=over.reply, verdicts=[], lab=self.lab))
+                           reply=reply, verdicts=[], lab=self.lab))
         self._reset()
-        return over.reply
+        return reply
 
     def _delivered(self, event: ev.Message, message, every: list[Verdict], total: Decision,
                    locations: list[tuple[str, str, str]] | None) -> Reply:
