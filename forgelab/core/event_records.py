@@ -8,8 +8,8 @@ the plain dict ``to_dict()`` makes, with ``seq`` and ``ts`` in front::
 
 ``v`` is the schema version, ``VERSION``. Compatibility rule: a new kind or a new field
 keeps the version (a consumer ignores what it does not know); renaming or removing a field,
-or changing what one means, raises it. docs/events.md is made from this module
-(``schema_markdown``) and a test keeps the two the same.
+or changing what one means, raises it. docs/events.md is made from these records
+(``event_schema.schema_markdown``) and a test keeps the two the same.
 
 Every attacker-written string is bounded before it gets here (``clip``, ``bounded``,
 and the helpers at the end of this module), so one event never holds a huge header.
@@ -17,7 +17,7 @@ Each ``to_dict`` is written out by hand: the event path is hot (docs/performance
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from .events import bounded, clip
@@ -207,7 +207,8 @@ class MessageRejected(EventRecord):
     :param reply: the reply sent, its lines joined by CRLF, 7-bit, at most 10 lines of 512 octets (for
         people; read ``deciding``, never this text).
     :param action: ``reject`` or ``tempfail``.
-    :param limit: the cap the message was over (``max_header_fields``, ...; absent when a defence refused).
+    :param limit: the policy key that refused the message whole, before any defence: a cap it was over
+        (``max_header_fields``, ...) or ``header_start`` (a folded first line); absent when a defence refused.
     :param deciding: the check whose verdict decided the refusal (of those the policy gave the harshest
         action, the first in the policy's order), named first in the reply; null when a cap refused.
     :param verdicts: every verdict the decision weighed, each ``{check, result, action}``
@@ -370,32 +371,4 @@ def envelope_summary(envelope) -> dict:
     """The envelope for an event: every recipient (the policy caps how many), each string clipped."""
     return {"id": envelope.id, "mail_from": clip(envelope.mail_from, 512),
             "rcpt_tos": [clip(r, 512) for r in envelope.rcpt_tos], "mail_params": bounded(dict(envelope.mail_params))}
-
-
-# -- the schema as documentation (docs/events.md) ----------------------------------------
-
-def _field_docs(cls) -> dict[str, str]:
-    docs, name = {}, None
-    for line in (cls.__doc__ or "").splitlines():
-        line = line.strip()
-        if line.startswith(":param "):
-            name, _, text = line[len(":param "):].partition(":")
-            docs[name] = text.strip()
-        elif name and line:
-            docs[name] += " " + line
-    return docs
-
-
-def schema_markdown() -> str:
-    """The table of every kind and field, as docs/events.md holds it between its markers."""
-    out = []
-    for kind, cls in RECORDS.items():
-        summary = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
-        out += [f"### `{kind}`", "", summary, "", "| field | always | what it holds |", "|---|---|---|"]
-        docs = _field_docs(cls)
-        for f in fields(cls):
-            always = "yes" if f.default is MISSING else "no"
-            out.append(f"| `{f.name}` | {always} | {docs.get(f.name, '')} |")
-        out.append("")
-    return "\n".join(out).replace("``", "`")  # reST literals in the docstrings, Markdown here
 
