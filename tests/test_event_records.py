@@ -16,6 +16,7 @@ from forgelab.core.event_records import RECORDS, VERSION, EventRecord
 from forgelab.core.event_schema import _field_docs, schema_markdown
 
 NEW_KEYS = {"v", "deciding"}  # what version 1 added to the events published before it
+REFUSED_AT_DATA = {"subject", "from_", "source"}  # added to message.rejected later (issue 17), same version
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 
 
@@ -27,7 +28,8 @@ def shapes(events) -> dict:
     """(kind, protocol) -> the sets of keys its events had (a kind's optional keys make several)."""
     out = defaultdict(set)
     for e in events:
-        out[(e["kind"], e.get("protocol"))].add(frozenset(e) - {"seq", "ts"} - NEW_KEYS)
+        added = REFUSED_AT_DATA if e["kind"] == "message.rejected" else set()
+        out[(e["kind"], e.get("protocol"))].add(frozenset(e) - {"seq", "ts"} - NEW_KEYS - added)
     return dict(out)
 
 

@@ -213,6 +213,10 @@ class MessageRejected(EventRecord):
         action, the first in the policy's order), named first in the reply; null when a cap refused.
     :param verdicts: every verdict the decision weighed, each ``{check, result, action}``
         (``verdict_summary``); the verdicts in full are the ``verdict`` events before this one.
+    :param subject: refused at DATA: the Subject header, clipped (absent without one, or unparsed).
+    :param from_: refused at DATA: the From header, clipped (absent without one, or unparsed).
+    :param source: refused at DATA: the message as received, its first 8,192 octets decoded as UTF-8
+        (a bad byte becomes U+FFFD), then a marker saying how many octets more there were.
     """
 
     kind: ClassVar[str] = "message.rejected"
@@ -224,6 +228,9 @@ class MessageRejected(EventRecord):
     deciding: str | None
     verdicts: list
     limit: str | None = None
+    subject: str | None = None
+    from_: str | None = None
+    source: str | None = None
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "v": VERSION, "session_id": self.session_id, "message_id": self.message_id,
@@ -232,6 +239,9 @@ class MessageRejected(EventRecord):
             d["limit"] = self.limit
         d["deciding"] = self.deciding
         d["verdicts"] = self.verdicts
+        for key in ("subject", "from_", "source"):  # only a message refused at DATA has them
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         return d
 
 
@@ -365,6 +375,15 @@ def verdict_detail(verdict) -> dict:
 def verdict_summary(verdict) -> dict:
     """A verdict as the outcome events list it: the ``verdict`` events give the rest."""
     return {"check": verdict.check, "result": verdict.result, "action": verdict.action}
+
+
+MAX_SOURCE = 8192  # octets of a refused message kept in its event (the web view shows them)
+
+
+def source_kept(raw: bytes) -> str:
+    """What a ``message.rejected`` event keeps of a message refused at DATA: its start."""
+    text = raw[:MAX_SOURCE].decode("utf-8", "replace")
+    return text if len(raw) <= MAX_SOURCE else f"{text}… [{len(raw) - MAX_SOURCE} more octets]"
 
 
 def envelope_summary(envelope) -> dict:
