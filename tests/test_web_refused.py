@@ -4,7 +4,7 @@ import smtplib
 
 import pytest
 
-from forgelab.core.event_records import MAX_SOURCE
+from forgelab.core.event_records import MAX_SOURCE, MessageRejected
 from test_web_api import Http
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,6 +40,8 @@ def test_the_event_keeps_from_subject_and_the_start_of_the_source(strict_web):
     source = event["source"]
     assert source.startswith(FORGED[:150].decode()) and "\ufffd bad byte" in source
     assert source.endswith(f"… [{len(FORGED) - MAX_SOURCE} more octets]") and len(source) < MAX_SOURCE + 40
+    # a worker process (serve --workers) sends it to the main bus as this record: nothing is lost
+    assert MessageRejected.from_dict(event).to_dict() == {k: v for k, v in event.items() if k not in ("seq", "ts")}
 
 
 def test_the_web_view_shows_the_refused_message_escaped(strict_web):
