@@ -45,6 +45,9 @@ def test_the_deciding_check_is_the_harshest_then_the_first_in_policy_order():
     # a check the policy does not list ranks after those it lists
     decision = Decision.fold([Verdict("mine", "fail", "x")] + verdicts, policy("spf", "dmarc"))
     assert [v.check for v in decision.ranked][:3] == ["spf", "dmarc", "mine"]
+    # a check named after its defence takes the defence's place
+    decision = Decision.fold([Verdict("dkim", "fail", "x"), Verdict("spf-helo", "fail", "y")], policy("spf", "dkim"))
+    assert decision.deciding.check == "spf-helo"
 
 
 def test_a_refusal_lists_the_others_ranked_each_reason_once_and_at_most_ten_lines():

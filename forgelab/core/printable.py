@@ -32,8 +32,6 @@ CUT_MARKER = " [...]"  # says a line was cut; 7-bit, unlike an ellipsis
 
 def _escape_7bit(ch: str) -> str:
     code = ord(ch)
-    if ch == "\\":
-        return "\\\\"
     if ch in _NAMED:
         return _NAMED[ch]
     if code < 0x80 or 0xDC80 <= code <= 0xDCFF:  # an ASCII control, or a byte that is not UTF-8
@@ -42,18 +40,18 @@ def _escape_7bit(ch: str) -> str:
 
 
 def _pieces_7bit(text: str) -> list[str]:
-    return [ch if " " <= ch <= "~" and ch != "\\" else _escape_7bit(ch) for ch in text]
+    return [ch if " " <= ch <= "~" else _escape_7bit(ch) for ch in text]
 
 
 def seven_bit(text) -> str:
     """``text`` in printable 7-bit ASCII, the one rule for SMTP and POP3 replies: a character
-    from space to ``~`` stays; a backslash is written ``\\\\``; tab, LF and CR ``\\t``, ``\\n``,
-    ``\\r``; any other ASCII control ``\\xNN`` (``\\x00``); any other character ``\\uNNNN``
-    (``\\u00e9``, ``\\u202e``, ``\\u200b``) or ``\\UNNNNNNNN`` beyond U+FFFF; a byte that was not
-    UTF-8 (kept by surrogateescape) ``\\xNN`` with NN 80 to ff. So every escape reads back to one
-    character or byte, and nothing invisible or reordering reaches a terminal."""
+    from space to ``~`` stays (a backslash too: reasons write ``\\n`` for a line feed); tab, LF
+    and CR are ``\\t``, ``\\n``, ``\\r``; any other ASCII control ``\\xNN`` (``\\x00``); any other
+    character ``\\uNNNN`` (``\\u00e9``, ``\\u202e``, ``\\u200b``) or ``\\UNNNNNNNN`` beyond U+FFFF;
+    a byte that was not UTF-8 (kept by surrogateescape) ``\\xNN`` with NN 80 to ff. Nothing
+    invisible or reordering reaches a terminal, and no client has to guess an encoding."""
     text = str(text)
-    if text.isascii() and text.isprintable() and "\\" not in text:  # the common case, no copy
+    if text.isascii() and text.isprintable():  # the common case, no copy
         return text
     return "".join(_pieces_7bit(text))
 

@@ -3,8 +3,8 @@
 In the flow (... -> hooks -> POLICY -> outcome -> store and events): the policy gives each
 verdict an action (accept, tag, quarantine, tempfail, reject; ``Policy.action_for``); the
 decision is the harshest of them. Its deciding verdict is one that got it, the first in the
-policy's order of defences when several did (checks the policy does not list come after, in
-the order they were given). The refusal reply names that check first (``[dmarc] ...``), then
+policy's order of defences when several did (``spf-helo`` takes ``spf``'s place; checks the
+policy does not list come after, in the order they were given). The refusal reply names that check first (``[dmarc] ...``), then
 the other failing ones, ranked the same way (``ranked``); the outcome event names it too
 (``deciding``), so no consumer has to read it back out of the reply.
 """
@@ -42,7 +42,7 @@ class Decision:
         for i, verdict in enumerate(verdicts):
             action = policy.action_for(verdict)
             if action != "accept" or verdict.result not in PASSING:
-                scored.append(((-ACTIONS.index(action), order.get(verdict.check, len(order)), i), action, verdict))
+                scored.append(((-ACTIONS.index(action), _place(order, verdict.check), i), action, verdict))
         scored.sort(key=lambda s: s[0])
         ranked = [verdict for _, _, verdict in scored]
         if not scored or scored[0][1] == "accept":
@@ -63,3 +63,9 @@ class Decision:
             return self
         denied = Verdict("relay", "fail", f"relay denied: {address} is not local")
         return Decision("reject", self.verdicts + [denied], denied, [denied] + self.ranked)
+
+
+def _place(order: dict[str, int], check: str) -> int:
+    """Where ``check`` comes in the policy's order: its defence's place (``spf-helo`` is ``spf``'s),
+    after every defence listed when the policy does not list it."""
+    return order.get(check, order.get(check.rsplit("-", 1)[0], len(order)))

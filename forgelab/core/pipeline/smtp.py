@@ -313,7 +313,7 @@ class SmtpPipeline:
         decision = self._run_stage("message", message=message, raw=event.raw)
         every = self.connect_verdicts + self.helo_verdicts + self.message_verdicts + decision.verdicts
         total = Decision.fold(every, self.policy)
-        refused = self._refused("message", total, _refused_mail(message, event.raw))
+        refused = self._refused("message", total, _refused_mail(message, event.raw) if total.refused else None)
         if refused:
             self._reset()
             return refused
