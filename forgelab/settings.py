@@ -80,6 +80,9 @@ class Settings:
                            ("strict", "lenient"))
     address_syntax: str = key("strict", '"strict": RFC 5321 paths only; "lenient": anything without spaces.',
                               ("strict", "lenient"))
+    header_start: str = key("lenient", '"strict": a header that starts with a folded (whitespace-led) line is '
+                                       'refused 554 5.6.0; "lenient": those lines stay first, above forgelab\'s own.',
+                            ("strict", "lenient"))
     xclient: bool | list = key(True, "Accept XCLIENT from 127.0.0.1 (lab mode); false: from nobody; a list: "
                                      "from these addresses and networks (\"127.0.0.0/8\", \"::1\").", NETWORKS)
     require_auth: bool = key(False, "MAIL FROM needs AUTH first (530 5.7.0), as on a submission port.")

@@ -27,7 +27,7 @@ def lab_with_web(forgelab_server):
 # Modules whose tests run against both SMTP drivers (serve --driver): every other test uses the default.
 BOTH_DRIVERS = {"test_smtp_server", "test_smtp_drivers", "test_worksheet", "test_docs_worksheet", "test_tls",
                 "test_auth_smtp", "test_hardening_limits", "test_hardening_safety", "test_fuzz_servers",
-                "test_durability", "test_policies_e2e", "test_workers"}
+                "test_durability", "test_policies_e2e", "test_workers", "test_refusal_replies", "test_stored_copies"}
 
 
 def pytest_generate_tests(metafunc):

@@ -263,7 +263,7 @@ def test_multi_line_replies_are_byte_stuffed_and_terminated():
     assert Pop3Reply.listing("list", ["1 10", "2 20"]).to_bytes() == b"+OK list\r\n1 10\r\n2 20\r\n.\r\n"
     # a negative reply never carries a body; reply text never breaks the framing
     assert Pop3Reply(False, "x", b"body").to_bytes() == b"-ERR x\r\n"
-    assert Pop3Reply.err("a\r\n+OK b").to_bytes() == b"-ERR a??+OK b\r\n"
+    assert Pop3Reply.err("a\r\n+OK b").to_bytes() == b"-ERR a\\r\\n+OK b\r\n"
 
 
 def _client_reads(data: bytes) -> list[bytes]:

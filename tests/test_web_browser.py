@@ -211,3 +211,38 @@ def test_every_page_renders_and_the_attack_page_runs_the_catalogue(browser, serv
     browser.get(web.url + "/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#messages tr")
     assert len(rows) > 10 and any("reject" in r.text or "tag" in r.text for r in rows)
+
+
+def test_a_message_refused_at_data_shows_its_from_and_subject_live_and_after_reload(browser, served):
+    lab, web = served("strict")
+    subject = "<script>window.__xss='refused'</script> wire now"
+    data = (f"From: Carol <carol@corp.example>\r\nTo: alice@corp.example\r\nSubject: {subject}\r\n"
+            "Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\npay now\r\n.\r\n").encode()
+    with socket.create_connection(lab.smtp.address, timeout=10, source_address=(ATTACKER, 0)) as sock:
+        reader = sock.makefile("rb")
+
+        def say(line: bytes) -> bytes:
+            sock.sendall(line + b"\r\n")
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            return reply
+
+        assert reader.readline().startswith(b"220")
+        assert say(b"EHLO mail.phish.example").startswith(b"250")
+        session_id = lab.recorded("session.open")[-1]["session"]["id"]
+        open_live(browser, f"{web.url}/sessions/{session_id}")
+        for line, code in ((b"MAIL FROM:<boss@phish.example>", b"250"), (b"RCPT TO:<alice@corp.example>", b"250"),
+                           (b"DATA", b"354"), (data[:-2], b"550"), (b"QUIT", b"221")):
+            assert say(line).startswith(code), line
+
+    def shown(d):
+        return next((e.text for e in d.find_elements(By.CSS_SELECTOR, "#dialogue .refused-mail")), None)
+    live = wait(browser, shown, "the refused message's From and Subject never showed live")
+    assert "carol@corp.example" in live and subject in live  # as text: the markup never ran
+    assert browser.execute_script("return window.__sameDocument") == "yes"
+    message_id = lab.recorded("message.rejected")[-1]["message_id"]
+    browser.get(f"{web.url}/messages/{message_id}")
+    assert subject in browser.find_element(By.CSS_SELECTOR, "h1").text
+    assert "pay now" in browser.find_element(By.ID, "source").text
+    assert browser.execute_script("return window.__xss") is None and no_alert(browser)

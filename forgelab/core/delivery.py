@@ -46,10 +46,30 @@ def received(session: Session, envelope: Envelope, lab: Lab, for_rcpt: str | Non
             f"{target}; {_received_date()}")
 
 
+def folded_start(raw: bytes) -> int:
+    """Octets of the folded (whitespace-led) lines a message's header starts with; 0 as a rule.
+
+    Such a line continues no field: some programs drop it, others read it as a field of its own
+    (``" From: <x@y>"``: Composition Kills, Fig. 6(f)). A header added above it would make it a
+    continuation of that header instead, and change what a lenient program reads.
+    """
+    end = 0
+    while raw[end:end + 1] in (b" ", b"\t"):
+        newline = raw.find(b"\n", end)
+        end = len(raw) if newline < 0 else newline + 1
+    return end
+
+
 def prepare_for_delivery(raw: bytes, session: Session, envelope: Envelope, lab: Lab,
                          verdicts: list[Verdict], extra: list[tuple[str, str]], for_rcpt: str | None = None) -> bytes:
-    """The bytes to store: our headers on top, then the message minus forged auth results."""
+    """The bytes to store: our headers on top, then the message minus forged auth results.
+
+    A header that starts with folded lines keeps them first, above ours (``folded_start``): no
+    header of ours can absorb them, so every parser reads the stored copy's fields as it read
+    the received message's (under ``header_start = "strict"`` such a message is refused instead).
+    """
     body = strip_forged_authres(raw, lab.hostname)
+    lead = folded_start(body)
     top = [header_lines(name, value) for name, value in extra]
     top += [header_lines("X-Forgelab-Verdict", v.header_value()) for v in verdicts]
     rcpt = f"{for_rcpt}@{lab.directory.primary_domain}" if for_rcpt and "@" not in for_rcpt else for_rcpt
@@ -57,4 +77,5 @@ def prepare_for_delivery(raw: bytes, session: Session, envelope: Envelope, lab: 
     top.insert(0, f"Received: {received_value}\r\n".encode("utf-8", "replace"))
     # RFC 5321 4.4: final delivery records the envelope sender, so a student can see it.
     top.insert(0, header_lines("Return-Path", f"<{envelope.mail_from}>"))
-    return b"".join(top) + body
+    head = body[:lead] if body[:lead].endswith(b"\n") or not lead else body[:lead] + b"\r\n"
+    return head + b"".join(top) + body[lead:]

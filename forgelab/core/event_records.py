@@ -8,8 +8,8 @@ the plain dict ``to_dict()`` makes, with ``seq`` and ``ts`` in front::
 
 ``v`` is the schema version, ``VERSION``. Compatibility rule: a new kind or a new field
 keeps the version (a consumer ignores what it does not know); renaming or removing a field,
-or changing what one means, raises it. docs/events.md is made from this module
-(``schema_markdown``) and a test keeps the two the same.
+or changing what one means, raises it. docs/events.md is made from these records
+(``event_schema.schema_markdown``) and a test keeps the two the same.
 
 Every attacker-written string is bounded before it gets here (``clip``, ``bounded``,
 and the helpers at the end of this module), so one event never holds a huge header.
@@ -17,7 +17,7 @@ Each ``to_dict`` is written out by hand: the event path is hot (docs/performance
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from .events import bounded, clip
@@ -204,13 +204,19 @@ class MessageRejected(EventRecord):
     :param session_id: the session's id.
     :param message_id: the message's id (null when refused at connect or HELO).
     :param stage: the stage that refused: ``connect``, ``helo``, ``mail_from``, ``rcpt_to`` or ``message``.
-    :param reply: the reply sent, one line (for people; read ``deciding``, never this text).
+    :param reply: the reply sent, its lines joined by CRLF, 7-bit, at most 10 lines of 512 octets (for
+        people; read ``deciding``, never this text).
     :param action: ``reject`` or ``tempfail``.
-    :param limit: the cap the message was over (``max_header_fields``, ...; absent when a defence refused).
-    :param deciding: the check whose verdict decided the refusal (the first verdict the policy gave
-        the harshest action); null when a cap of the server refused.
+    :param limit: the policy key that refused the message whole, before any defence: a cap it was over
+        (``max_header_fields``, ...) or ``header_start`` (a folded first line); absent when a defence refused.
+    :param deciding: the check whose verdict decided the refusal (of those the policy gave the harshest
+        action, the first in the policy's order), named first in the reply; null when a cap refused.
     :param verdicts: every verdict the decision weighed, each ``{check, result, action}``
         (``verdict_summary``); the verdicts in full are the ``verdict`` events before this one.
+    :param subject: refused at DATA: the Subject header, clipped (absent without one, or unparsed).
+    :param from_: refused at DATA: the From header, clipped (absent without one, or unparsed).
+    :param source: refused at DATA: the message as received, its first 8,192 octets decoded as UTF-8
+        (a bad byte becomes U+FFFD), then a marker saying how many octets more there were.
     """
 
     kind: ClassVar[str] = "message.rejected"
@@ -222,6 +228,9 @@ class MessageRejected(EventRecord):
     deciding: str | None
     verdicts: list
     limit: str | None = None
+    subject: str | None = None
+    from_: str | None = None
+    source: str | None = None
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "v": VERSION, "session_id": self.session_id, "message_id": self.message_id,
@@ -230,6 +239,9 @@ class MessageRejected(EventRecord):
             d["limit"] = self.limit
         d["deciding"] = self.deciding
         d["verdicts"] = self.verdicts
+        for key in ("subject", "from_", "source"):  # only a message refused at DATA has them
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         return d
 
 
@@ -365,36 +377,17 @@ def verdict_summary(verdict) -> dict:
     return {"check": verdict.check, "result": verdict.result, "action": verdict.action}
 
 
+MAX_SOURCE = 8192  # octets of a refused message kept in its event (the web view shows them)
+
+
+def source_kept(raw: bytes) -> str:
+    """What a ``message.rejected`` event keeps of a message refused at DATA: its start."""
+    text = raw[:MAX_SOURCE].decode("utf-8", "replace")
+    return text if len(raw) <= MAX_SOURCE else f"{text}… [{len(raw) - MAX_SOURCE} more octets]"
+
+
 def envelope_summary(envelope) -> dict:
     """The envelope for an event: every recipient (the policy caps how many), each string clipped."""
     return {"id": envelope.id, "mail_from": clip(envelope.mail_from, 512),
             "rcpt_tos": [clip(r, 512) for r in envelope.rcpt_tos], "mail_params": bounded(dict(envelope.mail_params))}
-
-
-# -- the schema as documentation (docs/events.md) ----------------------------------------
-
-def _field_docs(cls) -> dict[str, str]:
-    docs, name = {}, None
-    for line in (cls.__doc__ or "").splitlines():
-        line = line.strip()
-        if line.startswith(":param "):
-            name, _, text = line[len(":param "):].partition(":")
-            docs[name] = text.strip()
-        elif name and line:
-            docs[name] += " " + line
-    return docs
-
-
-def schema_markdown() -> str:
-    """The table of every kind and field, as docs/events.md holds it between its markers."""
-    out = []
-    for kind, cls in RECORDS.items():
-        summary = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
-        out += [f"### `{kind}`", "", summary, "", "| field | always | what it holds |", "|---|---|---|"]
-        docs = _field_docs(cls)
-        for f in fields(cls):
-            always = "yes" if f.default is MISSING else "no"
-            out.append(f"| `{f.name}` | {always} | {docs.get(f.name, '')} |")
-        out.append("")
-    return "\n".join(out).replace("``", "`")  # reST literals in the docstrings, Markdown here
 

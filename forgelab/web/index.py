@@ -17,6 +17,7 @@ MAX_MESSAGES = 500
 MAX_STEPS = 2000      # dialogue steps kept per session; later ones are counted, not kept
 MAX_TEXT = 4000       # characters kept of one line
 MAX_RECENT = 2000     # events kept for event-stream replay
+MAX_SOURCE = 8192     # characters kept of a refused message's source (its event keeps no more)
 
 Listener = Callable[[dict], None]
 
@@ -51,7 +52,7 @@ def _attempted_envelope(session: dict, message_id: str | None) -> dict:
 
 _TEXTS = ("session_id", "message_id", "protocol", "direction", "text", "stage", "action", "reply", "reason",
           "subject", "from_", "ending", "name", "description", "check", "result", "mail_from", "id", "peer_ip",
-          "helo", "policy", "sha256")
+          "helo", "policy", "sha256", "source")
 _MAPPINGS = ("session", "envelope", "verdict", "attributes", "details")
 _NUMBERS = ("ts", "size", "peer_port")
 
@@ -244,7 +245,9 @@ class EventIndex:
         session = self._session(r.get("session_id"))
         session["actions"].append(r.get("action"))
         step = dict(type="rejected", message_id=r.get("message_id"), stage=r.get("stage"),
-                    action=r.get("action"), reply=_clip(r.get("reply")))
+                    action=r.get("action"), reply=_clip(r.get("reply"), 2 * MAX_TEXT))
+        if r.get("source") is not None:  # refused at DATA: what the message claimed to be
+            step.update({k: None if r.get(k) is None else _clip(r[k]) for k in ("from_", "subject")})
         self._step(session, r, **step)
         if not r.get("message_id"):
             return  # refused at connect or HELO: a session event, no message yet
@@ -252,8 +255,11 @@ class EventIndex:
         message["rejections"].append({k: v for k, v in step.items() if k != "type"})
         if message["status"] != "delivered":  # a refused RCPT does not undo a later delivery
             message.update(status="rejected", action=r.get("action"), stage=r.get("stage"),
-                           reply=_clip(r.get("reply")), ts=r.get("ts"), seq=r.get("seq"))
+                           reply=_clip(r.get("reply"), 2 * MAX_TEXT), ts=r.get("ts"), seq=r.get("seq"))
             message["envelope"] = message["envelope"] or _attempted_envelope(session, message_id=r.get("message_id"))
+            if r.get("source") is not None:  # refused at DATA: the event kept its start, and its From and Subject
+                message.update(subject=step.get("subject"), source=_clip(r["source"], 2 * MAX_SOURCE))
+                message["from"] = step.get("from_")
             message["verdicts"] = self._with_actions(session, r.get("verdicts") or [], r.get("message_id"))
 
     def _on_policy_changed(self, r: dict) -> None:

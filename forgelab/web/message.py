@@ -1,4 +1,5 @@
-"""A delivered message as the web view shows it: the stored source, its headers, its From."""
+"""A message as the web view shows it: the stored source (or, refused at DATA, the start its
+event kept), its headers, its From."""
 from __future__ import annotations
 
 from email.parser import BytesHeaderParser
@@ -35,6 +36,9 @@ def message_detail(entry: dict, store) -> dict:
     """An index entry joined with what the store holds for it."""
     raw, note = load_source(store, entry.get("locations") or [])
     detail = dict(entry)
+    if raw is None and entry.get("source") is not None:
+        raw = entry["source"].encode("utf-8", "surrogateescape")
+        note = "refused at DATA, so never stored: this is the start of the message as received, kept in its event"
     detail["source_note"] = note
     if raw is None:
         detail.update(source=None, headers=[], display=None)

@@ -1,16 +1,17 @@
 """Every reply the pipeline words, by name: constants for fixed ones, a function where text varies.
 
 In the flow (... -> policy -> OUTCOME -> store and events), a reply is what the client reads
-of the outcome. A refusal names the check that decided it and why (``550 5.7.1 [spf] ...``);
-the protocol core's own replies (syntax, sequence) live in ``forgelab/protocols/smtp/replies.py``.
+of the outcome. A refusal names the check that decided it and why (``550 5.7.1 [spf] ...``),
+then each other failing check on a line of its own, ranked (``Decision.ranked``); the protocol
+core's own replies (syntax, sequence) live in ``forgelab/protocols/smtp/replies.py``, which
+also makes every line 7-bit and at most 512 octets.
 """
 from __future__ import annotations
 
-from ..events import clip
 from ...protocols.smtp import Reply
 from .decide import Decision
 
-MAX_REPLY_TEXT = 400  # characters of a verdict's reason put in a refusal (RFC 5321 4.5.3.1.5: 512-octet reply lines)
+MAX_REFUSAL_LINES = 10  # lines of a refusal; the checks past them are counted on the last
 
 # Rejections before DATA answer 550/451 for that command; after DATA for the message.
 REJECT = {"connect": (554, "5.7.1"), "helo": (550, "5.7.1"), "mail_from": (550, "5.7.1"),
@@ -31,6 +32,11 @@ TOO_MANY_LOGINS = Reply(454, "4.7.0", "Too many failed logins; try again later")
 AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required: this is a submission server, log in with AUTH first")
 NOT_STORED = Reply(451, "4.3.0", "Local error in processing: the message was not stored; try again")
+
+
+FOLDED_START = Reply(554, "5.6.0", "Malformed header: its first line starts with whitespace, a fold with no field "
+                     "to continue; some programs drop it, others read it as a field, and a header added above it "
+                     "would swallow it (this policy refuses it: header_start = strict)")
 
 
 def greeting(hostname: str, policy: str) -> Reply:
@@ -105,12 +111,30 @@ def stored(message_id: str, action: str) -> Reply:
 
 
 def refusal(stage: str, decision: Decision) -> Reply:
-    """A refusal names the check that decided it and its reason: ``550 5.7.1 [spf] ...``;
+    """A refusal names the check that decided it and its reason first (``550 5.7.1 [spf] ...``),
+    then the other failing checks, ranked, one a line, no reason twice (``refusal_lines``);
     a tempfail is 451 (421 at connect), 4.3.0 when a defence itself failed."""
     verdict = decision.deciding
-    text = f"[{verdict.check}] {clip(verdict.reason or verdict.result, MAX_REPLY_TEXT)}"
+    text = refusal_lines(decision)
     if decision.action == "tempfail":
         enhanced = "4.3.0" if verdict.result == "temperror" else "4.7.1"
         return Reply(421 if stage == "connect" else 451, enhanced, text)
     code, enhanced = REJECT[stage]
     return Reply(code, enhanced, text)
+
+
+def refusal_lines(decision: Decision) -> list[str]:
+    """``[check] reason`` for the deciding verdict, then for each other failing one, ranked;
+    checks that gave the same reason share its line (``[dkim, arc] ...``); at most
+    ``MAX_REFUSAL_LINES``, the last counting the rest."""
+    ranked = [decision.deciding] + [v for v in decision.ranked if v is not decision.deciding]
+    reasons: dict[str, list[str]] = {}  # reason -> the checks that gave it, in rank order
+    for verdict in ranked:
+        checks = reasons.setdefault(verdict.reason or verdict.result, [])
+        if verdict.check not in checks:
+            checks.append(verdict.check)
+    lines = [f"[{', '.join(checks)}] {reason}" for reason, checks in reasons.items()]
+    if len(lines) > MAX_REFUSAL_LINES:
+        more = len(lines) - MAX_REFUSAL_LINES + 1
+        lines = lines[:MAX_REFUSAL_LINES - 1] + [f"... and {more} more failing checks (the web view lists every verdict)"]
+    return lines

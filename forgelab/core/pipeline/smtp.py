@@ -15,7 +15,8 @@ import logging
 from ipaddress import ip_address
 from typing import Callable
 
-from ..event_records import (MessageDelivered, MessageRejected, SessionAuth, SessionXclient, VerdictGiven, envelope_summary, verdict_detail, verdict_summary)
+from ..event_records import (MessageDelivered, MessageRejected, SessionAuth, SessionXclient, VerdictGiven, envelope_summary, source_kept, verdict_detail, verdict_summary)
+from ..delivery import folded_start
 from ..events import bounded, clip
 from ..message import parse_message
 from ..message_limits import LimitExceeded, Limits
@@ -77,14 +78,15 @@ class SmtpPipeline:
                                                   self.policy.action_for(verdict)))
         return Decision.fold(verdicts, self.policy)
 
-    def _refused(self, stage: str, decision: Decision) -> Reply | None:
-        """The refusal when ``decision`` refuses (published, and told to the ``forgelab_rejected`` hooks)."""
+    def _refused(self, stage: str, decision: Decision, mail: dict | None = None) -> Reply | None:
+        """The refusal when ``decision`` refuses (published, and told to the ``forgelab_rejected`` hooks);
+        ``mail``: what the event keeps of a message refused at DATA (``_refused_mail``)."""
         if not decision.refused:
             return None
         reply = replies.refusal(stage, decision)
         self.context.bus.publish(MessageRejected(
-            self.session.id, self.envelope.id if self.envelope else None, stage, clip(str(reply)), decision.action,
-            decision.deciding_check, [verdict_summary(v) for v in decision.verdicts]))
+            self.session.id, self.envelope.id if self.envelope else None, stage, str(reply), decision.action,
+            decision.deciding_check, [verdict_summary(v) for v in decision.verdicts], **(mail or {})))
         run_all(self._call("forgelab_rejected", session=self.session, envelope=self.envelope, stage=stage,
                            reply=reply, verdicts=decision.verdicts, lab=self.lab))
         return reply
@@ -305,11 +307,13 @@ class SmtpPipeline:
         try:  # the caps protect the server, so they hold under every policy, before any defence
             message = parse_message(event.raw, Limits.from_policy(self.policy))
         except LimitExceeded as over:
-            return self._over_limit(over)
+            return self._refused_whole(over.reply, over.limit, _refused_mail(None, event.raw))
+        if folded_start(event.raw) and self.policy.setting("header_start") == "strict":
+            return self._refused_whole(replies.FOLDED_START, "header_start", _refused_mail(message, event.raw))
         decision = self._run_stage("message", message=message, raw=event.raw)
         every = self.connect_verdicts + self.helo_verdicts + self.message_verdicts + decision.verdicts
         total = Decision.fold(every, self.policy)
-        refused = self._refused("message", total)
+        refused = self._refused("message", total, _refused_mail(message, event.raw) if total.refused else None)
         if refused:
             self._reset()
             return refused
@@ -331,14 +335,15 @@ class SmtpPipeline:
         return prepare_writes(self.context.store, raw, self.session, self.envelope, self.lab, verdicts, extra,
                               action, list(self.local_recipients), bool(self.relay_recipients))
 
-    def _over_limit(self, over: LimitExceeded) -> Reply:
-        """A message past one of the caps of message_limits: refused whole, nothing stored."""
-        self.context.bus.publish(MessageRejected(self.session.id, self.envelope.id, "message", str(over.reply),
-                                                 "reject", None, [], limit=over.limit))
+    def _refused_whole(self, reply: Reply, limit: str, mail: dict) -> Reply:
+        """A message past one of the caps of message_limits, or malformed: refused whole, before any
+        defence, nothing stored; ``limit`` is the policy key that refused it."""
+        self.context.bus.publish(MessageRejected(self.session.id, self.envelope.id, "message", str(reply),
+                                                 "reject", None, [], limit=limit, **mail))
         run_all(self._call("forgelab_rejected", session=self.session, envelope=self.envelope, stage="message",
-                           reply=over.reply, verdicts=[], lab=self.lab))
+                           reply=reply, verdicts=[], lab=self.lab))
         self._reset()
-        return over.reply
+        return reply
 
     def _delivered(self, event: ev.Message, message, every: list[Verdict], total: Decision,
                    locations: list[tuple[str, str, str]] | None) -> Reply:
@@ -357,6 +362,13 @@ class SmtpPipeline:
                            action=total.action, verdicts=every, locations=locations, lab=self.lab))
         self._reset()
         return replies.stored(envelope.id, total.action)
+
+
+def _refused_mail(message, raw: bytes) -> dict:
+    """What the ``message.rejected`` event keeps of a message refused at DATA, so the web view
+    still shows it: its From and Subject (when it was parsed) and the start of its source."""
+    return {"subject": clip(_header(message, "Subject")), "from_": clip(_header(message, "From")),
+            "source": source_kept(raw)}
 
 
 def _header(message, name: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ...core.printable import printable
+from ...core.printable import fit_7bit
 from .wire import dot_stuff
 
 MAX_STATUS = 510  # RFC 2449: a response line is at most 512 octets with its CRLF
@@ -41,13 +41,13 @@ class Pop3Reply:
 
     @property
     def status_line(self) -> str:
-        """The first line without CRLF, safe to show: one line, printable, bounded."""
-        text = printable(self.text, "?")  # attacker text (a user name) must not break the framing
-        line = ("+OK" if self.positive else "-ERR") + (f" {text}" if text else "")
-        return line[:MAX_STATUS]
+        """The first line without CRLF, safe to show: one line, 7-bit (``seven_bit``: attacker
+        text such as a user name must not break the framing), cut after a word when too long."""
+        status = "+OK" if self.positive else "-ERR"
+        return status + (f" {fit_7bit(self.text, MAX_STATUS - len(status) - 1)}" if self.text else "")
 
     def to_bytes(self) -> bytes:
-        status = self.status_line.encode("utf-8", "replace") + b"\r\n"
+        status = self.status_line.encode("ascii") + b"\r\n"
         return status + dot_stuff(self.body) if self.multiline else status
 
 

@@ -1,9 +1,16 @@
-"""SMTP replies as values: code, RFC 3463 enhanced status code, text lines."""
+"""SMTP replies as values: code, RFC 3463 enhanced status code, text lines.
+
+Every line goes out 7-bit (``seven_bit``: attacker text may be in it) and at most 512 octets
+with its code, enhanced code and CRLF (RFC 5321 4.5.3.1.5); a longer one is cut after a
+word, marked `` [...]``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.printable import printable
+from ...core.printable import fit_7bit
+
+MAX_LINE = 512  # octets of a reply line, CRLF included (RFC 5321 4.5.3.1.5)
 
 
 @dataclass(frozen=True)
@@ -16,8 +23,9 @@ class Reply:
         object.__setattr__(self, "code", code)
         object.__setattr__(self, "enhanced", enhanced)
         lines = (text,) if isinstance(text, str) else tuple(text)
-        # Attacker text can end up in a reply: never let it break the line framing.
-        object.__setattr__(self, "lines", tuple(_one_line(line) for line in lines) or ("",))
+        # Attacker text can end up in a reply: never let it break the framing or leave 7 bits.
+        width = MAX_LINE - len("250-\r\n") - (len(enhanced) + 1 if enhanced else 0)
+        object.__setattr__(self, "lines", tuple(fit_7bit(line, width) for line in lines) or ("",))
 
     @property
     def text(self) -> str:
@@ -34,11 +42,7 @@ class Reply:
             sep = " " if i == last else "-"
             body = f"{self.enhanced} {line}" if self.enhanced else line
             out.append(f"{self.code}{sep}{body}".rstrip() + "\r\n")
-        return "".join(out).encode("utf-8", "replace")
+        return "".join(out).encode("ascii", "backslashreplace")
 
     def __str__(self) -> str:
-        return self.to_bytes().decode("utf-8", "replace").rstrip("\r\n")
-
-
-def _one_line(text: str) -> str:
-    return printable(text, "?")[:400]
+        return self.to_bytes().decode("ascii").rstrip("\r\n")

@@ -113,7 +113,11 @@
         return h("li", { class: `outcome action-${step.action}` }, `Refused at ${step.stage}, final action `,
           h("span", { class: `badge action-${step.action}` }, step.action),
           step.message_id ? [" (message ", h("a", { href: messageHref(step.message_id) }, step.message_id), ")"] : "",
-          ": ", h("span", { class: "text" }, step.reply));
+          ": ", h("span", { class: "text" }, step.reply),
+          "from_" in step
+            ? h("div", { class: "refused-mail" }, "From ", h("span", { class: "from" }, step.from_ || "(none)"),
+              ", Subject ", h("span", { class: "subject" }, step.subject || "(none)"))
+            : "");
       case "xclient":
         return h("li", { class: "xclient" }, "XCLIENT: ",
           Object.entries(step.attributes || {}).map(([k, v]) => `${k}=${v} `));
@@ -130,8 +134,11 @@
       case "session.line": return { type: "line", direction: r.direction, text: r.text };
       case "verdict": return { type: "verdict", verdict: r.verdict, action: r.action, stage: r.stage };
       case "message.delivered": return { type: "delivered", message_id: r.message_id, action: r.action, locations: r.locations };
-      case "message.rejected":
-        return { type: "rejected", message_id: r.message_id, stage: r.stage, action: r.action, reply: r.reply };
+      case "message.rejected": {
+        const step = { type: "rejected", message_id: r.message_id, stage: r.stage, action: r.action, reply: r.reply };
+        // refused at DATA: what the message claimed to be (as the index does)
+        return r.source === undefined ? step : { ...step, from_: r.from_ ?? null, subject: r.subject ?? null };
+      }
       case "session.xclient": return { type: "xclient", attributes: r.attributes };
       case "session.close": return { type: "close", reason: r.reason };
       default: return null;
