@@ -113,10 +113,11 @@ def _name_and_suffix(domain: str) -> tuple[str, str]:
     return rest.rpartition(".")[2], suffix
 
 
-@functools.cache  # a handful of suffixes
-def _words(suffix: str) -> frozenset[str]:
-    """The lure words folded, with the protected domain's own suffix (``bankexample.com``)."""
-    return frozenset(fold(w, False) for w in (*LURE_WORDS, *suffix.split("."), "-"))
+@functools.cache  # a handful of suffixes, and of policies' word lists
+def _words(suffix: str, more: tuple[str, ...] = ()) -> frozenset[str]:
+    """The lure words (and a policy's ``words``) folded, with the protected domain's own suffix
+    (``bankexample.com``)."""
+    return frozenset(fold(w, False) for w in (*LURE_WORDS, *more, *suffix.split("."), "-"))
 
 
 def _joins(label: str, words: frozenset[str]) -> tuple[list[bool], list[bool]]:
@@ -182,18 +183,21 @@ class Lookalike:
       ``news.example``, ``insure.example``): the domains to protect.
     - ``allow`` (default ``[]``): domains never reported as look-alikes (for instance
       a lab domain that is close to a protected one on purpose but is not a forgery).
+    - ``words`` (default ``[]``): more words that count, beside a short protected name, as
+      :data:`LURE_WORDS` do (``["zebra"]`` makes ``bankzebra.example`` a look-alike).
     """
 
     name = "lookalike"
 
     def __init__(self, settings: dict | None = None):
         settings = dict(settings or {})
-        protect, allow = settings.get("protect"), settings.get("allow", [])
-        for key, value in (("protect", protect), ("allow", allow)):
+        protect, allow, words = settings.get("protect"), settings.get("allow", []), settings.get("words", [])
+        for key, value in (("protect", protect), ("allow", allow), ("words", words)):
             if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(d, str) for d in value)):
-                raise ValueError(f"lookalike: setting {key!r} must be a list of domain names")
+                raise ValueError(f"lookalike: setting {key!r} must be a list of {'words' if key == 'words' else 'domain names'}")
         self.protect = [normalise_domain(d) for d in protect] if protect is not None else None
         self.allow = [normalise_domain(d) for d in allow]
+        self.words = tuple(sorted({w.strip().lower() for w in words if w.strip()}))
 
     def protected(self, lab) -> list[str]:
         if self.protect is not None:
@@ -241,7 +245,7 @@ class Lookalike:
                                            f"in one label: {_char_names(label)}.", domain=show(domain)))
                 break
         for p in protected:
-            why = self._imitates(unicode_form, p)
+            why = self._imitates(unicode_form, p, self.words)
             if why:
                 out.append(finding("fail", f"The {source} domain {shown} imitates {p}: {why}.",
                                    domain=show(domain), unicode=show(unicode_form), imitates=p))
@@ -250,7 +254,7 @@ class Lookalike:
 
     @staticmethod
     @short_memo()  # a pure function of two names; senders' domains come back message after message
-    def _imitates(domain: str, protected: str) -> str | None:
+    def _imitates(domain: str, protected: str, more_words: tuple[str, ...] = ()) -> str | None:
         if len(domain) > NAME_MAX:  # no DNS name (a folded header): the plain check only, the work stays small
             return f"it holds {protected} inside a different domain" if f".{protected}." in f".{domain}." else None
         name, suffix = _name_and_suffix(protected)
@@ -271,7 +275,7 @@ class Lookalike:
             return f"it is the name {name!r} under .{their_suffix} instead of .{suffix}"
         if their_suffix == suffix and distance_within(blur(their_name), blur(name), limit) <= limit:
             return f"its name {show(their_name)!r} is a typing slip away from {name!r}"
-        brand, words = fold(name, False), _words(suffix)
+        brand, words = fold(name, False), _words(suffix, more_words)
         if _embedded(their_name, brand, words):
             return f"it holds the name {name!r} in {show(their_name)!r}"
         for label in domain[:-len(their_name) - len(their_suffix) - 1].split("."):

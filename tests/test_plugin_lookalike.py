@@ -129,6 +129,13 @@ def test_a_name_longer_than_dns_allows_is_only_searched_for_the_protected_domain
     assert Lookalike._imitates("banklogin.example", "bank.example")
 
 
+def test_words_setting_adds_lure_words():
+    assert check([b"From: <x@bankzebra.example>"]).result == "pass"  # zebra is no phishing word
+    assert check([b"From: <x@bankzebra.example>"], settings={"words": ["Zebra"]}).result == "fail"
+    with pytest.raises(ValueError, match="words"):
+        Lookalike({"words": "zebra"})
+
+
 def test_allow_setting():
     assert check([b"From: <x@bank-secure.example>"], settings={"allow": ["bank-secure.example"]}).result == "pass"
 
