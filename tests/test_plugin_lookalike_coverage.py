@@ -9,6 +9,7 @@ common suffixes.
 import collections
 
 import dnstwist
+import pytest
 
 from forgelab.lab import load_lab
 from forgelab.plugins.lookalike import Lookalike, to_unicode
@@ -16,6 +17,9 @@ from forgelab.plugins.lookalike import Lookalike, to_unicode
 LAB = load_lab()
 PLUGIN = Lookalike({})
 PROTECTED = PLUGIN.protected(LAB)
+# The lab's protected domains, and a trainer's own two brands (issue 17 protected two).
+SETTINGS = pytest.mark.parametrize("settings", [{}, {"protect": ["brand.example", "northbank.com"]}],
+                                   ids=["lab", "trainer"])
 
 # dnstwist's dictionaries/english.dict, and the words of issue 17 (brandlogin, updatebrand, brandtest).
 WORDS = """auth access account agree cdn choose claim cl click confirm confirmation connect download enroll find
@@ -64,38 +68,42 @@ ORDINARY = """
 """.split()
 
 
-def permutations(domain):
+def permutations(domain, protected):
     fuzzer = dnstwist.Fuzzer(domain, dictionary=WORDS, tld_dictionary=TLDS)
     fuzzer.generate()
     for found in fuzzer.domains:
         unicode_form = to_unicode(found["domain"])[0]
         # the original, and a permutation that is itself protected (or a subdomain of one), are no look-alikes
         if found["fuzzer"] != "*original" and not any(unicode_form == p or unicode_form.endswith("." + p)
-                                                       for p in PROTECTED):
+                                                       for p in protected):
             yield found["fuzzer"], found["domain"]
 
 
-def caught(domain) -> bool:
-    return any(f.get("imitates") for f in PLUGIN._domain(domain, "From", PROTECTED))
+def caught(domain, plugin=PLUGIN, protected=PROTECTED) -> bool:
+    return any(f.get("imitates") for f in plugin._domain(domain, "From", protected))
 
 
-def test_at_least_99_percent_of_dnstwist_permutations_are_caught(capsys):
+@SETTINGS
+def test_at_least_99_percent_of_dnstwist_permutations_are_caught(settings, capsys):
+    plugin = Lookalike(settings)
+    protected = plugin.protected(LAB)
     total, hits, missed = collections.Counter(), collections.Counter(), []
-    for protected in PROTECTED:
-        for fuzzer, domain in permutations(protected):
+    for domain in protected:
+        for fuzzer, permutation in permutations(domain, protected):
             total[fuzzer] += 1
-            if caught(domain):
+            if caught(permutation, plugin, protected):
                 hits[fuzzer] += 1
             else:
-                missed.append(to_unicode(domain)[0])
+                missed.append(to_unicode(permutation)[0])
     rate = 100 * sum(hits.values()) / sum(total.values())
     with capsys.disabled():
         print(f"\nlookalike: {sum(hits.values())} of {sum(total.values())} dnstwist permutations of "
-              f"{', '.join(PROTECTED)} caught ({rate:.2f}%); missed: {', '.join(missed[:10])}")
-    assert set(total) >= {"addition", "bitsquatting", "cyrillic", "dictionary", "homoglyph", "hyphenation",
-                          "insertion", "omission", "plural", "repetition", "replacement", "subdomain",
-                          "tld-swap", "transposition", "various", "vowel-swap"}  # every fuzzer ran
-    assert sum(total.values()) > 5000
+              f"{', '.join(protected)} caught ({rate:.2f}%); missed: {', '.join(missed[:10])}")
+    # every fuzzer ran (cyrillic yields nothing for a name with a letter that has no Cyrillic twin: brand)
+    assert set(total) | ({"cyrillic"} if settings else set()) >= {
+        "addition", "bitsquatting", "cyrillic", "dictionary", "homoglyph", "hyphenation", "insertion", "omission",
+        "plural", "repetition", "replacement", "subdomain", "tld-swap", "transposition", "various", "vowel-swap"}
+    assert sum(total.values()) > 5000 * len(protected) // 5
     assert rate >= 99, f"{rate:.2f}% caught; missed {missed}"
     for fuzzer in total:  # homoglyph, the largest, may miss a few (TR39 reads \u1d8c as y, not v)
         assert hits[fuzzer] / total[fuzzer] >= (0.99 if fuzzer == "homoglyph" else 1), (fuzzer, missed)
@@ -105,9 +113,14 @@ def test_the_issues_look_alikes_are_caught():
     for domain in ("banklogin.example", "updatebank.example", "banktest.com", "shop-secure.example",
                    "b\u00e2nk.example", "b\u00e2nk.example".encode("idna").decode(), "bank.co", "insure.com"):
         assert caught(domain), domain
+    trainer = Lookalike({"protect": ["brand.example"]})
+    for domain in ("brandlogin.example", "updatebrand.example", "brandtest.com", "br\u00e2nd.com"):
+        assert caught(domain, trainer, ["brand.example"]), domain
 
 
-def test_no_ordinary_domain_is_taken_for_a_protected_one():
+@SETTINGS
+def test_no_ordinary_domain_is_taken_for_a_protected_one(settings):
     assert len(ORDINARY) >= 200 and len(set(ORDINARY)) == len(ORDINARY)
-    flagged = {d: [f["reason"] for f in PLUGIN._domain(d, "From", PROTECTED)] for d in ORDINARY}
+    plugin = Lookalike(settings)
+    flagged = {d: [f["reason"] for f in plugin._domain(d, "From", plugin.protected(LAB))] for d in ORDINARY}
     assert {d: r for d, r in flagged.items() if r} == {}
