@@ -42,6 +42,21 @@ def _org_domain(domain: str) -> str:
         return domain
 
 
+def public_suffix(domain: str) -> str:
+    """The public suffix of ``domain`` by the PSL (``co.uk`` of ``www.shop.co.uk``); a TLD the list
+    does not know (``example``) is one, as browsers take it."""
+    return _public_suffix(normalise_domain(domain))
+
+
+@short_memo()
+def _public_suffix(domain: str) -> str:
+    """:func:`public_suffix` of a domain already normalised."""
+    try:
+        return _psl().publicsuffix(domain) or domain.rpartition(".")[2]
+    except Exception:
+        return domain.rpartition(".")[2]
+
+
 def known_suffix(domain: str) -> bool:
     """Whether ``domain`` ends in a real public suffix or a reserved test TLD (RFC 2606)."""
     return _known_suffix(normalise_domain(domain))

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from forgelab.lab import load_lab
-from forgelab.plugins.lookalike import _BIDI_RE, _HIDDEN_RE, BIDI, INVISIBLE, Lookalike, distance_within, skeleton
+from forgelab.plugins._skeleton import fold
+from forgelab.plugins.lookalike import _BIDI_RE, _HIDDEN_RE, BIDI, INVISIBLE, Lookalike, distance_within
 from forgelab.core.session import Envelope
 
 LAB = load_lab()
@@ -67,6 +68,22 @@ CASES = [
     ("zero-width-in-from", ["From: Bank\u200b Alerts <x@evil.example>".encode()], "", "fail", "ZERO WIDTH SPACE"),
     ("en-quad-in-from", ["From: \"a\u2000b\" <x@evil.example>".encode()], "", "fail", "U+2000"),
     ("bad-punycode", [b"From: <x@xn--99999999999.example>"], "", "softfail", "punycode"),
+    # issue 17: the name joined to a word without a hyphen, accents, another suffix
+    ("name-joined-to-a-word", [b"From: <alerts@banklogin.example>"], "", "fail", "'bank' in 'banklogin'"),
+    ("word-joined-to-the-name", [b"From: <alerts@updatebank.example>"], "", "fail", "'bank' in 'updatebank'"),
+    ("name-and-word-under-another-suffix", [b"From: <alerts@banktest.com>"], "", "fail", "imitates bank.example"),
+    ("a-circumflex-under-another-suffix", ["From: <alerts@b\u00e2nk.com>".encode()], "", "fail", "under .com"),
+    ("two-accents", [b"From: <alerts@" + punycode("b\u00e2\u0144k.example") + b">"], "", "fail",
+     "U+00E2 LATIN SMALL LETTER A WITH CIRCUMFLEX"),
+    ("small-capitals", ["From: <alerts@\u0299\u1d00nk.example>".encode()], "", "fail", "imitates bank.example"),
+    ("suffix-swap", [b"From: <orders@shop.co>"], "", "fail", "'shop' under .co instead of .example"),
+    ("typo-below-a-subdomain", [b"From: <x@mail.bnak.example>"], "", "fail", "'bnak' is a typing slip away"),
+    ("name-and-words-in-a-subdomain", [b"From: <x@secure-banklogin.phish.example>"], "", "fail",
+     "'bank' in 'secure-banklogin'"),
+    ("short-name-inside-a-word", [b"From: <x@workshop.example>"], "", "pass", None),
+    ("short-name-beside-a-plain-word", [b"From: <x@food-bank.example>", b"Reply-To: <x@foxnews.example>"], "",
+     "pass", None),
+    ("short-name-as-a-subdomain", [b"From: <x@news.bbc.co.uk>"], "", "pass", None),
 ]
 
 
@@ -97,6 +114,28 @@ def test_protect_setting_replaces_the_default():
     assert check([b"From: <x@bank-secure.example>"], settings=settings).result == "pass"
 
 
+def test_a_long_name_is_found_anywhere_in_a_label_of_dns_length():
+    settings = {"protect": ["acmebank.example"]}
+    for domain in (b"acmebankzq.com", b"myacmebanks.example", b"acmebank.phish.example", b"z" * 55 + b"acmebank.com"):
+        assert check([b"From: <x@" + domain + b">"], settings=settings).result == "fail", domain
+    # a label longer than DNS allows (63) is not searched: no name has one, and the search stays bounded
+    assert check([b"From: <x@" + b"z" * 56 + b"acmebank.com>"], settings=settings).result == "pass"
+
+
+def test_a_name_longer_than_dns_allows_is_only_searched_for_the_protected_domain():
+    padding = "a" * 250 + "."  # a folded From can read as one long domain; no DNS name is this long
+    assert "inside a different domain" in Lookalike._imitates(padding + "bank.example.evil.example", "bank.example")
+    assert Lookalike._imitates(padding + "banklogin.example", "bank.example") is None
+    assert Lookalike._imitates("banklogin.example", "bank.example")
+
+
+def test_words_setting_adds_lure_words():
+    assert check([b"From: <x@bankzebra.example>"]).result == "pass"  # zebra is no phishing word
+    assert check([b"From: <x@bankzebra.example>"], settings={"words": ["Zebra"]}).result == "fail"
+    with pytest.raises(ValueError, match="words"):
+        Lookalike({"words": "zebra"})
+
+
 def test_allow_setting():
     assert check([b"From: <x@bank-secure.example>"], settings={"allow": ["bank-secure.example"]}).result == "pass"
 
@@ -107,8 +146,8 @@ def test_bad_setting_is_refused():
 
 
 def test_helpers():
-    assert skeleton("b\u0430nk.examp1e") == skeleton("bank.example")
-    assert skeleton("\uff42\uff41\uff4e\uff4b") == "bank"  # fullwidth, through NFKC
+    assert fold("b\u0430nk.examp1e") == fold("bank.example")
+    assert fold("\uff42\uff41\uff4e\uff4b") == "bank"  # fullwidth, through NFKC
     assert distance_within("bank", "bnak", 2) == 1  # one swap
     assert distance_within("bank", "park", 2) == 2
     assert distance_within("bank", "pork", 2) == 3  # past the limit: limit + 1

@@ -223,9 +223,9 @@ def forgeries(keys) -> list[Shape]:
               signed(msg("From: Fortbank <security@fortbank-online.example>", *std("Login", "l1@x")),
                      "fortbank-online.example", "f1"), "security@fortbank-online.example"),
         shape("lookalike-joined-word", msg("From: Fortbank <security@fortbanklogin.example>", *std("Login", "l2@x")),
-              "security@fortbanklogin.example", needs="look-alike domains"),
+              "security@fortbanklogin.example"),
         shape("lookalike-word-before", msg("From: Fortbank <security@updatefortbank.example>", *std("Login", "l3@x")),
-              "security@updatefortbank.example", needs="look-alike domains"),
+              "security@updatefortbank.example"),
         shape("lookalike-idn-a-circumflex", msg("From: Fortbank <claims@xn--fortbnk-twa.example>", *std("Claim", "l4@x")),
               "claims@xn--fortbnk-twa.example"),
     ]
@@ -280,7 +280,7 @@ FORGERY_IDS = [
     "header-forged-arc-pass", "authors-brand-and-attacker", "authors-two-brand-unsigned", "lookalike-hyphenated",
     "lookalike-joined-word", "lookalike-word-before", "lookalike-idn-a-circumflex",
 ]
-NEEDS = {"lookalike-joined-word": "look-alike domains", "lookalike-word-before": "look-alike domains"}
+NEEDS: dict[str, str] = {}  # every forgery is caught on main now
 
 
 def _param(id_):

@@ -562,6 +562,9 @@ def _smuggling() -> list[Attack]:
     return out
 
 
+_ACCENTED = "b\u00e2nk.com".encode("idna").decode("ascii")  # xn--, as a sender must write it
+
+
 def _classics() -> list[Attack]:
     forged_ar = ("Authentication-Results: mx.corp.example; spf=pass smtp.mailfrom=bank.example; "
                  "dkim=pass header.d=bank.example; dmarc=pass header.from=bank.example")
@@ -591,6 +594,28 @@ def _classics() -> list[Attack]:
                       message=_sign(_msg("From: Bank Security <security@bank-secure.example>",
                                          *_std("Confirm your identity", "c3@bank-secure.example")),
                                     "bank-secure.example", "lab"))),
+        Attack("lookalike-combosquat", "Bank name joined to a word, no hyphen", "classic",
+               "Kintis et al.: Hiding in Plain Sight, a Longitudinal Study of Combosquatting Abuse, ACM CCS 2017; "
+               "dnstwist (dictionary fuzzer)",
+               "security@banklogin.example: the bank's name and 'login' run together, the form most "
+               "look-alike registrations take. It publishes nothing, so SPF and DMARC have nothing to fail, "
+               "and a check that splits names only at hyphens reads one unknown word. The look-alike check "
+               "finds 'bank' beside a word phishing domains use (a short name inside an ordinary word, "
+               "workshop or foxnews, is left alone).",
+               ("lookalike",), FORGERY,
+               Script(ATTACKER_IP, ATTACKER_HELO, mail_from="security@banklogin.example",
+                      message=_msg("From: Bank of Example <security@banklogin.example>",
+                                   *_std("Sign in to keep your account", "c3b@banklogin.example")))),
+        Attack("lookalike-idn-accent", "Accented IDN of the bank under another suffix", "classic",
+               "UTS #39 section 4 (skeleton); Gabrilovich, Gontmakher: The Homograph Attack, CACM 2002",
+               f"security@{_ACCENTED} is 'b\u00e2nk.com': an a with a circumflex, and .com for .example. "
+               "No single letter is swapped for a Cyrillic twin, so a confusables table alone does not "
+               "merge it, and it is more than one typing slip from bank.example. Dropping the accent (the "
+               "mark after NFD) and comparing the registrable name under any suffix does.",
+               ("lookalike",), FORGERY,
+               Script(ATTACKER_IP, ATTACKER_HELO, mail_from=f"security@{_ACCENTED}",
+                      message=_msg(f"From: Bank of Example <security@{_ACCENTED}>",
+                                   *_std("Statement ready", "c3c@phish.example")))),
         Attack("reply-to-hijack", "Reply-To hijack", "classic", "RFC 5322 section 3.6.2",
                "The From claims the bank, but Reply-To sends every answer to billing@bank-secure.example: "
                "the reader replies to the attacker without noticing.",
