@@ -3,12 +3,14 @@ clients: Python's ssl (smtplib, poplib), curl, swaks and openssl s_client, under
 from __future__ import annotations
 
 import poplib
+import re
 import shutil
 import smtplib
 import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +123,11 @@ def test_curl_sends_over_smtps_and_reads_over_pop3s_with_the_ca(lab, tmp_path):
                  f"pop3s://127.0.0.1:{lab.pop3s.address[1]}/1")
     assert listed.returncode == 0, listed.stderr
     assert b"hi bob" in listed.stdout
+    starttls = run("curl", "-sS", "--max-time", "20", "--ssl-reqd", "--cacert", ca_file(lab),
+                   f"smtp://localhost:{lab.smtp.address[1]}", "--mail-from", "alice@corp.example",
+                   "--mail-rcpt", "bob@corp.example", "-T", str(mail))
+    assert starttls.returncode == 0, starttls.stderr
+    assert len(stored(lab, "bob")) == 2
     # The same command without the CA (or with another) fails: the verification is real.
     refused = run("curl", "-sS", "--max-time", "20", "--cacert", other_ca(tmp_path),
                   f"smtps://127.0.0.1:{lab.smtps.address[1]}")
@@ -128,8 +135,10 @@ def test_curl_sends_over_smtps_and_reads_over_pop3s_with_the_ca(lab, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
-def test_swaks_tls_on_connect_verifies_with_the_ca(lab, tmp_path):
-    base = ("swaks", "--server", "127.0.0.1", "--port", str(lab.smtps.address[1]), "--tlsc", "--tls-verify",
+@pytest.mark.parametrize("mode", ["--tlsc", "--tls"])
+def test_swaks_verifies_with_the_ca(lab, tmp_path, mode):
+    port = lab.smtps.address[1] if mode == "--tlsc" else lab.smtp.address[1]  # implicit TLS, STARTTLS
+    base = ("swaks", "--server", "127.0.0.1", "--port", str(port), mode, "--tls-verify",
             "--from", "alice@corp.example", "--to", "bob@corp.example", "--timeout", "20")
     result = run(*base, "--tls-ca-path", ca_file(lab))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -139,12 +148,10 @@ def test_swaks_tls_on_connect_verifies_with_the_ca(lab, tmp_path):
     assert len(stored(lab, "bob")) == 1
 
 
-@pytest.mark.parametrize("port", ["smtps", "pop3s", "starttls"])
+@pytest.mark.parametrize("port", ["smtps", "pop3s", "smtp", "pop3"])
 def test_openssl_s_client_verify_return_error(lab, port, tmp_path):
-    if port == "starttls":
-        address, extra = lab.smtp.address, ("-starttls", "smtp")
-    else:
-        address, extra = getattr(lab, port).address, ()
+    address = getattr(lab, port).address
+    extra = ("-starttls", port) if port in ("smtp", "pop3") else ()
     argv = ("openssl", "s_client", "-verify_return_error", "-verify_hostname", "localhost",
             "-connect", f"127.0.0.1:{address[1]}", *extra)
     good = run(*argv, "-CAfile", ca_file(lab), input=b"QUIT\r\n")
@@ -189,3 +196,33 @@ def test_a_second_tls_client_is_served_while_one_never_handshakes(lab):
     with socket.create_connection(lab.smtps.address, timeout=10):
         with smtplib.SMTP_SSL("localhost", lab.smtps.address[1], context=verifying(lab), timeout=10) as smtp:
             assert smtp.noop()[0] == 250
+
+
+@pytest.mark.parametrize("port", ["smtps", "pop3s"])
+def test_full_a_client_that_never_handshakes_is_shed_for_a_newcomer(forgelab_server, tmp_path, port):
+    policy = tmp_path / "one.toml"
+    policy.write_text('extends = "observe"\n[server]\nmax_connections = 1\nadmit_wait = 10\n')
+    lab = forgelab_server(policy=str(policy), smtps="127.0.0.1:0", pop3s="127.0.0.1:0")
+    address = getattr(lab, port).address
+    with socket.create_connection(address, timeout=15) as silent:
+        silent.recv(0)
+        context = ssl.create_default_context(cafile=ca_file(lab))
+        if port == "smtps":  # waits in the room until the silent one may be shed (a quarter of shed_idle_after)
+            with smtplib.SMTP_SSL("localhost", address[1], context=context, timeout=15) as smtp:
+                assert smtp.noop()[0] == 250
+        else:
+            pop = poplib.POP3_SSL("localhost", address[1], context=context, timeout=15)
+            assert pop.getwelcome().startswith(b"+OK")
+            pop.quit()
+        assert silent.recv(100) == b""  # closed without a word: there was no TLS to say it in
+    closes = lab.recorder.wait_for("session.close", 2)
+    assert any(e["reason"] == "shed (idle) to make room" for e in closes), closes
+
+
+def test_the_python_example_in_docs_clients_md_runs_as_written(forgelab_server, capsys):
+    lab = forgelab_server(smtps="127.0.0.1:0", pop3s="127.0.0.1:0")
+    code = re.search(r"```python\n(.*?)```", (Path(__file__).parents[1] / "docs" / "clients.md").read_text(), re.S)[1]
+    ports = {"1465": lab.smtps.address[1], "1025": lab.smtp.address[1], "1995": lab.pop3s.address[1]}
+    code = re.sub(r"\b(1465|1025|1995)\b", lambda m: str(ports[m[1]]), code).replace("DATA/tls/ca.pem", ca_file(lab))
+    exec(compile(code, "docs/clients.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("(1, ")  # bob's one message, read over POP3S
