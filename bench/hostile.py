@@ -112,7 +112,7 @@ class LabServer:
         self.smtp, self.pop3, self.web = free_port(), free_port(), free_port()
         users = work / "users.toml"
         users.write_text(users_toml(30))
-        self.argv = [sys.executable, "-m", "forgelab", "serve", "--policy", "strict",
+        self.argv = [sys.executable, "-m", "forgelab", "serve", "--smtps", "off", "--pop3s", "off", "--policy", "strict",
                      "--smtp", f"{HOST}:{self.smtp}", "--pop3", f"{HOST}:{self.pop3}",
                      "--web", f"{HOST}:{self.web}", "--data", str(self.data), "--users", str(users),
                      "--driver", driver, "--workers", str(workers)]

@@ -173,7 +173,7 @@ class ForgelabServer(ServerProcess):
         self.data = work / "data"
         self.pop3_port = free_port()
         port = free_port()
-        argv = [sys.executable, "-m", "forgelab", "serve", "--quiet", "--web", "off", "--smtp", f"127.0.0.1:{port}",
+        argv = [sys.executable, "-m", "forgelab", "serve", "--smtps", "off", "--pop3s", "off", "--quiet", "--web", "off", "--smtp", f"127.0.0.1:{port}",
                 "--pop3", f"127.0.0.1:{self.pop3_port}", "--data", str(self.data),
                 "--policy", str(policy_file), "--users", str(users)]
         if workers > 1:

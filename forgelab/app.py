@@ -1,6 +1,8 @@
 """A whole forgelab: lab world, store, event bus, SMTP and POP3 servers, started and stopped together."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import resource
@@ -68,6 +70,36 @@ def private_data_dir(path: Path) -> Path:
         except OSError as exc:
             log.warning("data directory %s is mode %o and could not be made 0700: %s", path, mode, exc)
     return path
+
+
+LOCK_NAME = ".lock"
+
+
+class DataDirLock:
+    """``DATA/.lock`` under ``flock`` for as long as this lab runs: a second lab on the same data
+    directory stops with the first one's pid. The kernel drops the lock when the process ends,
+    so a killed lab leaves nothing stale behind. Worker processes never take it (nor inherit it)."""
+
+    def __init__(self, data_dir: Path):
+        fd = nofollow.open_fd(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = "".join(c for c in os.pread(fd, 32, 0).decode("ascii", "replace") if c.isdigit()) or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataDirError(exc.errno, f"data directory {data_dir}: cannot lock {LOCK_NAME}: "
+                                              f"{exc.strerror or exc}") from None
+            raise DataDirError(errno.EBUSY, f"data directory {data_dir} is in use by another forgelab (pid {pid}); "
+                                            "stop that one, or give another with --data") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
 
 
 def attach_resolver(lab: Lab, settings: Settings) -> None:
@@ -160,6 +192,14 @@ class Forgelab:
         if settings.web and web_view is None:
             raise ConfigError(f"settings.web is {settings.web!r} but no web_view was given: "
                               "pass web_view=forgelab.web.WebServer, or web=None")
+        self.data_lock = DataDirLock(self.data_dir)  # before anything in it is made or read
+        try:
+            self._make(settings, bus, web_view)
+        except BaseException:
+            self.data_lock.release()
+            raise
+
+    def _make(self, settings: Settings, bus: EventBus | None, web_view) -> None:
         self.bus = bus or EventBus()
         self.workers = None
         # The lab certificate is made here, before any worker process starts: they load the same one.
@@ -183,14 +223,24 @@ class Forgelab:
                                driver=settings.driver)
         self.pop3 = Pop3Server(self.store, self.lab.directory, self.bus, pop3_host, pop3_port, limits, tls=self.tls,
                                throttle=throttle)
-        self.context.servers = (self.smtp, self.pop3)  # a policy switch gives them its limits
+        # The implicit-TLS ports (RFC 8314): in this process only, also with --workers.
+        self.smtps = self.pop3s = None
+        if (settings.smtps or settings.pop3s) and self.tls is None:
+            raise ConfigError("the implicit-TLS ports (smtps, pop3s) need TLS: set them off, or turn tls on")
+        if settings.smtps:
+            self.smtps = SmtpServer(self.context, *parse_hostport(settings.smtps), limits, implicit_tls=True)
+        if settings.pop3s:
+            self.pop3s = Pop3Server(self.store, self.lab.directory, self.bus, *parse_hostport(settings.pop3s), limits,
+                                    tls=self.tls, throttle=throttle, implicit_tls=True)
+        # A policy switch gives them its limits.
+        self.context.servers = tuple(s for s in (self.smtp, self.pop3, self.smtps, self.pop3s) if s)
         # Made before the servers start: it subscribes to the bus and must see every event.
         self.web = web_view(self, *parse_hostport(settings.web)) if settings.web else None
 
     def start(self) -> "Forgelab":
         started = []
         try:
-            for server in (self.smtp, self.pop3, self.web):
+            for server in (self.smtp, self.pop3, self.smtps, self.pop3s, self.web):
                 if server:
                     server.start()
                     started.append(server)
@@ -211,11 +261,13 @@ class Forgelab:
             self.workers.stop()
         if self.web:
             self.web.stop()
-        self.smtp.stop()
-        self.pop3.stop()
+        for server in (self.smtp, self.pop3, self.smtps, self.pop3s):
+            if server:
+                server.stop()
         if self._log:
             self.bus.unsubscribe(self._log)
             self._log.close()
+        self.data_lock.release()
 
     def __enter__(self) -> "Forgelab":
         return self.start()

@@ -50,6 +50,10 @@ class Settings:
     # -- how the lab runs: options of `forgelab serve`
     smtp: str = flag("127.0.0.1:1025", "SMTP listen address.")
     pop3: str = flag("127.0.0.1:1110", "POP3 listen address.")
+    smtps: str | None = flag(None, "SMTP with implicit TLS (RFC 8314 submissions) listen address, or 'off'. "
+                                   "Served by the main process only.", serve="127.0.0.1:1465")
+    pop3s: str | None = flag(None, "POP3 with implicit TLS (POP3S, RFC 8314) listen address, or 'off'.",
+                             serve="127.0.0.1:1995")
     data_dir: Path | None = flag(None, "Data directory (mail, event log). Default: ~/.local/share/forgelab.")
     users_file: Path | None = flag(None, "TOML file of local domains, users and lists.")
     policy: Any = flag("observe", "A shipped policy name (open, observe, strict) or a policy file.")
@@ -58,8 +62,8 @@ class Settings:
     dns: str = flag("lab", "Answer DNS from the lab zone, or from real DNS.")
     event_log: bool = flag(True, "Write every event to DATA/events.jsonl.")
     tls: bool = flag(True, "Offer STARTTLS/STLS; with no certificate given, a lab one is made in DATA/tls.")
-    tls_cert: Path | None = flag(None, "PEM certificate for STARTTLS/STLS. Default: a lab certificate made "
-                                       "in DATA/tls on first start.")
+    tls_cert: Path | None = flag(None, "PEM certificate for STARTTLS/STLS and the implicit-TLS ports. Default: "
+                                       "one signed by the lab CA (DATA/tls/ca.pem), both made on first start.")
     tls_key: Path | None = flag(None, "PEM private key of --tls-cert (if not inside the certificate file).")
     web: str | None = flag(None, "Web view address, or 'off'.", serve="127.0.0.1:8025")
     workers: int = flag(1, "SMTP processes sharing the SMTP port (SO_REUSEPORT, Linux), each on a CPU of its "

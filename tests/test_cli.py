@@ -18,6 +18,7 @@ def free_port() -> int:
 
 def serve(*args, data_dir) -> subprocess.Popen:
     args = args if "--web" in args else (*args, "--web", "off")
+    args = args if "--smtps" in args else (*args, "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0")
     return subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--data", str(data_dir), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

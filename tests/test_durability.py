@@ -36,7 +36,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.stderr = open(data_dir.parent / f"stderr-{time.monotonic_ns()}.txt", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "forgelab", "serve", "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",
+            [sys.executable, "-u", "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",
              "--data", str(data_dir), "--quiet", "--web", "off"],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         self.smtp = self.pop3 = None

@@ -27,7 +27,7 @@ def test_the_lab_world_files_share_one_kind():
 
 
 def serve(tmp_path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "forgelab", "serve", "--web", "off", "--smtp", "127.0.0.1:0",
+    return subprocess.run([sys.executable, "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--web", "off", "--smtp", "127.0.0.1:0",
                            "--pop3", "127.0.0.1:0", *args], capture_output=True, text=True, timeout=60)
 
 

@@ -213,13 +213,13 @@ def _readable(c: LineClient) -> bool:
 
 @pytest.mark.parametrize("smtp_driver", ["selector"], indirect=True)
 def test_an_idle_tls_session_of_the_selector_driver_is_shed_too(forgelab_server, clients):
-    from forgelab.lab.tls import client_context, lab_certificate_paths
+    from forgelab.lab.tls import client_context, lab_ca_paths
 
     lab = forgelab_server(policy=policy(max_connections=2))
     tls = clients(lab.smtp.address)  # handed to a thread of its own by the selector driver
     tls.cmd("EHLO me.example")
     assert tls.cmd("STARTTLS")[0] == 220
-    tls.start_tls(client_context(lab_certificate_paths(lab.data_dir)[0]))
+    tls.start_tls(client_context(lab_ca_paths(lab.data_dir)[0]))
     assert tls.cmd("EHLO me.example")[0] == 250
     plain = clients(lab.smtp.address)
     quiet_past_the_threshold(lab.smtp._server)

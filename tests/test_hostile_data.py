@@ -235,7 +235,7 @@ class ServerProcess:
     def __init__(self, data_dir: Path, *args: str):
         self.stderr = open(data_dir.parent / f"stderr-{time.monotonic_ns()}.txt", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "forgelab", "serve", "--policy", "strict", "--smtp", "127.0.0.1:0",
+            [sys.executable, "-u", "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--policy", "strict", "--smtp", "127.0.0.1:0",
              "--pop3", "127.0.0.1:0", "--data", str(data_dir), "--quiet", "--web", "off", *args],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL)
         self.smtp = None

@@ -105,7 +105,7 @@ class Serve:
         self.data_dir = data_dir
         self.out = open(data_dir.parent / f"out-{time.monotonic_ns()}.txt", "w+b")
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "forgelab", "serve", "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",
+            [sys.executable, "-u", "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--smtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0",
              "--web", "127.0.0.1:0", "--data", str(data_dir), *args],
             stdout=self.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         addresses = {}

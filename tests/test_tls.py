@@ -9,7 +9,8 @@ import pytest
 from line_client import LineClient
 
 from forgelab.app import Forgelab, Settings
-from forgelab.lab.tls import (TlsError, client_context, ensure_lab_certificate, generate_certificate, lab_certificate_paths, lab_server_context)
+from forgelab.lab.tls import (TlsError, client_context, ensure_lab_certificate, generate_certificate, lab_ca_paths,
+                              lab_certificate_paths, lab_server_context)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,7 +39,7 @@ def lab(forgelab_server):
 
 
 def trusting(lab) -> ssl.SSLContext:
-    return client_context(lab_certificate_paths(lab.data_dir)[0])
+    return client_context(lab_ca_paths(lab.data_dir)[0])
 
 
 def test_lab_certificate_is_made_once_with_a_private_key_only_we_can_read(tmp_path):
@@ -217,3 +218,56 @@ def test_the_server_ends_tls_with_close_notify_not_a_truncation(lab, protocol):
             pass
     finally:
         tls.close()
+
+
+# -- the lab CA ---------------------------------------------------------------------------------
+
+def _cert(path):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_the_lab_ca_signs_a_certificate_for_every_name_a_client_may_use(tmp_path):
+    from cryptography import x509
+
+    cert_path, key_path = ensure_lab_certificate(tmp_path, "mx.corp.example")
+    ca_path, ca_key_path = lab_ca_paths(tmp_path)
+    assert ca_key_path.stat().st_mode & 0o077 == 0 and key_path.stat().st_mode & 0o077 == 0
+    ca, cert = _cert(ca_path), _cert(cert_path)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"mx.corp.example", "localhost"}
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+
+
+def test_an_old_self_signed_lab_certificate_is_replaced_by_one_the_ca_signs(tmp_path):
+    cert_path, key_path = lab_certificate_paths(tmp_path)
+    cert_path.parent.mkdir()
+    old_cert, old_key = generate_certificate("mx.corp.example")  # what earlier versions made
+    cert_path.write_bytes(old_cert)
+    key_path.write_bytes(old_key)
+    ensure_lab_certificate(tmp_path, "mx.corp.example")
+    assert cert_path.read_bytes() != old_cert
+    _cert(cert_path).verify_directly_issued_by(_cert(lab_ca_paths(tmp_path)[0]))
+
+
+def test_the_ca_is_kept_across_restarts_and_still_verifies(tmp_path, forgelab_server):
+    data = tmp_path / "data"
+    fingerprints = []
+    for _ in range(2):
+        lab = forgelab_server(data_dir=data, smtps="127.0.0.1:0")
+        ca = lab_ca_paths(lab.data_dir)[0]
+        with smtplib.SMTP_SSL("localhost", lab.smtps.address[1], timeout=10,
+                              context=ssl.create_default_context(cafile=str(ca))) as smtp:
+            assert smtp.noop()[0] == 250
+        fingerprints.append(_cert(ca).fingerprint(_sha256()))
+        lab.stop()
+    assert fingerprints[0] == fingerprints[1]
+
+
+def _sha256():
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()

@@ -518,6 +518,7 @@ def test_a_new_web_view_shows_the_sessions_and_mail_of_earlier_runs(forgelab_ser
     (delivered,) = earlier.recorder.wait_for("message.delivered")
     wait_for(lambda: len(earlier.recorder.of("session.open")) == 2)
     earlier.bus.flush()
+    earlier.data_lock.release()  # as if its process had died: the kernel drops the lock (DATA/.lock)
     try:
         later = forgelab_server(data_dir=tmp_path)  # the same data directory, a new process's view
         web = WebServer(later, port=0).start()

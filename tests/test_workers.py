@@ -222,7 +222,7 @@ def test_two_processes_share_the_port_the_store_the_log_and_the_policy(tmp_path,
     data = tmp_path / "data"
     out_path = tmp_path / "out.txt"
     with open(out_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "2", "--data", str(data),
+        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--workers", "2", "--data", str(data),
                                  "--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}",
                                  "--web", f"127.0.0.1:{web}", "--policy", "observe", "--driver", driver],
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -294,7 +294,7 @@ def test_a_worker_that_cannot_start_fails_serve_with_one_line_and_leaves_no_proc
     plugin.write_text("import sys\nfrom forgelab import hookimpl\n\nif '_smtp-worker' in sys.argv:\n"
                       "    raise RuntimeError('not in a worker')\n\n\n@hookimpl\ndef forgelab_message(message):\n"
                       "    return None\n")
-    proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "3", "--data", str(tmp_path / "d"),
+    proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--workers", "3", "--data", str(tmp_path / "d"),
                              "--smtp", f"127.0.0.1:{free_port()}", "--pop3", f"127.0.0.1:{free_port()}",
                              "--web", "off", "--quiet", "--plugin", str(plugin)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -369,7 +369,7 @@ def test_an_auth_guesser_spread_over_two_processes_is_slowed_as_by_one(tmp_path)
     data = tmp_path / "data"
     out_path = tmp_path / "out.txt"
     with open(out_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--workers", "2", "--data", str(data),
+        proc = subprocess.Popen([sys.executable, "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--workers", "2", "--data", str(data),
                                  "--smtp", f"127.0.0.1:{smtp}", "--pop3", f"127.0.0.1:{pop3}",
                                  "--web", "off", "--policy", str(policy)], stdout=out, stderr=subprocess.STDOUT)
     worker_pids: list[int] = []
@@ -426,7 +426,7 @@ def test_workers_start_whatever_folder_named_forgelab_the_current_directory_hold
     out_path = tmp_path / "out.txt"
     with open(out_path, "w") as out:
         # -P: the main process itself is started as the console script would be, not from here
-        proc = subprocess.Popen([sys.executable, "-P", "-m", "forgelab", "serve", "--workers", "2",
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "forgelab", "serve", "--smtps", "127.0.0.1:0", "--pop3s", "127.0.0.1:0", "--workers", "2",
                                  "--data", str(tmp_path / "data"), "--smtp", f"127.0.0.1:{free_port()}",
                                  "--pop3", f"127.0.0.1:{free_port()}", "--web", "off"],
                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)

@@ -98,6 +98,7 @@ def banner(lab_app) -> str:
         f"  POP3   {pop3_host}:{pop3_port}    telnet {pop3_host} {pop3_port}",
         f"  web    {lab_app.web.url}" if lab_app.web else "  web    off",
     ]
+    lines += _tls_lines(lab_app)
     if getattr(lab_app, "workers", None):
         lines.append(f"  SMTP processes: {1 + len(lab_app.workers.workers)} (this one and workers "
                      f"{', '.join(map(str, lab_app.workers.pids))}), sharing port {smtp_port}")
@@ -120,12 +121,42 @@ def banner(lab_app) -> str:
         f"  data: {lab_app.data_dir}   (event log: events.jsonl)",
     ]
     listening = [("SMTP", lab_app.smtp.address), ("POP3", lab_app.pop3.address)]
+    listening += [(name, server.address) for name, server in (("SMTPS", getattr(lab_app, "smtps", None)),
+                                                              ("POP3S", getattr(lab_app, "pop3s", None))) if server]
     if lab_app.web:
         listening.append(("web view", lab_app.web.address))
     for name, (host, _) in listening:
         if not is_loopback(host):
             lines.append(click.style(f"  WARNING: {name} listens on {host}, not loopback: anyone who can reach it can use this lab", fg="red", bold=True))
     return "\n".join(lines)
+
+
+def _tls_lines(lab_app) -> list[str]:
+    """The implicit-TLS ports, the CA file a client verifies the lab certificate with, and one way to."""
+    from ..lab.tls import lab_ca_paths
+
+    if getattr(lab_app, "tls", None) is None:
+        return ["  TLS    off"]
+    lines = []
+    for name, scheme, server in (("SMTPS", "smtps", getattr(lab_app, "smtps", None)),
+                                 ("POP3S", "pop3s", getattr(lab_app, "pop3s", None))):
+        lines.append(f"  {name}  {_url_host(*server.address)}    implicit TLS" if server else f"  {name}  off")
+    if lab_app.settings.tls_cert:
+        return lines + [f"  TLS certificate: {lab_app.settings.tls_cert} (given)"]
+    ca = lab_ca_paths(lab_app.data_dir)[0]
+    lines.append(f"  TLS CA {ca}   (trust it once: docs/clients.md)")
+    smtps = getattr(lab_app, "smtps", None)
+    if smtps:
+        lines.append(f"    verify: curl --cacert {ca} smtps://{_url_host(*smtps.address)}")
+    else:
+        host, port = lab_app.smtp.address[:2]
+        lines.append(f"    verify: openssl s_client -verify_return_error -CAfile {ca} -starttls smtp "
+                     f"-connect {_url_host(host, port)} </dev/null")
+    return lines
+
+
+def _url_host(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _world_lines(lab) -> list[str]:
@@ -152,6 +183,8 @@ def _max_workers() -> int:
 @main.command()
 @setting("smtp", "--smtp", show_default=True, type=HostPort())
 @setting("pop3", "--pop3", show_default=True, type=HostPort())
+@setting("smtps", "--smtps", show_default=True, type=HostPort(allow_off=True))
+@setting("pop3s", "--pop3s", show_default=True, type=HostPort(allow_off=True))
 @setting("data_dir", "--data", type=click.Path(file_okay=False, path_type=Path))
 @setting("users_file", "--users", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @setting("policy", "--policy", show_default=True)
@@ -170,7 +203,7 @@ def _max_workers() -> int:
 @setting("event_log_keep", "--event-log-keep", type=click.IntRange(0, 100), show_default=True)
 @setting("event_log_rate", "--event-log-rate", type=ByteSize(minimum=1024, allow_off=True), show_default=True,
          default=f"{Settings.serve_default('event_log_rate') // 1024}KB")
-def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
+def serve(smtp, pop3, smtps, pop3s, data_dir, users_file, policy, plugins, zone_file, dns, quiet, json_lines, tls_cert, tls_key, web,
           workers, driver, event_log_max, event_log_keep, event_log_rate):
     """Start the SMTP and POP3 servers on the embedded lab world."""
     from ..app import Forgelab, raise_open_files_limit
@@ -179,7 +212,7 @@ def serve(smtp, pop3, data_dir, users_file, policy, plugins, zone_file, dns, qui
 
     install_speedups(process=True)  # before the lab is loaded: what loading frees goes back too
     raise_open_files_limit()  # before workers start: they inherit it
-    settings = Settings(smtp=smtp, pop3=pop3, data_dir=data_dir, users_file=users_file, policy=policy,
+    settings = Settings(smtp=smtp, pop3=pop3, smtps=smtps, pop3s=pop3s, data_dir=data_dir, users_file=users_file, policy=policy,
                         plugins=tuple(plugins), zone_file=zone_file, dns=dns, tls_cert=tls_cert, tls_key=tls_key,
                         web=web, workers=workers, driver=driver, pin_cpus=workers > 1,
                         event_log_max=event_log_max, event_log_keep=event_log_keep, event_log_rate=event_log_rate)

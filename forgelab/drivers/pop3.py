@@ -38,21 +38,26 @@ class Pop3Server:
     :param hostname: the host in the greeting's APOP timestamp; ``mx.<primary domain>`` by default.
     :param throttle: failed-login throttle shared by all sessions; a default one if None.
     :param tls: the server context STLS uses (RFC 2595); None: STLS is not offered.
+    :param implicit_tls: every connection starts with the TLS handshake, then the session
+        (RFC 8314, ``--pop3s``); over the caps a newcomer is closed without a reply.
     """
 
     def __init__(self, store: MailStore, directory: Directory, bus: EventBus | None = None,
                  host: str = "127.0.0.1", port: int = 1110, limits: Limits | None = None, *,
                  hostname: str | None = None, throttle: LoginThrottle | None = None,
-                 tls: ssl.SSLContext | None = None):
+                 tls: ssl.SSLContext | None = None, implicit_tls: bool = False):
+        if implicit_tls and tls is None:
+            raise ValueError("implicit TLS needs a server certificate (tls)")
         self.store = store
         self.tls = tls
+        self.implicit_tls = implicit_tls
         self.directory = directory
         self.bus = bus
         self.hostname = hostname or f"mx.{directory.primary_domain}"
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self._stopped = threading.Event()
-        self._server = ThreadedServer("pop3", host, port, self._handle, busy=TOO_MANY_CONNECTIONS.to_bytes(),
-                                      limits=limits)
+        self._server = ThreadedServer("pop3s" if implicit_tls else "pop3", host, port, self._handle,
+                                      busy=b"" if implicit_tls else TOO_MANY_CONNECTIONS.to_bytes(), limits=limits)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -123,6 +128,8 @@ class _Session:
     def run(self) -> None:
         self.server._publish(SessionOpen(PROTOCOL, {"id": self.id, "peer_ip": self.c.peer_ip,
                                                     "peer_port": self.c.peer_port}))
+        if self.server.implicit_tls and not self.handshake(implicit=True):
+            return
         if not self.answer(None, self.service.greeting()):
             return
         while True:
@@ -142,7 +149,6 @@ class _Session:
                 self.reason = self.conn.closed_for
                 return
             if isinstance(event, ev.Stls) and reply.positive and not self.start_tls():
-                self.reason = "TLS handshake failed"
                 return
             if self.conn.state is State.CLOSED:
                 self.reason = "quit"
@@ -153,14 +159,26 @@ class _Session:
         dropped = self.conn.discard_buffered()
         if dropped:
             self.line("in", f"<{dropped} octets sent after STLS before the handshake: discarded (CVE-2011-0411)>")
-        remaining = self.deadline - time.monotonic()
-        self.c.sock.settimeout(max(min(self.c.limits.idle_timeout, remaining), 0.001))
+        return self.handshake()
+
+    def handshake(self, implicit: bool = False) -> bool:
+        """The server side of the TLS handshake, bounded by the idle timeout; recorded either way.
+        Implicit TLS: a client that never starts it may be shed as a silent one."""
         try:  # handshake apart from the wrap: the failure is recorded before the socket closes
+            remaining = self.deadline - time.monotonic()
+            self.c.sock.settimeout(max(min(self.c.limits.idle_timeout, remaining), 0.001))
             self.c.sock = self.server.tls.wrap_socket(self.c.sock, server_side=True, do_handshake_on_connect=False)
+            self.c.waiting = implicit
             self.c.sock.do_handshake()
         except (ssl.SSLError, OSError) as exc:
-            self.server._publish(SessionTls(self.id, PROTOCOL, False, error=str(exc)[:200]))
+            if self.c.shed:  # closed to make room for a newcomer: nothing to say it in
+                self.reason = f"shed ({self.c.shed}) to make room"
+            else:
+                self.reason = "TLS handshake failed"
+                self.server._publish(SessionTls(self.id, PROTOCOL, False, error=str(exc)[:200]))
             return False
+        finally:
+            self.c.waiting = False
         self.service.tls_active = True
         self.server._publish(SessionTls(self.id, PROTOCOL, True, version=self.c.sock.version()))
         return True

@@ -265,8 +265,12 @@ class SmtpSession:
         if dropped:
             self._line("in", f"<{dropped} octets sent after STARTTLS before the handshake: discarded (CVE-2011-0411)>")
 
-    def tls_started(self, ok: bool, *, version: str = "", cipher: str = "", error: str = "") -> None:
+    def tls_started(self, ok: bool, *, version: str = "", cipher: str = "", error: str = "",
+                    implicit: bool = False) -> None:
+        """The handshake after STARTTLS, or (``implicit``) before the banner, is done or failed."""
         self.starting_tls = False
+        if ok and implicit:
+            self.core.tls_from_the_start()
         if not ok:
             self.bus.publish(SessionTls(self.session.id, "smtp", False, error=error[:200]))
             self.end("TLS handshake failed")

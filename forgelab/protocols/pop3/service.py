@@ -90,6 +90,8 @@ class Pop3Service:
     def _on_stls(self, event: ev.Stls) -> Pop3Reply:
         if not self.tls_available:
             return Pop3Reply.err("[SYS/PERM] TLS not available: this server has no certificate")
+        if self.tls_active:  # the implicit-TLS port (RFC 8314): TLS from the first byte
+            return Pop3Reply.err("TLS is already active")
         self._name = None  # RFC 2595 4: nothing said before the handshake counts
         return Pop3Reply.ok("Begin TLS negotiation")
 

@@ -105,6 +105,10 @@ class SmtpConnection:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    def tls_from_the_start(self) -> None:
+        """Implicit TLS (RFC 8314): the session is inside TLS from its first byte, so STARTTLS is out of sequence."""
+        self._done = self._done | {ev.StartTls}
+
     def discard_buffered(self) -> int:
         """Drop bytes the client sent ahead (after STARTTLS they must not count: CVE-2011-0411)."""
         dropped = len(self._buffer)
