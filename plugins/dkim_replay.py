@@ -37,7 +37,8 @@ class DKIMReplay:
     ``p=quarantine`` (aligned with the From) shows a sign of replay:
 
     - ``envelope``: the client's address is not authorised by the signing domain's SPF and
-      the envelope sender is null (``MAIL FROM:<>``) or outside the signing domain;
+      the envelope sender is null (``MAIL FROM:<>``; with ``envelope = "unaligned"``, also one
+      outside the signing domain);
     - ``length``: the signature has ``l=`` and the body goes on past the signed length;
     - ``added-headers``: From, To, Subject or Cc appears more times than ``h=`` signs it
       (a copy added above the signed one, which readers show);
@@ -46,12 +47,16 @@ class DKIMReplay:
     ``pass`` when such a signature shows none; no verdict at all when the message has no
     such signature. Its reason names each sign it saw.
 
-    Not caught: a replay from an address the brand's SPF authorises (a shared ESP) with
-    nothing added, and forwarding: a forwarder that keeps the signature intact looks exactly
-    like a replay; list it in ``trusted_forwarders``.
+    Not caught by default: a replay with nothing added, from an address the brand's SPF does
+    not authorise, under the attacker's own envelope. An ESP sending for the brand under its
+    bounce domain, and a forwarder (SRS) that keeps the signature intact, look exactly like it,
+    and they are ordinary mail: ``envelope = "unaligned"`` counts them as replays too, for a
+    trainer who lists the lab's ESPs and forwarders in ``trusted_forwarders``.
 
     Settings:
 
+    - ``envelope`` (default ``"null"``): which envelope senders are a sign, ``"null"`` only or
+      ``"unaligned"`` (null or outside the signing domain);
     - ``trusted_forwarders`` (default ``[]``): client addresses or networks
       (``127.0.9.0/24``) whose relayed mail is not a replay by its envelope alone
       (forwarders, ESPs the brand does not list in its SPF). A logged-in client is trusted too.
@@ -63,6 +68,10 @@ class DKIMReplay:
         settings = dict(settings or {})
         self.trusted = parse_networks(settings.get("trusted_forwarders", []),
                                       "dkim-replay: setting 'trusted_forwarders'")
+        self.envelope_sign = settings.get("envelope", "null")
+        if self.envelope_sign not in ("null", "unaligned"):
+            raise ValueError(f"dkim-replay: setting 'envelope' must be \"null\" or \"unaligned\", "
+                             f"not {self.envelope_sign!r}")
 
     @forgelab.hookimpl
     def forgelab_message(self, session, envelope, message, raw, lab):
@@ -113,7 +122,7 @@ class DKIMReplay:
         if getattr(session, "authenticated", None) or contains(self.trusted, ip):
             return []
         mail_from = getattr(envelope, "mail_from", "") or ""
-        if mail_from and org_domain(domain_of(mail_from)) == org_domain(domain):
+        if mail_from and (self.envelope_sign == "null" or org_domain(domain_of(mail_from)) == org_domain(domain)):
             return []
         spf = _spf(ip, domain, getattr(session, "helo", "") or "", view)
         if spf in ("pass", "temperror"):

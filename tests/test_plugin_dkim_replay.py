@@ -34,12 +34,21 @@ def test_the_bank_sending_its_own_mail_shows_no_sign():
     assert verdict.result == "pass" and "bank.example (DMARC p=reject)" in verdict.reason
 
 
-@pytest.mark.parametrize("mail_from", ["", "attacker@phish.example"])
-def test_replayed_from_an_address_the_brand_does_not_list_with_a_null_or_foreign_envelope(mail_from):
-    verdict = judge(sign(bank_message(), "bank.example"), ATTACKER_IP, mail_from, "mail.phish.example")
+@pytest.mark.parametrize("mail_from,settings", [("", {}), ("", {"envelope": "unaligned"}),
+                                               ("attacker@phish.example", {"envelope": "unaligned"})])
+def test_replayed_from_an_address_the_brand_does_not_list_with_a_null_or_foreign_envelope(mail_from, settings):
+    verdict = judge(sign(bank_message(), "bank.example"), ATTACKER_IP, mail_from, "mail.phish.example",
+                    settings=settings)
     assert verdict.result == "fail" and verdict.details["signs"] == ["envelope"]
     assert "[envelope]" in verdict.reason and "127.0.66.1" in verdict.reason
     assert ("null (MAIL FROM:<>)" if not mail_from else mail_from) in verdict.reason
+
+
+def test_by_default_a_foreign_envelope_is_no_sign_an_esp_or_a_forwarder_sends_so_too():
+    raw = sign(bank_message(), "bank.example")
+    assert judge(raw, ATTACKER_IP, "bounces@esp.example", "mail.esp.example").result == "pass"
+    with pytest.raises(ValueError, match="envelope"):
+        judge(raw, settings={"envelope": "any"})
 
 
 def test_a_trusted_forwarder_network_or_a_logged_in_client_is_no_replay_by_its_envelope():

@@ -66,6 +66,11 @@ extends = "strict"
 [defences.mismatch]
 trusted_ips = ["127.0.0.48/29"]
 
+[defences.dkim-replay]
+# This trainer's ESPs are in its brands' SPF and it has no forwarders: the attacker's own
+# envelope under a brand's signature is a sign of replay too.
+envelope = "unaligned"
+
 [defences.lookalike]
 protect = ["corp.example", "fortbank.example", "harbour.example", "cloudbrand.example"]
 """

@@ -440,9 +440,11 @@ def _replays() -> list[Attack]:
                "A real message signed by bank.example with h=from:to:subject:date; Reply-To is not signed, so "
                "the attacker points it at phish.example and replays the message from its own server. DKIM "
                "and DMARC pass (the signature is the bank's); the From/envelope mismatch, the Reply-To and "
-               "the non-oversigned From are what give it away; dkim-replay refuses it under strict: the bank's "
-               "signature arrives from an address bank.example's SPF does not list, with the attacker's envelope.",
-               ("mismatch", "dkim-replay"), FORGERY, _attacker(edited)),
+               "the non-oversigned From are what give it away: mismatch quarantines it under strict (DMARC "
+               "passes only through a signature that leaves the pointing Reply-To unsigned). dkim-replay "
+               "counts the attacker's own envelope as a sign only with envelope = \"unaligned\": an ESP "
+               "or a forwarder sending the bank's mail looks the same.",
+               ("mismatch",), MISMATCH_ONLY, _attacker(edited)),
         Attack("dkim-duplicate-subject", "A second Subject above the signed one", "dkim-replay",
                "RFC 6376 section 8.15 (header duplication); " + CF + ", section 6",
                "DKIM verifies the bottom-most instance of each signed header, clients show the top one. "
