@@ -105,18 +105,23 @@ def test_a_message_sent_over_smtp_appears_on_the_open_page_without_reload(browse
     assert browser.execute_script("return window.__sameDocument") == "yes"
 
 
+def smtp_dialogue(sock: socket.socket):
+    """A reader of the socket, and ``say(line)``: send one command, return its last reply line."""
+    reader = sock.makefile("rb")
+
+    def say(line: bytes) -> bytes:
+        sock.sendall(line + b"\r\n")
+        reply = reader.readline()
+        while reply[3:4] == b"-":
+            reply = reader.readline()
+        return reply
+    return reader, say
+
+
 def test_a_session_page_shows_each_verdict_under_its_command_as_it_happens(browser, served):
     lab, web = served()
     with socket.create_connection(lab.smtp.address, timeout=10, source_address=(ATTACKER, 0)) as sock:
-        reader = sock.makefile("rb")
-
-        def say(line: bytes) -> bytes:
-            sock.sendall(line + b"\r\n")
-            reply = reader.readline()
-            while reply[3:4] == b"-":
-                reply = reader.readline()
-            return reply
-
+        reader, say = smtp_dialogue(sock)
         assert reader.readline().startswith(b"220")
         assert say(b"EHLO mail.phish.example").startswith(b"250")
         session_id = lab.recorded("session.open")[-1]["session"]["id"]
@@ -219,15 +224,7 @@ def test_a_message_refused_at_data_shows_its_from_and_subject_live_and_after_rel
     data = (f"From: Carol <carol@corp.example>\r\nTo: alice@corp.example\r\nSubject: {subject}\r\n"
             "Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\npay now\r\n.\r\n").encode()
     with socket.create_connection(lab.smtp.address, timeout=10, source_address=(ATTACKER, 0)) as sock:
-        reader = sock.makefile("rb")
-
-        def say(line: bytes) -> bytes:
-            sock.sendall(line + b"\r\n")
-            reply = reader.readline()
-            while reply[3:4] == b"-":
-                reply = reader.readline()
-            return reply
-
+        reader, say = smtp_dialogue(sock)
         assert reader.readline().startswith(b"220")
         assert say(b"EHLO mail.phish.example").startswith(b"250")
         session_id = lab.recorded("session.open")[-1]["session"]["id"]
