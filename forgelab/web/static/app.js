@@ -229,9 +229,9 @@
       button.addEventListener("click", async () => {
         status.textContent = `Switching to ${button.dataset.policy}…`;
         const { ok, answer } = await postJSON("/api/policy", { policy: button.dataset.policy });
+        await show();  // the page shows the new policy before the status says it runs (one state, not two)
         status.textContent = ok ? `Now running policy ${answer.policy}: the next message is judged by it.`
           : `Not switched: ${answer.error || "the server refused"}`;
-        await show();
       });
     }
     stream({}, (record) => { if (record.kind === "policy.changed") show(); });
