@@ -316,6 +316,16 @@ class MailStore:
         user, folder, key = location
         return self.read_relay(key) if user == RELAY_HOLD else self.read(user, folder, key)
 
+    def read_start_at(self, location, limit: int) -> bytes:
+        """At most the first ``limit`` octets at a delivery location (search reads no more)."""
+        user, folder, key = location
+        maildir = self.relay_dir if user == RELAY_HOLD else self.folder_dir(user, folder)
+        fd = nofollow.open_fd(self._find(self._reading(maildir), key), os.O_RDONLY)
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
+
     # -- POP3 ----------------------------------------------------------------------------
 
     def open_maildrop(self, user: str) -> Maildrop:

@@ -322,6 +322,17 @@ class EventIndex:
             newest = list(self._messages.values())[::-1][:limit]
             return [self.message_summary(m) for m in newest]
 
+    def searchable(self) -> list[dict]:
+        """Every message, newest first, as ``messages`` gives it plus its ``locations`` and the
+        ``policy`` its session ran under (what search looks at)."""
+        with self._lock:
+            out = []
+            for m in reversed(self._messages.values()):
+                session = self._sessions.get(m["session_id"] or "") or {}
+                out.append(self.message_summary(m) | {"locations": list(m["locations"]),
+                                                      "policy": session.get("policy")})
+            return out
+
     def message(self, message_id: str) -> dict | None:
         with self._lock:
             message = self._messages.get(message_id)

@@ -1,0 +1,108 @@
+"""Search, MIME parts, .eml download, delete and release through the real web server (docs/web.md)."""
+import json
+import poplib
+import smtplib
+from urllib.parse import quote
+
+import pytest
+
+from forgelab.web.search import MAX_QUERY, QueryError, parse_query
+from test_web_api import ATTACKER, Http, delivered
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def mail(subject, sender="alerts@bank.example", to="alice@corp.example", body="Hello.", extra="") -> bytes:
+    return (f"From: Sender <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}\r\n").encode()
+
+
+def send(lab, data, mail_from="alerts@bank.example", rcpts=("alice@corp.example",), source_ip="127.0.0.1",
+         helo="client.example"):
+    with smtplib.SMTP(*lab.smtp.address, timeout=10, source_address=(source_ip, 0)) as client:
+        client.ehlo(helo)
+        return client.sendmail(mail_from, list(rcpts), data)
+
+
+def pop3_subjects(lab, user="alice", password="rabbit-hole") -> list[bytes]:
+    client = poplib.POP3(*lab.pop3.address, timeout=10)
+    try:
+        client.user(user)
+        client.pass_(password)
+        out = []
+        for n in range(1, client.stat()[0] + 1):
+            out += [line for line in client.top(n, 0)[1] if line.startswith(b"Subject:")]
+        return out
+    finally:
+        client.quit()
+
+
+@pytest.fixture
+def served(lab_with_web):
+    def start(policy="observe"):
+        lab, web = lab_with_web(policy)
+        return lab, web, Http(web)
+    return start
+
+
+def ids(client, query):
+    return [m["subject"] for m in client.json("/api/messages?q=" + quote(query))["messages"]]
+
+
+def test_search_combines_free_text_fields_checks_outcomes_and_policy(served):
+    lab, _, client = served("observe")
+    send(lab, mail("Quarterly statement", body="Your invoice number 4711 is attached."),
+         source_ip="127.0.1.1")  # bank.example's own address: SPF passes
+    send(lab, mail("Lunch on Friday", sender="bob@corp.example", to="carol@corp.example"),
+         mail_from="bob@corp.example", rcpts=["carol@corp.example"])
+    send(lab, mail("Urgent wire transfer", body="Please PAY today."), source_ip=ATTACKER)
+    delivered(lab, 3)
+
+    assert ids(client, "invoice") == ["Quarterly statement"]          # body text
+    assert ids(client, "PAY") == ["Urgent wire transfer"]             # case-insensitive
+    assert ids(client, "from:bob@") == ["Lunch on Friday"]
+    assert ids(client, "to:carol") == ["Lunch on Friday"]
+    assert ids(client, 'subject:"wire transfer"') == ["Urgent wire transfer"]
+    assert ids(client, 'subject:"transfer wire"') == []
+    assert ids(client, "check:spf") == ["Urgent wire transfer"]       # SPF failed only from the attacker
+    assert ids(client, "from:bank.example check:spf") == ["Urgent wire transfer"]
+    assert set(ids(client, "from:bank.example")) == {"Quarterly statement", "Urgent wire transfer"}
+    actions = {m["subject"]: m["action"] for m in client.json("/api/messages")["messages"]}
+    for outcome in ("accept", "tag"):
+        assert set(ids(client, f"outcome:{outcome}")) == {s for s, a in actions.items() if a == outcome}
+    assert "Urgent wire transfer" in ids(client, "outcome:tag")
+    assert ids(client, "outcome:refused") == []
+    assert len(ids(client, "policy:observe")) == 3 and ids(client, "policy:strict") == []
+    assert len(client.json("/api/messages")["messages"]) == 3         # no q: the listing as before
+
+
+def test_search_finds_refused_messages(served):
+    lab, _, client = served("strict")
+    with pytest.raises(smtplib.SMTPDataError):
+        send(lab, mail("Your statement", sender="alerts@bank.example"), mail_from="bounce@phish.example",
+             source_ip=ATTACKER, helo="mail.phish.example")
+    lab.recorder.wait_for("message.rejected")
+    assert ids(client, "outcome:refused check:dmarc") == ["Your statement"]
+    assert ids(client, "outcome:accept") == []
+
+
+@pytest.mark.parametrize("query, named", [
+    ("nosuch:x", "unknown field 'nosuch'"),
+    ('subject:"open', "unclosed quote"),
+    ("outcome:maybe", "outcome is one of"),
+    ("from:", "from: needs a value"),
+    ("x" * (MAX_QUERY + 1), f"at most {MAX_QUERY}"),
+])
+def test_a_bad_query_is_refused_with_400_naming_the_problem(served, query, named):
+    _, _, client = served()
+    status, headers, body = client.get("/api/messages?q=" + quote(query))
+    assert status == 400 and headers["content-type"].startswith("application/json")
+    assert named in json.loads(body)["error"]
+
+
+def test_the_query_parser():
+    assert parse_query('  Invoice from:Bank subject:"Two  Words" check:dmarc ') == [
+        (None, "invoice"), ("from", "bank"), ("subject", "two  words"), ("check", "dmarc")]
+    assert parse_query('"a phrase" outcome:REFUSED') == [(None, "a phrase"), ("outcome", "refused")]
+    with pytest.raises(QueryError):
+        parse_query(" ".join(["a"] * 40))
