@@ -106,3 +106,43 @@ def test_the_query_parser():
     assert parse_query('"a phrase" outcome:REFUSED') == [(None, "a phrase"), ("outcome", "refused")]
     with pytest.raises(QueryError):
         parse_query(" ".join(["a"] * 40))
+
+
+MIXED = (b"From: Sender <alerts@bank.example>\r\nTo: alice@corp.example\r\nSubject: With attachments\r\n"
+         b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+         b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n"
+         b"--b1\r\nContent-Type: text/html\r\nContent-Disposition: attachment; filename=\"../../evil \\\"x\\\".html\"\r\n"
+         b"Content-Transfer-Encoding: base64\r\n\r\nPHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==\r\n"
+         b"--b1\r\nContent-Type: image/png; name=\"dot.png\"\r\nContent-Disposition: inline; filename=\"dot.png\"\r\n"
+         b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+         b"--b1--\r\n")
+
+
+def test_parts_are_listed_and_each_downloads_decoded_as_a_safe_attachment(served):
+    lab, _, client = served()
+    send(lab, MIXED)
+    (event,) = delivered(lab)
+    message_id = event["message_id"]
+
+    parts = client.json(f"/api/messages/{message_id}/parts")["parts"]
+    assert [(p["index"], p["content_type"], p["disposition"]) for p in parts] == [
+        (0, "text/plain", None), (1, "text/html", "attachment"), (2, "image/png", "inline")]
+    assert parts[1]["size"] == len(b"<script>alert(1)</script>") and parts[2]["filename"] == "dot.png"
+
+    status, headers, body = client.get(f"/api/messages/{message_id}/parts/1")
+    assert status == 200 and body == b"<script>alert(1)</script>"  # decoded from base64
+    assert headers["content-type"] == "application/octet-stream"    # never served as HTML
+    assert headers["x-content-type-options"] == "nosniff"
+    disposition = headers["content-disposition"]
+    assert disposition.startswith("attachment;") and "/" not in disposition and ".." not in disposition
+    assert disposition == 'attachment; filename="evil_x_.html"'
+
+    status, headers, body = client.get(f"/api/messages/{message_id}/parts/2")
+    assert status == 200 and headers["content-type"] == "image/png" and body == b"\x89PNG\r\n\x1a\n"
+    assert headers["content-disposition"] == 'attachment; filename="dot.png"'
+    status, headers, body = client.get(f"/api/messages/{message_id}/parts/0")
+    assert headers["content-type"].startswith("text/plain; charset=utf-8") and body == b"See attached."  # the CRLF before a boundary belongs to it
+
+    for path in [f"/api/messages/{message_id}/parts/3", f"/api/messages/{message_id}/parts/x",
+                 f"/api/messages/{message_id}/parts/-1", "/api/messages/nosuch/parts", "/api/messages/nosuch/parts/0"]:
+        assert client.get(path)[0] == 404, path
