@@ -146,3 +146,115 @@ def test_parts_are_listed_and_each_downloads_decoded_as_a_safe_attachment(served
     for path in [f"/api/messages/{message_id}/parts/3", f"/api/messages/{message_id}/parts/x",
                  f"/api/messages/{message_id}/parts/-1", "/api/messages/nosuch/parts", "/api/messages/nosuch/parts/0"]:
         assert client.get(path)[0] == 404, path
+
+
+def test_a_message_downloads_as_eml(served):
+    lab, _, client = served()
+    send(lab, mail("Keep me"))
+    (event,) = delivered(lab)
+    status, headers, body = client.get(f"/api/messages/{event['message_id']}/eml")
+    assert status == 200 and headers["content-type"] == "message/rfc822"
+    assert headers["content-disposition"] == f'attachment; filename="{event["message_id"]}.eml"'
+    assert b"Subject: Keep me" in body and body == lab.store.read_at(tuple(event["locations"][0]))
+    assert client.get("/api/messages/nosuch/eml")[0] == 404
+
+
+def delete(client, path, headers=None):
+    return client.request("DELETE", path, b"{}", {"Content-Type": "application/json", **(headers or {})})
+
+
+def test_delete_removes_every_copy_and_pop3_no_longer_lists_it(served):
+    lab, _, client = served()
+    send(lab, mail("To both"), rcpts=["alice@corp.example", "bob@corp.example"])
+    send(lab, mail("Stays"))
+    first, _ = delivered(lab, 2)
+    assert len(first["locations"]) == 2
+    assert pop3_subjects(lab) == [b"Subject: To both", b"Subject: Stays"]
+
+    status, _, body = delete(client, f"/api/messages/{first['message_id']}")
+    assert status == 200 and sorted(map(tuple, json.loads(body)["deleted"])) == sorted(map(tuple, first["locations"]))
+    assert pop3_subjects(lab) == [b"Subject: Stays"]
+    for user, folder, key in first["locations"]:
+        assert key not in [k for k, _ in lab.store.list(user, folder)]
+    (record,) = lab.recorder.wait_for("message.deleted")
+    assert record["message_id"] == first["message_id"] and len(record["copies"]) == 2
+    detail = client.json(f"/api/messages/{first['message_id']}")
+    assert detail["locations"] == [] and detail["source"] is None
+    assert delete(client, f"/api/messages/{first['message_id']}")[0] == 404  # nothing left to delete
+    assert delete(client, "/api/messages/nosuch")[0] == 404
+
+
+def quarantined(lab):
+    send(lab, mail("Claim form", sender="claims@insure.example"), mail_from="bounce@phish.example",
+         source_ip=ATTACKER, helo="mail.phish.example")
+    (event,) = delivered(lab)
+    assert event["action"] == "quarantine"
+    return event
+
+
+def test_release_moves_a_quarantined_copy_into_the_inbox_for_pop3(served):
+    lab, _, client = served("strict")
+    event = quarantined(lab)
+    assert pop3_subjects(lab) == []
+    status, answer = client.post_json(f"/api/messages/{event['message_id']}/release", {})
+    assert status == 200 and answer["released"] == event["locations"]
+    assert pop3_subjects(lab) == [b"Subject: Claim form"]
+    assert lab.store.list("alice", "quarantine") == []
+    (record,) = lab.recorder.wait_for("message.released")
+    assert record["copies"] == event["locations"] and record["locations"][0][1] == "inbox"
+    assert client.json(f"/api/messages/{event['message_id']}")["locations"][0][1] == "inbox"
+    status, answer = client.post_json(f"/api/messages/{event['message_id']}/release", {})
+    assert status == 409  # nothing quarantined is left
+    # Deleting it now removes the inbox copy the release made.
+    assert delete(client, f"/api/messages/{event['message_id']}")[0] == 200 and pop3_subjects(lab) == []
+
+
+@pytest.mark.parametrize("headers, body, code", [
+    ({"Origin": "http://evil.example", "Content-Type": "application/json"}, b"{}", 403),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, b"a=b", 415),
+    ({"Content-Type": "text/plain"}, b"{}", 415),
+])
+def test_delete_and_release_follow_the_policy_switch_rules(served, headers, body, code):
+    lab, _, client = served("strict")
+    event = quarantined(lab)
+    path = f"/api/messages/{event['message_id']}"
+    assert client.request("DELETE", path, body, headers)[0] == code
+    assert client.request("POST", path + "/release", body, headers)[0] == code
+    assert len(lab.store.list("alice", "quarantine")) == 1 and lab.recorded("message.deleted") == []
+
+
+def test_delete_and_release_are_for_loopback_clients_only(forgelab_server):
+    from test_web_api import asgi_post
+    from forgelab.web import WebServer
+
+    lab = forgelab_server(policy="strict")
+    web = WebServer(lab, port=0)
+    try:
+        event = quarantined(lab)
+        status, _ = asgi_post(web.app, f"/api/messages/{event['message_id']}/release", b"{}", "192.0.2.7")
+        assert status == 403 and len(lab.store.list("alice", "quarantine")) == 1
+    finally:
+        web.stop()
+
+
+def test_store_release_and_delete_never_follow_a_symlink(tmp_path):
+    from forgelab.store.maildir import MailStore
+    from forgelab.store.nofollow import SymlinkRefused
+
+    store = MailStore(tmp_path / "mail")
+    key = store.deliver("alice", b"Subject: q\r\n\r\nx\r\n", "quarantine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    inbox_new = store.folder_dir("alice", "inbox") / "new"
+    inbox_new.rmdir()
+    inbox_new.symlink_to(outside)  # a planted link where the inbox's new/ should be
+    with pytest.raises(SymlinkRefused):
+        store.release("alice", key)
+    assert list(outside.iterdir()) == [] and [k for k, _ in store.list("alice", "quarantine")] == [key]
+    inbox_new.unlink()
+    assert store.release("alice", key) == ("alice", "inbox", key)
+    assert store.list("alice", "quarantine") == [] and [k for k, _ in store.list("alice")] == [key]
+    assert store.delete_at(("alice", "inbox", key)) and store.list("alice") == []
+    assert not store.delete_at(("alice", "inbox", key))
+    with pytest.raises(KeyError):
+        store.release("alice", key)

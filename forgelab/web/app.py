@@ -21,8 +21,8 @@ from starlette.templating import Jinja2Templates
 from ..core.policy import PolicyError, load_policy, shipped_policies
 from .attacks import MatrixJob
 from .index import EventIndex
-from .message import MAX_SHOWN, load_source, message_detail
-from .parts import list_parts, part_download
+from .message import MAX_SHOWN, message_detail
+from .message_api import message_routes
 from .search import QueryError, Searcher, parse_query
 from ..core.loopback import is_loopback as is_loopback_client
 from .security import SecurityHeaders, allowed_hosts
@@ -162,29 +162,6 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
             return PlainTextResponse(detail["source_note"] or "no source", status_code=404)
         return PlainTextResponse(detail["source"], headers={"content-disposition": "inline"})
 
-    async def stored(request: Request) -> tuple[dict | None, bytes | None]:
-        """The index entry named in the path and the bytes of its first stored copy (None, None: unknown)."""
-        entry = index.message(request.path_params["message_id"])
-        if entry is None:
-            return None, None
-        raw, _ = await asyncio.to_thread(load_source, lab_app.store, entry.get("locations") or [])
-        return entry, raw
-
-    async def api_message_parts(request: Request) -> Response:
-        entry, raw = await stored(request)
-        if raw is None:
-            return JSON({"error": "no such message" if entry is None else "not stored"}, status_code=404)
-        return JSON({"id": entry["id"], "parts": await asyncio.to_thread(list_parts, raw)})
-
-    async def api_message_part(request: Request) -> Response:
-        entry, raw = await stored(request)
-        found = None if raw is None else await asyncio.to_thread(part_download, raw, request.path_params["index"])
-        if found is None:
-            return JSON({"error": "no such message" if entry is None else "no such part"}, status_code=404)
-        data, content_type, filename = found
-        return Response(data, media_type=content_type, headers={
-            "content-disposition": f'attachment; filename="{filename}"', "x-content-type-options": "nosniff"})
-
     @_bad_request
     async def api_sessions(request: Request) -> Response:
         return JSON({"sessions": index.sessions(_limit(request))})
@@ -270,10 +247,9 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
         Route("/policy", policy_page),
         Route("/lab", lab_page),
         Route("/api/messages", api_messages),
-        Route("/api/messages/{message_id}", api_message),
+        Route("/api/messages/{message_id}", api_message, methods=["GET"]),
         Route("/api/messages/{message_id}/raw", api_message_raw),
-        Route("/api/messages/{message_id}/parts", api_message_parts),
-        Route("/api/messages/{message_id}/parts/{index:int}", api_message_part),
+        *message_routes(lab_app, index, JSON, _guarded_json),
         Route("/api/sessions", api_sessions),
         Route("/api/sessions/{session_id}", api_session),
         Route("/api/events", api_events),

@@ -262,6 +262,16 @@ class EventIndex:
                 message["from"] = step.get("from_")
             message["verdicts"] = self._with_actions(session, r.get("verdicts") or [], r.get("message_id"))
 
+    def _on_message_deleted(self, r: dict) -> None:
+        message = self._messages.get(r.get("message_id") or "")
+        if message is not None:
+            message.update(locations=[], deleted=True)
+
+    def _on_message_released(self, r: dict) -> None:
+        message = self._messages.get(r.get("message_id") or "")
+        if message is not None:
+            message["locations"] = r.get("locations") or []
+
     def _on_policy_changed(self, r: dict) -> None:
         self.policy = {"name": r.get("name"), "description": r.get("description"), "ts": r.get("ts")}
 
