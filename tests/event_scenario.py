@@ -79,6 +79,12 @@ def play_every_kind(app) -> None:
     pop.pass_("rabbit-hole")
     pop.stat()
     pop.quit()
+    # The web view's actions (tests/test_web_messages.py plays them through its API).
+    from forgelab.web.actions import delete_message, release_message
+    key = app.store.deliver("alice", LEGIT, "quarantine")
+    locations = [["alice", "quarantine", key]]
+    release_message(app.store, app.bus, "m-web-action", locations)
+    delete_message(app.store, app.bus, "m-web-action", [["alice", "inbox", key]])
     app.context.set_policy(load_policy("observe"))
 
 

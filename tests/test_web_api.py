@@ -483,7 +483,9 @@ def test_every_api_route_is_documented(forgelab_server):
     try:
         for route in web.app.routes:
             if isinstance(route, Route) and route.path.startswith("/api/"):
-                path = re.sub(r"\{\w+\}", "{id}", route.path)
+                # {message_id}, {session_id} -> {id}; {index:int} -> {index}
+                path = re.sub(r"\{(\w+?)(_id)?(:\w+)?\}",
+                              lambda m: "{id}" if m.group(2) else "{%s}" % m.group(1), route.path)
                 for method in sorted(route.methods - {"HEAD"}):
                     assert f"{method} {path}" in docs, f"docs/web.md does not document {method} {path}"
     finally:

@@ -243,3 +243,28 @@ def test_a_message_refused_at_data_shows_its_from_and_subject_live_and_after_rel
     assert subject in browser.find_element(By.CSS_SELECTOR, "h1").text
     assert "pay now" in browser.find_element(By.ID, "source").text
     assert browser.execute_script("return window.__xss") is None and no_alert(browser)
+
+
+def test_the_search_box_filters_as_you_type_escapes_and_stays_live(browser, served):
+    lab, web = served()
+    send(lab, plain("Quarterly statement"))
+    send(lab, XSS_MESSAGE, mail_from="ceo@bank.example")
+    lab.recorder.wait_for("message.delivered", 2)
+    open_live(browser, web.url + "/")
+
+    def subjects(d):
+        return [td.text for td in d.find_elements(By.CSS_SELECTOR, "#messages td.subject")]
+
+    box = browser.find_element(By.ID, "search")
+    box.send_keys("subject:script")
+    wait(browser, lambda d: subjects(d) == [XSS_SUBJECT], "the search did not narrow the list to one message")
+    assert browser.execute_script("return window.__xss === undefined")  # shown as text, never run
+    box.clear()
+    box.send_keys("subject:quarterly")
+    wait(browser, lambda d: subjects(d) == ["Quarterly statement"], "the list did not follow the new query")
+    send(lab, plain("Quarterly report"))  # a new match arrives while the query is typed in: it shows up
+    wait(browser, lambda d: subjects(d) == ["Quarterly report", "Quarterly statement"], "the list is not live")
+    box.send_keys(' nosuch:"x')
+    wait(browser, lambda d: "unclosed quote" in d.find_element(By.ID, "search-status").text
+         or "unknown field" in d.find_element(By.ID, "search-status").text, "a bad query was not explained")
+    assert browser.execute_script("return window.__sameDocument") == "yes"

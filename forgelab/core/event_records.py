@@ -301,6 +301,41 @@ class PolicyChanged(EventRecord):
         return {"kind": self.kind, "v": VERSION, "name": self.name, "description": self.description}
 
 
+@dataclass(frozen=True, slots=True)
+class MessageDeleted(EventRecord):
+    """A trainer deleted a message from the web view: every stored copy of it is gone.
+
+    :param message_id: the message's id.
+    :param copies: ``[user, folder, key]`` of each copy removed (a copy already gone is not listed).
+    """
+
+    kind: ClassVar[str] = "message.deleted"
+    message_id: str
+    copies: list
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "v": VERSION, "message_id": self.message_id, "copies": self.copies}
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReleased(EventRecord):
+    """A trainer released a quarantined message from the web view: its copies moved to the inbox.
+
+    :param message_id: the message's id.
+    :param copies: ``[user, folder, key]`` of each copy moved, where it was (``quarantine``).
+    :param locations: ``[user, folder, key]`` of every stored copy now (the moved ones in ``inbox``).
+    """
+
+    kind: ClassVar[str] = "message.released"
+    message_id: str
+    copies: list
+    locations: list
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "v": VERSION, "message_id": self.message_id, "copies": self.copies,
+                "locations": self.locations}
+
+
 # -- serve --workers: the wire from a worker to the main process (never on the main bus) --
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +393,7 @@ class WorkerPolicy(EventRecord):
 
 RECORDS: dict[str, type[EventRecord]] = {cls.kind: cls for cls in (
     SessionOpen, SessionLine, SessionTls, SessionAuth, SessionXclient, SessionClose, VerdictGiven,
-    MessageRejected, MessageDelivered, PolicyChanged, WorkerReady, WorkerFailed, WorkerPolicy)}
+    MessageRejected, MessageDelivered, MessageDeleted, MessageReleased, PolicyChanged, WorkerReady, WorkerFailed, WorkerPolicy)}
 
 
 # -- the nested values, bounded -------------------------------------------------------

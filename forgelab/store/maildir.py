@@ -316,6 +316,54 @@ class MailStore:
         user, folder, key = location
         return self.read_relay(key) if user == RELAY_HOLD else self.read(user, folder, key)
 
+    def read_start_at(self, location, limit: int) -> bytes:
+        """At most the first ``limit`` octets at a delivery location (search reads no more)."""
+        user, folder, key = location
+        maildir = self.relay_dir if user == RELAY_HOLD else self.folder_dir(user, folder)
+        fd = nofollow.open_fd(self._find(self._reading(maildir), key), os.O_RDONLY)
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
+
+    # -- trainer actions (the web view's delete and release) ---------------------------
+
+    def _located(self, location) -> Path:
+        user, folder, key = location
+        maildir = self.relay_dir if user == RELAY_HOLD else self.folder_dir(user, folder)
+        return self._find(self._reading(maildir), key)
+
+    def delete_at(self, location) -> bool:
+        """Remove the copy at a delivery location, durably (its folder fsynced); False if it was gone."""
+        try:
+            path = self._located(location)
+            os.unlink(path)  # unlink never follows a symlink: a link planted here is removed, not its target
+        except (KeyError, FileNotFoundError):
+            return False
+        if self.fsync:
+            fsync_dir(path.parent)
+        return True
+
+    def release(self, user: str, key: str) -> tuple[str, str, str]:
+        """Move ``user``'s quarantined copy ``key`` into the inbox's ``new/`` by one rename, both
+        folders fsynced; returns its new location. KeyError when it is gone, FileExistsError if
+        the inbox already holds that key."""
+        source = self._located((user, "quarantine", key))
+        if os.path.islink(source):
+            raise nofollow.refuse(source)
+        inbox = self.folder_dir(user, "inbox")
+        self._created.discard(inbox)  # rare: make sure again that its folders exist
+        self._ensure(inbox)
+        self._check(inbox, "new")
+        target = inbox / "new" / key
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "already in the inbox", str(target))
+        os.rename(source, target)
+        if self.fsync:
+            fsync_dir(target.parent)
+            fsync_dir(source.parent)
+        return (user, "inbox", key)
+
     # -- POP3 ----------------------------------------------------------------------------
 
     def open_maildrop(self, user: str) -> Maildrop:

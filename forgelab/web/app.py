@@ -22,6 +22,8 @@ from ..core.policy import PolicyError, load_policy, shipped_policies
 from .attacks import MatrixJob
 from .index import EventIndex
 from .message import MAX_SHOWN, message_detail
+from .message_api import message_routes
+from .search import QueryError, Searcher, parse_query
 from ..core.loopback import is_loopback as is_loopback_client
 from .security import SecurityHeaders, allowed_hosts
 from .streams import Streams, sse
@@ -85,6 +87,7 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
     job = job or MatrixJob()
     streams = Streams() if streams is None else streams  # (an empty Streams is falsy)
     index.listen(streams)  # for the life of the web view: Streams never waits on a client
+    searcher = Searcher(lab_app.store)
 
     def policy_info() -> dict:
         policy = lab_app.context.rules.policy
@@ -134,7 +137,15 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
     # -- API -----------------------------------------------------------------
     @_bad_request
     async def api_messages(request: Request) -> Response:
-        return JSON({"messages": index.messages(_limit(request))})
+        limit, query = _limit(request), request.query_params.get("q", "").strip()
+        if not query:
+            return JSON({"messages": index.messages(limit)})
+        try:
+            terms = parse_query(query)
+        except QueryError as exc:
+            raise BadRequest(f"bad query: {exc}") from None
+        found = await asyncio.to_thread(searcher.search, index.searchable(), terms, limit)
+        return JSON({"messages": found, "query": query})
 
     async def api_message(request: Request) -> Response:
         entry = index.message(request.path_params["message_id"])
@@ -236,8 +247,9 @@ def create_app(lab_app, index: EventIndex, job: MatrixJob | None = None, bind_ho
         Route("/policy", policy_page),
         Route("/lab", lab_page),
         Route("/api/messages", api_messages),
-        Route("/api/messages/{message_id}", api_message),
+        Route("/api/messages/{message_id}", api_message, methods=["GET"]),
         Route("/api/messages/{message_id}/raw", api_message_raw),
+        *message_routes(lab_app, index, JSON, _guarded_json),
         Route("/api/sessions", api_sessions),
         Route("/api/sessions/{session_id}", api_session),
         Route("/api/events", api_events),

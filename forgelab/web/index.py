@@ -262,6 +262,16 @@ class EventIndex:
                 message["from"] = step.get("from_")
             message["verdicts"] = self._with_actions(session, r.get("verdicts") or [], r.get("message_id"))
 
+    def _on_message_deleted(self, r: dict) -> None:
+        message = self._messages.get(r.get("message_id") or "")
+        if message is not None:
+            message.update(locations=[], deleted=True)
+
+    def _on_message_released(self, r: dict) -> None:
+        message = self._messages.get(r.get("message_id") or "")
+        if message is not None:
+            message["locations"] = r.get("locations") or []
+
     def _on_policy_changed(self, r: dict) -> None:
         self.policy = {"name": r.get("name"), "description": r.get("description"), "ts": r.get("ts")}
 
@@ -321,6 +331,17 @@ class EventIndex:
         with self._lock:
             newest = list(self._messages.values())[::-1][:limit]
             return [self.message_summary(m) for m in newest]
+
+    def searchable(self) -> list[dict]:
+        """Every message, newest first, as ``messages`` gives it plus its ``locations`` and the
+        ``policy`` its session ran under (what search looks at)."""
+        with self._lock:
+            out = []
+            for m in reversed(self._messages.values()):
+                session = self._sessions.get(m["session_id"] or "") or {}
+                out.append(self.message_summary(m) | {"locations": list(m["locations"]),
+                                                      "policy": session.get("policy")})
+            return out
 
     def message(self, message_id: str) -> dict | None:
         with self._lock:

@@ -181,10 +181,25 @@
       $(emptyId).hidden = rows.length > 0;
     }
 
+    const search = $("search");
+    const searchStatus = $("search-status");
+    let asked = 0;  // answers to older queries that arrive late are dropped
+
     async function refresh() {
       timer = null;
+      const query = search ? search.value.trim() : "";
+      const mine = ++asked;
+      const messagesUrl = "/api/messages?" + new URLSearchParams(query ? { limit: 100, q: query } : { limit: 100 });
       try {
-        const [m, s] = await Promise.all([getJSON("/api/messages?limit=100"), getJSON("/api/sessions?limit=100")]);
+        const answer = await fetch(messagesUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        const m = await answer.json();
+        if (mine !== asked) return;
+        if (!answer.ok) {
+          searchStatus.textContent = m.error || "the search was refused";
+          return;
+        }
+        searchStatus.textContent = query ? `${m.messages.length} found` : "";
+        const s = await getJSON("/api/sessions?limit=100");
         fill("messages", "messages-empty", m.messages, messageRow);
         fill("sessions", "sessions-empty", s.sessions, sessionRow);
         shown = Math.max(shown, ...m.messages.map((x) => x.seq || 0), ...s.sessions.map((x) => x.last_seq || 0));
@@ -195,6 +210,12 @@
     stream({ since: body.dataset.since }, (record) => {
       if (record.kind !== "policy.changed" && !timer) timer = setTimeout(refresh, 150);
     });
+    if (search) {
+      search.addEventListener("input", () => {
+        clearTimeout(timer);
+        timer = setTimeout(refresh, 150);
+      });
+    }
   }
 
   function sessionPage() {
