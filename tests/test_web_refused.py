@@ -4,7 +4,8 @@ import smtplib
 
 import pytest
 
-from forgelab.core.event_records import MAX_SOURCE, MessageRejected
+from forgelab.core.event_records import MessageRejected
+from forgelab.core.event_values import MAX_SOURCE
 from test_web_api import Http
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ or changing what one means, raises it. docs/events.md is made from these records
 (``event_schema.schema_markdown``) and a test keeps the two the same.
 
 Every attacker-written string is bounded before it gets here (``clip``, ``bounded``,
-and the helpers at the end of this module), so one event never holds a huge header.
+and the helpers of ``event_values.py``), so one event never holds a huge header.
 Each ``to_dict`` is written out by hand: the event path is hot (docs/performance.md).
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from .events import bounded, clip
 
 VERSION = 1
 
@@ -394,35 +393,3 @@ class WorkerPolicy(EventRecord):
 RECORDS: dict[str, type[EventRecord]] = {cls.kind: cls for cls in (
     SessionOpen, SessionLine, SessionTls, SessionAuth, SessionXclient, SessionClose, VerdictGiven,
     MessageRejected, MessageDelivered, MessageDeleted, MessageReleased, PolicyChanged, WorkerReady, WorkerFailed, WorkerPolicy)}
-
-
-# -- the nested values, bounded -------------------------------------------------------
-
-def verdict_detail(verdict) -> dict:
-    """A verdict for its ``verdict`` event, bounded; without what the stored message or the event
-    already holds: the parts of its Authentication-Results header, a copy of its reason."""
-    record = verdict.as_dict()
-    record["details"] = {k: v for k, v in record["details"].items()
-                         if k != "authres" and not (k == "reason" and v == verdict.reason)}
-    return bounded(record)
-
-
-def verdict_summary(verdict) -> dict:
-    """A verdict as the outcome events list it: the ``verdict`` events give the rest."""
-    return {"check": verdict.check, "result": verdict.result, "action": verdict.action}
-
-
-MAX_SOURCE = 8192  # octets of a refused message kept in its event (the web view shows them)
-
-
-def source_kept(raw: bytes) -> str:
-    """What a ``message.rejected`` event keeps of a message refused at DATA: its start."""
-    text = raw[:MAX_SOURCE].decode("utf-8", "replace")
-    return text if len(raw) <= MAX_SOURCE else f"{text}… [{len(raw) - MAX_SOURCE} more octets]"
-
-
-def envelope_summary(envelope) -> dict:
-    """The envelope for an event: every recipient (the policy caps how many), each string clipped."""
-    return {"id": envelope.id, "mail_from": clip(envelope.mail_from, 512),
-            "rcpt_tos": [clip(r, 512) for r in envelope.rcpt_tos], "mail_params": bounded(dict(envelope.mail_params))}
-

@@ -15,7 +15,8 @@ import logging
 from ipaddress import ip_address
 from typing import Callable
 
-from ..event_records import (MessageDelivered, MessageRejected, SessionAuth, SessionXclient, VerdictGiven, envelope_summary, source_kept, verdict_detail, verdict_summary)
+from ..event_records import MessageDelivered, MessageRejected, SessionAuth, SessionXclient, VerdictGiven
+from ..event_values import envelope_summary, source_kept, verdict_detail, verdict_summary
 from ..delivery import folded_start
 from ..events import bounded, clip
 from ..message import parse_message
