@@ -7,7 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from forgelab.web.search import MAX_QUERY, QueryError, parse_query
-from test_web_api import ATTACKER, Http, delivered
+from test_web_api import ATTACKER, delivered, served  # noqa: F401 (served: a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,14 +35,6 @@ def pop3_subjects(lab, user="alice", password="rabbit-hole") -> list[bytes]:
         return out
     finally:
         client.quit()
-
-
-@pytest.fixture
-def served(lab_with_web):
-    def start(policy="observe"):
-        lab, web = lab_with_web(policy)
-        return lab, web, Http(web)
-    return start
 
 
 def ids(client, query):
