@@ -186,10 +186,8 @@ def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     if it is a regular file (a FIFO planted there would block the open: O_NONBLOCK until checked);
     a file that others could read is made 0600."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        fd = nofollow.open_fd(path, flags | os.O_NONBLOCK)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise nofollow.refuse(path) from None
         if exc.errno == errno.ENXIO:  # a FIFO nobody reads
             raise OSError(exc.errno, f"{path} is not a regular file: remove it") from None
         raise
